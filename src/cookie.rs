@@ -1,0 +1,720 @@
+//! Reading the affinity cookie from `Cookie` headers, and rendering `Set-Cookie`.
+//!
+//! Attributes are validated and rendered once, when the layer is built; per
+//! response only `NAME=VALUE` is joined to the rendered suffix, in one exactly
+//! sized allocation that the header value then owns.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue};
+
+use crate::affinity::{Codec, Decoded, SessionId};
+use crate::upgrade::trim_ows;
+use crate::BuildError;
+
+/// The `SameSite` attribute of the affinity cookie.
+///
+/// A WebSocket handshake is a same-site request whenever the page and the
+/// socket share a site, so the default `Lax` works for most apps. Use `None`
+/// (which needs `Secure`) when a page on another site opens the socket.
+///
+/// # Example
+///
+/// ```
+/// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
+///
+/// let layer = StickyUpgradeLayer::builder()
+///     .same_site(SameSite::Strict)
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SameSite {
+    /// `SameSite=Strict`: only sent on same-site requests.
+    Strict,
+    /// `SameSite=Lax` (the default): sent on same-site requests and top-level navigations.
+    #[default]
+    Lax,
+    /// `SameSite=None`: sent on cross-site requests too; requires `Secure`.
+    None,
+}
+
+impl SameSite {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "Strict",
+            Self::Lax => "Lax",
+            Self::None => "None",
+        }
+    }
+}
+
+/// Longest cookie name accepted; with the longest value this crate writes, the
+/// pair stays far below the 4096 bytes browsers keep.
+pub(crate) const MAX_NAME_LEN: usize = 256;
+
+/// Browsers cap cookie lifetimes at 400 days (RFC 6265bis).
+pub(crate) const MAX_AGE_LIMIT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
+/// `; Expires=` followed by an IMF-fixdate, which is always 29 bytes long.
+const EXPIRES_LEN: usize = "; Expires=".len() + 29;
+
+/// Cookie attributes as given to the builder, before validation.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieAttributes {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) expires: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) partitioned: bool,
+}
+
+impl Default for CookieAttributes {
+    fn default() -> Self {
+        Self {
+            name: crate::DEFAULT_COOKIE_NAME.to_owned(),
+            path: "/".to_owned(),
+            domain: None,
+            max_age: None,
+            expires: false,
+            same_site: SameSite::Lax,
+            secure: true,
+            http_only: true,
+            partitioned: false,
+        }
+    }
+}
+
+impl CookieAttributes {
+    /// Checks every rule and renders the attribute suffix.
+    pub(crate) fn build(self) -> Result<CookieSpec, BuildError> {
+        let name = self.name;
+        if name.is_empty() {
+            return Err(BuildError::EmptyCookieName);
+        }
+        if !name.bytes().all(is_tchar) {
+            return Err(BuildError::CookieNameNotToken { name });
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(BuildError::CookieNameTooLong {
+                len: name.len(),
+                max: MAX_NAME_LEN,
+            });
+        }
+        if starts_with_ignore_case(&name, "AWSALB") {
+            return Err(BuildError::ReservedCookieName { name });
+        }
+        let path = self.path;
+        if !path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        {
+            return Err(BuildError::InvalidPath { path });
+        }
+        if !path.starts_with('/') {
+            return Err(BuildError::PathNotAbsolute { path });
+        }
+        if let Some(domain) = &self.domain {
+            let ok = !domain.is_empty()
+                && domain.len() <= 253
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(BuildError::InvalidDomain {
+                    domain: domain.clone(),
+                });
+            }
+        }
+        if let Some(max_age) = self.max_age {
+            if max_age < Duration::from_secs(1) {
+                return Err(BuildError::MaxAgeTooShort { max_age });
+            }
+            if max_age > MAX_AGE_LIMIT {
+                return Err(BuildError::MaxAgeTooLong { max_age });
+            }
+        }
+        if self.expires && self.max_age.is_none() {
+            return Err(BuildError::ExpiresWithoutMaxAge);
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(BuildError::SameSiteNoneWithoutSecure);
+        }
+        if self.partitioned && !self.secure {
+            return Err(BuildError::PartitionedWithoutSecure);
+        }
+        if starts_with_ignore_case(&name, "__Secure-") && !self.secure {
+            return Err(BuildError::SecurePrefixWithoutSecure { name });
+        }
+        if starts_with_ignore_case(&name, "__Host-") {
+            if !self.secure {
+                return Err(BuildError::HostPrefixWithoutSecure { name });
+            }
+            if self.domain.is_some() {
+                return Err(BuildError::HostPrefixWithDomain { name });
+            }
+            if path != "/" {
+                return Err(BuildError::HostPrefixWithPath { name, path });
+            }
+        }
+
+        let mut suffix = format!("; Path={path}");
+        if let Some(domain) = &self.domain {
+            suffix.push_str("; Domain=");
+            suffix.push_str(domain);
+        }
+        if let Some(max_age) = self.max_age {
+            suffix.push_str(&format!("; Max-Age={}", max_age.as_secs()));
+        }
+        if self.secure {
+            suffix.push_str("; Secure");
+        }
+        if self.http_only {
+            suffix.push_str("; HttpOnly");
+        }
+        suffix.push_str("; SameSite=");
+        suffix.push_str(self.same_site.as_str());
+        if self.partitioned {
+            suffix.push_str("; Partitioned");
+        }
+        Ok(CookieSpec {
+            name: name.into(),
+            suffix: suffix.into(),
+            expires_after: self
+                .max_age
+                .filter(|_| self.expires)
+                .map(|d| Duration::from_secs(d.as_secs())),
+        })
+    }
+}
+
+/// The validated, pre-rendered affinity cookie.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieSpec {
+    pub(crate) name: Box<str>,
+    /// Everything after `NAME=VALUE`, e.g. `; Path=/; Secure; HttpOnly; SameSite=Lax`.
+    pub(crate) suffix: Box<str>,
+    /// Render `Expires` this long after the response.
+    expires_after: Option<Duration>,
+}
+
+/// What the `Cookie` headers of a request said about the affinity cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// The first pair with the configured name that the codec accepted.
+    pub(crate) valid: Option<Decoded>,
+    /// At least one pair with the configured name was rejected.
+    pub(crate) invalid: bool,
+}
+
+impl CookieSpec {
+    /// Scans every `Cookie` line (HTTP/2 may split them, RFC 9113 §8.2.3) for
+    /// pairs named like the affinity cookie; the first valid one wins.
+    ///
+    /// Linear in the header size and allocation-free.
+    pub(crate) fn scan(&self, headers: &HeaderMap, codec: &Codec) -> Scan {
+        let name = self.name.as_bytes();
+        let mut invalid = false;
+        for line in headers.get_all(COOKIE) {
+            for pair in line.as_bytes().split(|&b| b == b';') {
+                let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                    continue;
+                };
+                if trim_ows(&pair[..eq]) != name {
+                    continue;
+                }
+                match codec.decode(&self.name, trim_ows(&pair[eq + 1..])) {
+                    Some(valid) => {
+                        return Scan {
+                            valid: Some(valid),
+                            invalid,
+                        }
+                    }
+                    None => invalid = true,
+                }
+            }
+        }
+        Scan {
+            valid: None,
+            invalid,
+        }
+    }
+
+    /// Whether a response already sets a cookie with this name.
+    pub(crate) fn is_set_in(&self, headers: &HeaderMap) -> bool {
+        let name = self.name.as_bytes();
+        headers.get_all(SET_COOKIE).iter().any(|line| {
+            let line = trim_ows(line.as_bytes());
+            line.strip_prefix(name)
+                .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
+        })
+    }
+
+    /// Renders `NAME=VALUE; attributes` for `id` into one exactly sized buffer.
+    ///
+    /// `None` only if the header value could not be built, which the build-time
+    /// checks rule out; the caller then sets no cookie rather than panic.
+    pub(crate) fn render(&self, codec: &Codec, id: &SessionId) -> Option<HeaderValue> {
+        let expires = self.expires_after.and_then(expiry_date);
+        let len = self.name.len()
+            + 1
+            + codec.encoded_len(id)
+            + self.suffix.len()
+            + expires.map_or(0, |_| EXPIRES_LEN);
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(self.name.as_bytes());
+        buf.push(b'=');
+        codec.encode(&self.name, id, &mut buf);
+        buf.extend_from_slice(self.suffix.as_bytes());
+        if let Some(date) = expires {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(buf, "; Expires={date}");
+        }
+        debug_assert_eq!(buf.len(), len, "the buffer is sized exactly");
+        // An exactly sized Vec becomes `Bytes` and then the header value without
+        // another allocation or copy.
+        HeaderValue::from_maybe_shared(Bytes::from(buf)).ok()
+    }
+}
+
+/// `now + after` as an HTTP date, or `None` when the clock is outside what an
+/// HTTP date can express (before 1970, after 9999), rather than panic.
+fn expiry_date(after: Duration) -> Option<httpdate::HttpDate> {
+    const YEAR_10000: u64 = 253_402_300_800;
+    let at = SystemTime::now().checked_add(after)?;
+    let secs = at.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    (secs < YEAR_10000).then(|| httpdate::HttpDate::from(at))
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::{IdGenerator, NodeId, UuidV4};
+    use std::sync::Arc;
+
+    fn codec() -> Codec {
+        Codec {
+            node: None,
+            generator: Arc::new(UuidV4),
+            #[cfg(feature = "signed")]
+            signer: None,
+        }
+    }
+
+    fn attrs() -> CookieAttributes {
+        CookieAttributes::default()
+    }
+
+    fn build_err(a: CookieAttributes) -> BuildError {
+        a.build().unwrap_err()
+    }
+
+    fn headers(cookies: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for c in cookies {
+            map.append(COOKIE, HeaderValue::from_bytes(c).unwrap());
+        }
+        map
+    }
+
+    fn render(spec: &CookieSpec, id: &SessionId) -> String {
+        let value = spec.render(&codec(), id).unwrap();
+        value.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn defaults_render_secure_attributes() {
+        let spec = attrs().build().unwrap();
+        let id = UuidV4.generate();
+        assert_eq!(
+            render(&spec, &id),
+            format!("WS_SESSION_ID={id}; Path=/; Secure; HttpOnly; SameSite=Lax")
+        );
+    }
+
+    #[test]
+    fn every_attribute_renders() {
+        let spec = CookieAttributes {
+            name: "__Secure-affinity".into(),
+            path: "/app".into(),
+            domain: Some("example.com".into()),
+            max_age: Some(Duration::from_secs(3600)),
+            expires: false,
+            same_site: SameSite::None,
+            secure: true,
+            http_only: false,
+            partitioned: true,
+        }
+        .build()
+        .unwrap();
+        assert_eq!(
+            &*spec.suffix,
+            "; Path=/app; Domain=example.com; Max-Age=3600; Secure; SameSite=None; Partitioned"
+        );
+    }
+
+    #[test]
+    fn same_site_strict_renders() {
+        let spec = CookieAttributes {
+            same_site: SameSite::Strict,
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        assert!(spec.suffix.ends_with("; SameSite=Strict"));
+    }
+
+    #[test]
+    fn insecure_cookie_has_no_secure_attribute() {
+        let spec = CookieAttributes {
+            secure: false,
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        assert!(!spec.suffix.contains("Secure"));
+    }
+
+    #[test]
+    fn expires_is_derived_from_max_age() {
+        let spec = CookieAttributes {
+            max_age: Some(Duration::from_secs(86_400)),
+            expires: true,
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        let id = UuidV4.generate();
+        let text = render(&spec, &id);
+        let (_, date) = text.split_once("; Expires=").unwrap();
+        let expires = httpdate::parse_http_date(date).unwrap();
+        let expected = SystemTime::now() + Duration::from_secs(86_400);
+        let skew = expected
+            .duration_since(expires)
+            .unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(5), "{text}");
+        assert!(text.contains("; Max-Age=86400"));
+    }
+
+    #[test]
+    fn build_rejects_bad_names() {
+        for (name, expected) in [
+            ("", BuildError::EmptyCookieName),
+            ("a;b", BuildError::CookieNameNotToken { name: "a;b".into() }),
+            ("a b", BuildError::CookieNameNotToken { name: "a b".into() }),
+            (
+                "a\rb",
+                BuildError::CookieNameNotToken {
+                    name: "a\rb".into(),
+                },
+            ),
+            (
+                "a\nb",
+                BuildError::CookieNameNotToken {
+                    name: "a\nb".into(),
+                },
+            ),
+            (
+                "a\0b",
+                BuildError::CookieNameNotToken {
+                    name: "a\0b".into(),
+                },
+            ),
+            ("a=b", BuildError::CookieNameNotToken { name: "a=b".into() }),
+            ("a,b", BuildError::CookieNameNotToken { name: "a,b".into() }),
+        ] {
+            let got = build_err(CookieAttributes {
+                name: name.into(),
+                ..attrs()
+            });
+            assert_eq!(got, expected, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn build_rejects_aws_reserved_names() {
+        for name in ["AWSALB", "AWSALBAPP-0", "AWSALBTG", "awsalbcors"] {
+            let got = build_err(CookieAttributes {
+                name: name.into(),
+                ..attrs()
+            });
+            assert_eq!(got, BuildError::ReservedCookieName { name: name.into() });
+        }
+    }
+
+    #[test]
+    fn build_rejects_overlong_name() {
+        let got = build_err(CookieAttributes {
+            name: "n".repeat(MAX_NAME_LEN + 1),
+            ..attrs()
+        });
+        assert!(matches!(got, BuildError::CookieNameTooLong { .. }));
+    }
+
+    #[test]
+    fn build_rejects_bad_paths() {
+        for path in ["/a;b", "/a b", "/a\r", "/a\n", "/a\0", "/a,b", "/é"] {
+            let got = build_err(CookieAttributes {
+                path: path.into(),
+                ..attrs()
+            });
+            assert_eq!(got, BuildError::InvalidPath { path: path.into() });
+        }
+        let got = build_err(CookieAttributes {
+            path: "app".into(),
+            ..attrs()
+        });
+        assert_eq!(got, BuildError::PathNotAbsolute { path: "app".into() });
+    }
+
+    #[test]
+    fn build_rejects_bad_domains() {
+        for domain in ["", "a;b", "a b", "a\r", "a\n", "a\0", "a,b", "a/b"] {
+            let got = build_err(CookieAttributes {
+                domain: Some(domain.into()),
+                ..attrs()
+            });
+            assert_eq!(
+                got,
+                BuildError::InvalidDomain {
+                    domain: domain.into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn build_rejects_same_site_none_without_secure() {
+        let got = build_err(CookieAttributes {
+            same_site: SameSite::None,
+            secure: false,
+            ..attrs()
+        });
+        assert_eq!(got, BuildError::SameSiteNoneWithoutSecure);
+    }
+
+    #[test]
+    fn build_rejects_partitioned_without_secure() {
+        let got = build_err(CookieAttributes {
+            partitioned: true,
+            secure: false,
+            ..attrs()
+        });
+        assert_eq!(got, BuildError::PartitionedWithoutSecure);
+    }
+
+    #[test]
+    fn build_rejects_secure_prefix_without_secure_in_any_case() {
+        for name in ["__Secure-x", "__secure-x", "__SECURE-x"] {
+            let got = build_err(CookieAttributes {
+                name: name.into(),
+                secure: false,
+                ..attrs()
+            });
+            assert_eq!(
+                got,
+                BuildError::SecurePrefixWithoutSecure { name: name.into() }
+            );
+        }
+    }
+
+    #[test]
+    fn build_applies_host_prefix_rules_in_any_case() {
+        for name in ["__Host-x", "__host-x", "__HOST-x"] {
+            let no_secure = build_err(CookieAttributes {
+                name: name.into(),
+                secure: false,
+                ..attrs()
+            });
+            assert_eq!(
+                no_secure,
+                BuildError::HostPrefixWithoutSecure { name: name.into() }
+            );
+            let domain = build_err(CookieAttributes {
+                name: name.into(),
+                domain: Some("example.com".into()),
+                ..attrs()
+            });
+            assert_eq!(
+                domain,
+                BuildError::HostPrefixWithDomain { name: name.into() }
+            );
+            let path = build_err(CookieAttributes {
+                name: name.into(),
+                path: "/app".into(),
+                ..attrs()
+            });
+            assert_eq!(
+                path,
+                BuildError::HostPrefixWithPath {
+                    name: name.into(),
+                    path: "/app".into()
+                }
+            );
+            assert!(CookieAttributes {
+                name: name.into(),
+                ..attrs()
+            }
+            .build()
+            .is_ok());
+        }
+    }
+
+    #[test]
+    fn build_bounds_max_age() {
+        let too_long = MAX_AGE_LIMIT + Duration::from_secs(1);
+        assert_eq!(
+            build_err(CookieAttributes {
+                max_age: Some(too_long),
+                ..attrs()
+            }),
+            BuildError::MaxAgeTooLong { max_age: too_long }
+        );
+        assert_eq!(
+            build_err(CookieAttributes {
+                max_age: Some(Duration::from_millis(500)),
+                ..attrs()
+            }),
+            BuildError::MaxAgeTooShort {
+                max_age: Duration::from_millis(500)
+            }
+        );
+        assert!(CookieAttributes {
+            max_age: Some(MAX_AGE_LIMIT),
+            ..attrs()
+        }
+        .build()
+        .is_ok());
+    }
+
+    #[test]
+    fn build_rejects_expires_without_max_age() {
+        assert_eq!(
+            build_err(CookieAttributes {
+                expires: true,
+                ..attrs()
+            }),
+            BuildError::ExpiresWithoutMaxAge
+        );
+    }
+
+    #[test]
+    fn scan_finds_cookie_among_others() {
+        let spec = attrs().build().unwrap();
+        let id = UuidV4.generate();
+        let line = format!("a=1; WS_SESSION_ID={id}; b=2");
+        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
+        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        assert!(!scan.invalid);
+    }
+
+    #[test]
+    fn scan_finds_cookie_in_second_header_line() {
+        let spec = attrs().build().unwrap();
+        let id = UuidV4.generate();
+        let second = format!("WS_SESSION_ID={id}");
+        let scan = spec.scan(&headers(&[b"a=1", second.as_bytes()]), &codec());
+        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+    }
+
+    #[test]
+    fn scan_prefers_the_first_valid_pair() {
+        let spec = attrs().build().unwrap();
+        let id = UuidV4.generate();
+        let line = format!("WS_SESSION_ID=garbage; WS_SESSION_ID={id}");
+        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
+        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        assert!(scan.invalid);
+    }
+
+    #[test]
+    fn scan_survives_malformed_headers() {
+        let spec = attrs().build().unwrap();
+        for line in [
+            &b""[..],
+            b";;",
+            b"a",
+            b"=v",
+            b"WS_SESSION_ID=",
+            b"\tWS_SESSION_ID\t=\t",
+            b"a=b;",
+            b"WS_SESSION_ID=\"quoted\"",
+            b"WS_SESSION_ID=\x80\xff",
+            // HeaderValue refuses other control bytes, so a tab is the only one
+            // that can reach the layer.
+            b"WS_SESSION_ID=a\tb",
+        ] {
+            let scan = spec.scan(&headers(&[line]), &codec());
+            assert_eq!(scan.valid, None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn scan_trims_tabs_around_name_and_value() {
+        let spec = attrs().build().unwrap();
+        let id = UuidV4.generate();
+        let line = format!("a=1;\tWS_SESSION_ID\t=\t{id}\t;");
+        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
+        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+    }
+
+    #[test]
+    fn scan_is_case_sensitive_on_the_name() {
+        let spec = attrs().build().unwrap();
+        let line = format!("ws_session_id={}", UuidV4.generate());
+        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
+        assert_eq!(
+            scan,
+            Scan {
+                valid: None,
+                invalid: false
+            }
+        );
+    }
+
+    #[test]
+    fn is_set_in_matches_exact_name_only() {
+        let spec = attrs().build().unwrap();
+        let mut map = HeaderMap::new();
+        map.append(SET_COOKIE, HeaderValue::from_static("WS_SESSION_IDX=1"));
+        map.append(SET_COOKIE, HeaderValue::from_static("other=1"));
+        assert!(!spec.is_set_in(&map));
+        map.append(
+            SET_COOKIE,
+            HeaderValue::from_static("WS_SESSION_ID=1; Path=/"),
+        );
+        assert!(spec.is_set_in(&map));
+    }
+
+    #[test]
+    fn render_carries_node_tag() {
+        let spec = attrs().build().unwrap();
+        let codec = Codec {
+            node: NodeId::new("n1"),
+            ..codec()
+        };
+        let id = UuidV4.generate();
+        let value = spec.render(&codec, &id).unwrap();
+        assert!(value
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("WS_SESSION_ID={id}.n1; ")));
+    }
+}

@@ -1,0 +1,444 @@
+//! Draining upgraded sockets on deploy.
+//!
+//! hyper and axum stop tracking a connection once it is upgraded, so their
+//! graceful shutdown cannot wait for WebSockets. A [`Drain`] fills that gap:
+//! every upgraded socket holds a [`DrainGuard`], and on shutdown the app calls
+//! [`Drain::start`], which
+//!
+//! 1. makes the [`StickyUpgrade`](crate::StickyUpgrade) layer refuse new upgrades
+//!    with `503` and `Retry-After`, and the [`HealthService`](crate::HealthService)
+//!    answer `503`, so the load balancer stops routing here;
+//! 2. tells each guard to close its socket, one after another over the
+//!    [close spread](Drain::with_close_spread) window, so that clients do not
+//!    all reconnect in the same second; the app sends close code `1001` (going away);
+//! 3. lets the app wait for the last guard to drop, with
+//!    [`closed`](Drain::closed) or [`wait`](Drain::wait) (with a deadline).
+//!
+//! # How it works
+//!
+//! The controller holds the sending side of a `tokio::sync::watch` channel and
+//! each guard holds a receiver, so the number of receivers *is* the number of
+//! tracked sockets: no registry, no lock, nothing allocated per socket. A guard
+//! is 32 bytes. Each guard gets a fixed offset in the spread window from a
+//! golden-ratio sequence over its creation order, which spaces any run of
+//! guards evenly however many there are.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_sticky_upgrade::{Drain, DrainOutcome};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let drain = Drain::with_close_spread(Duration::from_secs(2));
+//! let mut guard = drain.guard(); // normally taken from a `StickySession`
+//! let socket = tokio::spawn(async move {
+//!     guard.closing().await;
+//!     // send Close 1001 on the socket here, then drop the guard
+//! });
+//!
+//! drain.start();
+//! assert!(drain.is_draining());
+//! assert_eq!(drain.wait(Duration::from_secs(30)).await, DrainOutcome::Drained);
+//! assert_eq!(drain.active(), 0);
+//! socket.await.unwrap();
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::HealthService;
+
+/// The close spread of [`Drain::new`]: open sockets are told to close over 10 seconds.
+pub const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(10);
+
+/// The drain controller, shared by the layer, the health check and the app.
+///
+/// Cloning is cheap and every clone controls the same drain. See the
+/// [module docs](crate::drain) for the sequence on shutdown.
+///
+/// # Example
+///
+/// ```
+/// use tower_sticky_upgrade::{Drain, StickyUpgradeLayer};
+///
+/// let drain = Drain::new();
+/// let layer = StickyUpgradeLayer::builder().drain(drain.clone()).build().unwrap();
+/// assert!(!layer.drain().is_draining());
+/// drain.start();
+/// assert!(layer.drain().is_draining());
+/// ```
+#[derive(Clone)]
+pub struct Drain {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Mirrors `state.is_some()` so the per-request check is one atomic load.
+    draining: AtomicBool,
+    /// `None` while serving, the instant draining began after.
+    state: watch::Sender<Option<Instant>>,
+    close_spread: Duration,
+    next_slot: AtomicU64,
+}
+
+/// The result of [`Drain::wait`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{Drain, DrainOutcome};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let drain = Drain::new();
+/// let stubborn = drain.guard(); // a socket that never closes
+/// drain.start();
+/// let outcome = drain.wait(Duration::from_secs(1)).await;
+/// assert_eq!(outcome, DrainOutcome::TimedOut { still_open: 1 });
+/// drop(stubborn);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every tracked socket closed before the deadline.
+    Drained,
+    /// The deadline passed with sockets still open.
+    TimedOut {
+        /// How many tracked sockets were open when the deadline passed.
+        still_open: usize,
+    },
+}
+
+impl Drain {
+    /// A drain that spreads closes over [`DEFAULT_CLOSE_SPREAD`].
+    pub fn new() -> Self {
+        Self::with_close_spread(DEFAULT_CLOSE_SPREAD)
+    }
+
+    /// A drain that spreads the close signals of open sockets over `window`
+    /// after [`start`](Self::start); `Duration::ZERO` signals all at once.
+    ///
+    /// Pick a window that the drain deadline leaves room for, and that lets the
+    /// other nodes absorb the reconnects: clients reconnect at about
+    /// `open sockets / window` per second.
+    pub fn with_close_spread(window: Duration) -> Self {
+        let (state, _) = watch::channel(None);
+        Self {
+            inner: Arc::new(Inner {
+                draining: AtomicBool::new(false),
+                state,
+                close_spread: window,
+                next_slot: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The window close signals are spread over.
+    pub fn close_spread(&self) -> Duration {
+        self.inner.close_spread
+    }
+
+    /// Starts draining. Returns `true` for the call that started it; later
+    /// calls, from any thread, change nothing and return `false`.
+    pub fn start(&self) -> bool {
+        if self.inner.draining.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.inner.state.send_replace(Some(Instant::now()));
+        tracing::info!(
+            active = self.active(),
+            close_spread_ms = self.inner.close_spread.as_millis() as u64,
+            "drain started"
+        );
+        true
+    }
+
+    /// Whether [`start`](Self::start) was called.
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// How many sockets are tracked: guards alive right now.
+    pub fn active(&self) -> usize {
+        self.inner.state.receiver_count()
+    }
+
+    /// A guard for one upgraded socket; see [`DrainGuard`]. Usually taken with
+    /// [`StickySession::guard`](crate::StickySession::guard).
+    pub fn guard(&self) -> DrainGuard {
+        let rx = self.inner.state.subscribe();
+        // A guard taken after draining began closes at once.
+        let offset = if rx.borrow().is_some() {
+            Duration::ZERO
+        } else {
+            let slot = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
+            spread_offset(slot, self.inner.close_spread)
+        };
+        DrainGuard { rx, offset }
+    }
+
+    /// Resolves when no socket is tracked (at once if none is). Usually awaited
+    /// after [`start`](Self::start). The future does not borrow `self`.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move { inner.state.closed().await }
+    }
+
+    /// Waits until no socket is tracked, or until `deadline` passes, whichever
+    /// comes first. Keep the deadline below the load balancer's deregistration
+    /// delay (AWS ALB: 300 s by default) so the process exits before the
+    /// balancer gives up on it.
+    pub fn wait(&self, deadline: Duration) -> impl Future<Output = DrainOutcome> + Send + 'static {
+        let this = self.clone();
+        async move {
+            match tokio::time::timeout(deadline, this.closed()).await {
+                Ok(()) => DrainOutcome::Drained,
+                Err(_) => DrainOutcome::TimedOut {
+                    still_open: this.active(),
+                },
+            }
+        }
+    }
+
+    /// A health-check service that answers `200 ok` while serving and
+    /// `503 draining` once draining started.
+    pub fn health_service(&self) -> HealthService {
+        HealthService::new(self.clone())
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Drain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("draining", &self.is_draining())
+            .field("active", &self.active())
+            .field("close_spread", &self.inner.close_spread)
+            .finish()
+    }
+}
+
+/// Where in the window the `slot`-th guard closes: the fractional parts of
+/// `slot / φ` (a Weyl sequence) are spread evenly over `[0, 1)` for any run of
+/// consecutive slots, so sockets close at a steady rate whatever their number.
+fn spread_offset(slot: u64, window: Duration) -> Duration {
+    const INV_GOLDEN_RATIO_64: u64 = 0x9E37_79B9_7F4A_7C15;
+    let fraction = (slot.wrapping_mul(INV_GOLDEN_RATIO_64) >> 11) as f64 / (1u64 << 53) as f64;
+    window.mul_f64(fraction)
+}
+
+/// Tracks one upgraded socket for a [`Drain`].
+///
+/// While the guard lives it counts in [`Drain::active`]; drop it when the socket
+/// is gone. [`closing`](Self::closing) resolves when this socket should be
+/// closed (send close code `1001`, going away).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::Drain;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let drain = Drain::with_close_spread(Duration::ZERO);
+/// let mut guard = drain.guard();
+/// assert_eq!(drain.active(), 1);
+///
+/// drain.start();
+/// guard.closing().await; // resolves at once: the spread is zero
+/// assert!(guard.is_draining());
+/// drop(guard);
+/// assert_eq!(drain.active(), 0);
+/// # }
+/// ```
+pub struct DrainGuard {
+    rx: watch::Receiver<Option<Instant>>,
+    offset: Duration,
+}
+
+impl DrainGuard {
+    /// Whether draining started.
+    pub fn is_draining(&self) -> bool {
+        self.rx.borrow().is_some()
+    }
+
+    /// When this socket should close, once draining started.
+    pub fn close_at(&self) -> Option<Instant> {
+        self.rx.borrow().map(|start| start + self.offset)
+    }
+
+    /// Resolves when this socket should close: its place in the spread window
+    /// after [`Drain::start`], or at once for a guard taken after draining began.
+    ///
+    /// Cancel-safe: the close time is fixed when draining starts, so calling it
+    /// again (as in a `tokio::select!` loop) waits for the same instant. Never
+    /// resolves if every [`Drain`] handle is dropped without starting.
+    pub async fn closing(&mut self) {
+        let start = match self.rx.wait_for(Option::is_some).await {
+            Ok(state) => *state,
+            Err(_) => None,
+        };
+        match start {
+            Some(start) => tokio::time::sleep_until(start + self.offset).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl fmt::Debug for DrainGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainGuard")
+            .field("draining", &self.is_draining())
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn start_is_idempotent() {
+        let drain = Drain::new();
+        assert!(drain.start());
+        let first = drain.guard();
+        assert!(!drain.start());
+        assert!(drain.is_draining());
+        assert!(first.is_draining());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn active_counts_live_guards() {
+        let drain = Drain::new();
+        assert_eq!(drain.active(), 0);
+        let a = drain.guard();
+        let b = drain.clone().guard();
+        assert_eq!(drain.active(), 2);
+        drop(a);
+        assert_eq!(drain.active(), 1);
+        drop(b);
+        assert_eq!(drain.active(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_resolves_at_once_without_guards() {
+        let drain = Drain::new();
+        tokio::time::timeout(Duration::from_millis(1), drain.closed())
+            .await
+            .expect("no guard, nothing to wait for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_waits_for_start_then_its_offset() {
+        let drain = Drain::with_close_spread(Duration::from_secs(10));
+        let _first = drain.guard(); // slot 0 closes at offset 0
+        let mut guard = drain.guard(); // slot 1: offset ~6.18 s
+        let offset = guard.offset;
+        assert!(offset > Duration::from_secs(6) && offset < Duration::from_secs(7));
+
+        let before = tokio::time::timeout(Duration::from_secs(60), guard.closing()).await;
+        assert!(before.is_err(), "must not close while serving");
+
+        let started = Instant::now();
+        drain.start();
+        guard.closing().await;
+        // tokio's timer wheel has millisecond resolution and rounds up.
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= offset && elapsed <= offset + Duration::from_millis(1),
+            "{elapsed:?}"
+        );
+        assert_eq!(guard.close_at(), Some(started + offset));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guard_taken_after_start_closes_at_once() {
+        let drain = Drain::with_close_spread(Duration::from_secs(60));
+        drain.start();
+        let started = Instant::now();
+        let mut late = drain.guard();
+        late.closing().await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_window_closes_everything_at_once() {
+        let drain = Drain::with_close_spread(Duration::ZERO);
+        let mut guards: Vec<_> = (0..100).map(|_| drain.guard()).collect();
+        drain.start();
+        let started = Instant::now();
+        for g in &mut guards {
+            g.closing().await;
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn spread_offsets_fill_the_window_evenly() {
+        let window = Duration::from_secs(10);
+        for count in [10u64, 100, 1000] {
+            let mut buckets = [0u64; 10];
+            for slot in 0..count {
+                let offset = spread_offset(slot, window);
+                assert!(offset < window);
+                buckets[(offset.as_secs_f64()) as usize] += 1;
+            }
+            let expected = count / 10;
+            for (i, &b) in buckets.iter().enumerate() {
+                // A Weyl sequence keeps every tenth of the window within a
+                // couple of guards of its fair share.
+                assert!(b.abs_diff(expected) <= 2, "count {count}, bucket {i}: {b}");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_reports_sockets_left_at_the_deadline() {
+        let drain = Drain::with_close_spread(Duration::ZERO);
+        let _stuck = drain.guard();
+        let _stuck_too = drain.guard();
+        drain.start();
+        let outcome = drain.wait(Duration::from_secs(3)).await;
+        assert_eq!(outcome, DrainOutcome::TimedOut { still_open: 2 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_resolves_when_the_last_guard_drops() {
+        let drain = Drain::with_close_spread(Duration::from_secs(1));
+        for _ in 0..1000 {
+            let mut guard = drain.guard();
+            tokio::spawn(async move {
+                guard.closing().await;
+                drop(guard);
+            });
+        }
+        assert_eq!(drain.active(), 1000);
+        drain.start();
+        let outcome = drain.wait(Duration::from_secs(5)).await;
+        assert_eq!(outcome, DrainOutcome::Drained);
+        assert_eq!(drain.active(), 0);
+    }
+
+    #[test]
+    fn guard_is_small() {
+        assert!(std::mem::size_of::<DrainGuard>() <= 32);
+    }
+}

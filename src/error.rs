@@ -1,0 +1,220 @@
+//! Errors returned when a [`StickyUpgradeLayer`](crate::StickyUpgradeLayer) is built.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration rule broken when building a
+/// [`StickyUpgradeLayer`](crate::StickyUpgradeLayer).
+///
+/// Every rule is checked once, in
+/// [`StickyUpgradeBuilder::build`](crate::StickyUpgradeBuilder::build); a layer that
+/// was built never fails per request. Each variant names one rule and carries
+/// the offending value so the message can say exactly what to change.
+///
+/// # Example
+///
+/// ```
+/// use tower_sticky_upgrade::{BuildError, SameSite, StickyUpgradeLayer};
+///
+/// let err = StickyUpgradeLayer::builder()
+///     .same_site(SameSite::None)
+///     .secure(false)
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err, BuildError::SameSiteNoneWithoutSecure);
+/// assert!(err.to_string().contains("SameSite=None"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The cookie name is empty.
+    EmptyCookieName,
+    /// The cookie name is not an RFC 9110 token (it holds a control character,
+    /// whitespace, or a separator such as `;`, `,`, `=`).
+    CookieNameNotToken {
+        /// The rejected name.
+        name: String,
+    },
+    /// The cookie name starts with `AWSALB`, a prefix AWS Application Load Balancer
+    /// reserves for its own cookies (`AWSALB`, `AWSALBAPP`, `AWSALBTG`).
+    ReservedCookieName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The cookie name is so long that name and value could exceed the 4096 bytes
+    /// browsers keep.
+    CookieNameTooLong {
+        /// Length of the rejected name in bytes.
+        len: usize,
+        /// The longest name accepted.
+        max: usize,
+    },
+    /// The `Path` attribute does not start with `/`.
+    PathNotAbsolute {
+        /// The rejected path.
+        path: String,
+    },
+    /// The `Path` attribute holds a control character, whitespace, `;` or `,`.
+    InvalidPath {
+        /// The rejected path.
+        path: String,
+    },
+    /// The `Domain` attribute is empty or holds a character outside letters,
+    /// digits, `-` and `.`.
+    InvalidDomain {
+        /// The rejected domain.
+        domain: String,
+    },
+    /// `SameSite=None` was asked for without `Secure`; browsers reject such cookies.
+    SameSiteNoneWithoutSecure,
+    /// `Partitioned` was asked for without `Secure`; browsers reject such cookies.
+    PartitionedWithoutSecure,
+    /// The name starts with `__Secure-` (any case) but `Secure` is off.
+    SecurePrefixWithoutSecure {
+        /// The cookie name.
+        name: String,
+    },
+    /// The name starts with `__Host-` (any case) but `Secure` is off.
+    HostPrefixWithoutSecure {
+        /// The cookie name.
+        name: String,
+    },
+    /// The name starts with `__Host-` (any case) but a `Domain` was set.
+    HostPrefixWithDomain {
+        /// The cookie name.
+        name: String,
+    },
+    /// The name starts with `__Host-` (any case) but the `Path` is not `/`.
+    HostPrefixWithPath {
+        /// The cookie name.
+        name: String,
+        /// The path that was set.
+        path: String,
+    },
+    /// `Max-Age` is below one second; the cookie would be deleted at once.
+    MaxAgeTooShort {
+        /// The rejected duration.
+        max_age: Duration,
+    },
+    /// `Max-Age` is over 400 days, the most browsers honour (RFC 6265bis).
+    MaxAgeTooLong {
+        /// The rejected duration.
+        max_age: Duration,
+    },
+    /// `Expires` was asked for without a `Max-Age` to derive it from.
+    ExpiresWithoutMaxAge,
+    /// The node id is empty, longer than [`NodeId::MAX_LEN`](crate::NodeId::MAX_LEN)
+    /// bytes, or holds a character outside `A-Z a-z 0-9 - _`.
+    InvalidNodeId {
+        /// The rejected node id.
+        node: String,
+    },
+    /// No upgrade protocol is accepted, so the layer would never act.
+    NoProtocols,
+    /// An accepted upgrade protocol is not an RFC 9110 token.
+    InvalidProtocol {
+        /// The rejected protocol name.
+        protocol: String,
+    },
+    /// `Retry-After` is zero while new upgrades are refused during draining;
+    /// clients would retry in a tight loop.
+    RetryAfterZero,
+    /// A signing key is shorter than the 32 bytes HMAC-SHA256 needs to be safe.
+    #[cfg(feature = "signed")]
+    SigningKeyTooShort {
+        /// Position of the key in the list (0 signs).
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An allowed origin is not of the form `scheme://host[:port]`.
+    InvalidOrigin {
+        /// The rejected origin.
+        origin: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyCookieName => f.write_str("cookie name must not be empty"),
+            Self::CookieNameNotToken { name } => write!(
+                f,
+                "cookie name {name:?} is not an RFC 9110 token (no control characters, whitespace or separators)"
+            ),
+            Self::ReservedCookieName { name } => write!(
+                f,
+                "cookie name {name:?} starts with AWSALB, which AWS load balancers reserve for their own cookies"
+            ),
+            Self::CookieNameTooLong { len, max } => {
+                write!(f, "cookie name is {len} bytes, at most {max} are allowed")
+            }
+            Self::PathNotAbsolute { path } => {
+                write!(f, "cookie Path {path:?} must start with '/'")
+            }
+            Self::InvalidPath { path } => write!(
+                f,
+                "cookie Path {path:?} must not contain control characters, whitespace, ';' or ','"
+            ),
+            Self::InvalidDomain { domain } => write!(
+                f,
+                "cookie Domain {domain:?} must be a non-empty host name of letters, digits, '-' and '.'"
+            ),
+            Self::SameSiteNoneWithoutSecure => {
+                f.write_str("SameSite=None requires the Secure attribute")
+            }
+            Self::PartitionedWithoutSecure => {
+                f.write_str("the Partitioned attribute requires the Secure attribute")
+            }
+            Self::SecurePrefixWithoutSecure { name } => write!(
+                f,
+                "cookie name {name:?} has the __Secure- prefix, which requires the Secure attribute"
+            ),
+            Self::HostPrefixWithoutSecure { name } => write!(
+                f,
+                "cookie name {name:?} has the __Host- prefix, which requires the Secure attribute"
+            ),
+            Self::HostPrefixWithDomain { name } => write!(
+                f,
+                "cookie name {name:?} has the __Host- prefix, which forbids a Domain attribute"
+            ),
+            Self::HostPrefixWithPath { name, path } => write!(
+                f,
+                "cookie name {name:?} has the __Host- prefix, which requires Path=/ (got {path:?})"
+            ),
+            Self::MaxAgeTooShort { max_age } => {
+                write!(f, "Max-Age {max_age:?} is below one second")
+            }
+            Self::MaxAgeTooLong { max_age } => write!(
+                f,
+                "Max-Age {max_age:?} is over 400 days, the longest lifetime browsers keep"
+            ),
+            Self::ExpiresWithoutMaxAge => {
+                f.write_str("Expires is derived from Max-Age, so a Max-Age must be set")
+            }
+            Self::InvalidNodeId { node } => write!(
+                f,
+                "node id {node:?} must be 1 to {} bytes of A-Z, a-z, 0-9, '-' or '_'",
+                crate::NodeId::MAX_LEN
+            ),
+            Self::NoProtocols => f.write_str("at least one upgrade protocol must be accepted"),
+            Self::InvalidProtocol { protocol } => {
+                write!(f, "upgrade protocol {protocol:?} is not an RFC 9110 token")
+            }
+            Self::RetryAfterZero => f.write_str(
+                "Retry-After must be at least one second when upgrades are refused while draining",
+            ),
+            #[cfg(feature = "signed")]
+            Self::SigningKeyTooShort { index, len } => write!(
+                f,
+                "signing key #{index} is {len} bytes, HMAC-SHA256 keys must be at least 32 bytes"
+            ),
+            Self::InvalidOrigin { origin } => write!(
+                f,
+                "allowed origin {origin:?} must look like scheme://host[:port] with no path"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

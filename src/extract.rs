@@ -1,0 +1,191 @@
+//! Axum extractors for [`StickySession`] (feature `axum`).
+
+use std::fmt;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+
+use crate::upgrade::{self, Protocols};
+use crate::StickySession;
+
+/// Extracts the [`StickySession`] that [`StickyUpgradeLayer`](crate::StickyUpgradeLayer)
+/// put on an upgrade request.
+///
+/// Use `Option<StickySession>` to never reject.
+///
+/// # Example
+///
+/// ```
+/// use axum::{extract::WebSocketUpgrade, response::Response, routing::get, Router};
+/// use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+///
+/// async fn ws(upgrade: WebSocketUpgrade, session: StickySession) -> Response {
+///     let guard = session.guard();
+///     upgrade.on_upgrade(move |socket| async move {
+///         let _guard = guard; // counted while the socket lives
+///         drop(socket);
+///     })
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/ws", get(ws))
+///     .layer(StickyUpgradeLayer::new());
+/// # let _ = app;
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for StickySession {
+    type Rejection = MissingStickySession;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(session) = parts.extensions.get::<StickySession>() {
+            return Ok(session.clone());
+        }
+        let is_upgrade = upgrade::detect(
+            &parts.method,
+            &parts.headers,
+            &parts.extensions,
+            &Protocols::default(),
+        )
+        .is_some();
+        Err(MissingStickySession { is_upgrade })
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<StickySession>().cloned())
+    }
+}
+
+/// Rejection of the [`StickySession`] extractor.
+///
+/// On an upgrade request it means the layer is missing: a `500` whose body says
+/// how to add it. On any other request it is a `400`, since only upgrade
+/// requests carry a session.
+///
+/// # Example
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use axum_core::extract::FromRequestParts;
+/// use http::{Request, StatusCode};
+/// use tower_sticky_upgrade::StickySession;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (mut parts, ()) = Request::get("/ws")
+///     .header("connection", "upgrade")
+///     .header("upgrade", "websocket")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// let rejection = <StickySession as FromRequestParts<()>>::from_request_parts(&mut parts, &())
+///     .await
+///     .unwrap_err();
+/// assert!(rejection.to_string().contains("StickyUpgradeLayer"));
+/// assert_eq!(rejection.into_response().status(), StatusCode::INTERNAL_SERVER_ERROR);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingStickySession {
+    is_upgrade: bool,
+}
+
+impl MissingStickySession {
+    /// The status of the rejection: `500` on an upgrade request (the layer is
+    /// missing), `400` otherwise.
+    pub fn status(&self) -> StatusCode {
+        if self.is_upgrade {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+impl fmt::Display for MissingStickySession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_upgrade {
+            f.write_str(
+                "missing request extension `StickySession`: add `StickyUpgradeLayer` to the router \
+                 (`Router::layer(StickyUpgradeLayer::new())`) so that it covers this route",
+            )
+        } else {
+            f.write_str("`StickySession` is only available on WebSocket upgrade requests")
+        }
+    }
+}
+
+impl std::error::Error for MissingStickySession {}
+
+impl IntoResponse for MissingStickySession {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StickyUpgradeLayer;
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use http::Request;
+    use tower::ServiceExt;
+
+    async fn handler(session: Option<StickySession>) -> String {
+        session.map_or_else(|| "none".to_owned(), |s| s.affinity().to_string())
+    }
+
+    fn upgrade_req() -> Request<Body> {
+        Request::get("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn body(res: Response) -> String {
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn option_extractor_sees_the_session() {
+        let app = Router::new()
+            .route("/ws", get(handler))
+            .layer(StickyUpgradeLayer::new());
+        let res = app.clone().oneshot(upgrade_req()).await.unwrap();
+        assert_eq!(body(res).await, "issued");
+        let res = app
+            .oneshot(Request::get("/ws").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(body(res).await, "none");
+    }
+
+    #[tokio::test]
+    async fn missing_layer_rejection_says_how_to_fix() {
+        async fn needs(session: StickySession) -> String {
+            session.id().to_string()
+        }
+        let app = Router::new().route("/ws", get(needs));
+        let res = app.clone().oneshot(upgrade_req()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body(res).await.contains("StickyUpgradeLayer::new()"));
+        let res = app
+            .oneshot(Request::get("/ws").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,173 @@
+//! The response future of [`StickyUpgrade`](crate::StickyUpgrade).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::header::{CONNECTION, RETRY_AFTER, SET_COOKIE};
+use http::{HeaderValue, Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use crate::affinity::SessionId;
+use crate::layer::Shared;
+use crate::upgrade::UpgradeKind;
+
+pin_project! {
+    /// Response future of [`StickyUpgrade`](crate::StickyUpgrade): the inner
+    /// service's future, plus setting the affinity cookie on a successful
+    /// upgrade, or the layer's own refusal.
+    ///
+    /// You do not build one yourself; it is named so that services can be
+    /// stored in structs and `impl Trait` is not needed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// use tower_sticky_upgrade::{future::ResponseFuture, StickyUpgradeLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut svc = tower::ServiceBuilder::new()
+    ///     .layer(StickyUpgradeLayer::new())
+    ///     .service(service_fn(|_: Request<()>| async {
+    ///         Ok::<_, Infallible>(Response::new(()))
+    ///     }));
+    /// let future: ResponseFuture<_> = svc.ready().await.unwrap().call(Request::new(()));
+    /// assert_eq!(future.await.unwrap().status(), 200);
+    /// # }
+    /// ```
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner {
+            #[pin]
+            future: F,
+            set_cookie: Option<SetCookie>,
+        },
+        Reject {
+            reject: Option<Reject>,
+        },
+    }
+}
+
+/// What to add to the response of an accepted upgrade.
+pub(crate) struct SetCookie {
+    kind: UpgradeKind,
+    id: SessionId,
+    shared: Arc<Shared>,
+}
+
+/// An upgrade the layer answers itself.
+#[derive(Debug)]
+pub(crate) enum Reject {
+    /// `Origin` not allowed: `403`.
+    Forbidden,
+    /// Draining: `503` with `Retry-After`, and `Connection: close` on HTTP/1.
+    Draining {
+        retry_after: HeaderValue,
+        close_connection: bool,
+    },
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn inner(future: F, set_cookie: Option<SetCookie>) -> Self {
+        Self {
+            state: State::Inner { future, set_cookie },
+        }
+    }
+
+    pub(crate) fn reject(reject: Reject) -> Self {
+        Self {
+            state: State::Reject {
+                reject: Some(reject),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { future, set_cookie } => {
+                let mut res = ready!(future.poll(cx))?;
+                if let Some(set_cookie) = set_cookie.take() {
+                    set_cookie.apply(&mut res);
+                }
+                Poll::Ready(Ok(res))
+            }
+            StateProj::Reject { reject } => {
+                let reject = reject
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(Ok(reject.into_response()))
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl SetCookie {
+    pub(crate) fn new(kind: UpgradeKind, id: SessionId, shared: Arc<Shared>) -> Self {
+        Self { kind, id, shared }
+    }
+
+    fn apply<B>(self, res: &mut Response<B>) {
+        let cookie = &self.shared.config.cookie;
+        if !self.kind.is_success(res.status()) {
+            tracing::debug!(status = res.status().as_u16(), session = %self.id, "upgrade refused by the service: no affinity cookie");
+            return;
+        }
+        if cookie.is_set_in(res.headers()) {
+            tracing::debug!(session = %self.id, "the service set the affinity cookie itself: left as is");
+            return;
+        }
+        match cookie.render(&self.shared.config.codec, &self.id) {
+            Some(value) => {
+                res.headers_mut().append(SET_COOKIE, value);
+            }
+            None => tracing::error!(session = %self.id, "could not render the affinity cookie"),
+        }
+    }
+}
+
+impl Reject {
+    fn into_response<B: Default>(self) -> Response<B> {
+        let mut res = Response::new(B::default());
+        match self {
+            Self::Forbidden => *res.status_mut() = StatusCode::FORBIDDEN,
+            Self::Draining {
+                retry_after,
+                close_connection,
+            } => {
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                res.headers_mut().insert(RETRY_AFTER, retry_after);
+                if close_connection {
+                    res.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+        }
+        res
+    }
+}

@@ -1,0 +1,579 @@
+//! [`StickyUpgradeLayer`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tower_layer::Layer;
+
+use crate::affinity::{Codec, IdGenerator, NodeId, UuidV4};
+use crate::cookie::{CookieAttributes, CookieSpec, SameSite};
+use crate::origin::OriginPolicy;
+use crate::stats::Counters;
+use crate::upgrade::Protocols;
+use crate::{BuildError, Drain, Stats, StickyUpgrade};
+
+/// The `Retry-After` sent with `503` to upgrades refused while draining.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// When the affinity cookie is sent again on a successful upgrade.
+///
+/// # Example
+///
+/// ```
+/// use tower_sticky_upgrade::{Refresh, StickyUpgradeLayer};
+///
+/// let layer = StickyUpgradeLayer::builder()
+///     .refresh(Refresh::OnChange)
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refresh {
+    /// On every successful upgrade (the default): keeps a `Max-Age` sliding and
+    /// lets a load balancer that learns cookies from responses re-learn it.
+    #[default]
+    EveryUpgrade,
+    /// Only when the value changes: a new id was issued, the session migrated,
+    /// or the value must be re-tagged or re-signed with the current key.
+    OnChange,
+}
+
+/// Layer configuration, fixed when built.
+pub(crate) struct Config {
+    pub(crate) protocols: Protocols,
+    pub(crate) cookie: CookieSpec,
+    pub(crate) codec: Codec,
+    pub(crate) refresh: Refresh,
+    /// `Some(Retry-After value)` when upgrades are refused while draining.
+    pub(crate) refuse_while_draining: Option<HeaderValue>,
+    pub(crate) origins: Option<OriginPolicy>,
+}
+
+/// State shared by a layer and every service and session it made.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    pub(crate) drain: Drain,
+}
+
+/// Gives upgraded connections (WebSockets) session affinity and graceful draining.
+///
+/// On an upgrade request (HTTP/1.1 `Upgrade`, or HTTP/2 extended CONNECT) the
+/// [`StickyUpgrade`] service reads the affinity cookie, decides the
+/// [`StickySession`](crate::StickySession) (issued, kept or migrated), puts it in
+/// the request extensions and, if the inner service accepts the upgrade, sets
+/// the cookie on the `101` (or `2xx`) response so the load balancer pins
+/// reconnects to this node. Other requests pass through untouched.
+///
+/// [`new`](Self::new) uses the defaults; [`builder`](Self::builder) changes them.
+/// Cloning is cheap: clones share configuration, counters and [`Drain`].
+/// See the [crate docs](crate) for a full example.
+///
+/// # Example
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// use tower_sticky_upgrade::StickyUpgradeLayer;
+/// # use tower::service_fn;
+/// # async fn handle(_: http::Request<()>) -> Result<http::Response<()>, std::convert::Infallible> {
+/// #     Ok(http::Response::new(()))
+/// # }
+///
+/// let layer = StickyUpgradeLayer::new();
+/// let drain = layer.drain().clone(); // call `drain.start()` on shutdown
+/// let svc = ServiceBuilder::new().layer(layer).service(service_fn(handle));
+/// # let _ = (svc, drain);
+/// ```
+#[derive(Clone)]
+pub struct StickyUpgradeLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl StickyUpgradeLayer {
+    /// A layer with the defaults: cookie `WS_SESSION_ID` with
+    /// `Path=/; Secure; HttpOnly; SameSite=Lax` and no lifetime (a session
+    /// cookie), UUID v4 ids, no node id, refreshed on every upgrade, accepting
+    /// `websocket`, refusing upgrades with `503` and `Retry-After: 5` while its
+    /// own [`Drain`] (close spread 10 s) is draining.
+    pub fn new() -> Self {
+        match StickyUpgradeBuilder::default().build() {
+            Ok(layer) => layer,
+            // The defaults are tested to be valid.
+            Err(e) => unreachable!("default configuration is invalid: {e}"),
+        }
+    }
+
+    /// A builder to change any default.
+    pub fn builder() -> StickyUpgradeBuilder {
+        StickyUpgradeBuilder::default()
+    }
+
+    /// The drain controller this layer refuses upgrades for and hands guards from.
+    pub fn drain(&self) -> &Drain {
+        &self.shared.drain
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot(self.shared.drain.active())
+    }
+
+    /// The name of the affinity cookie.
+    pub fn cookie_name(&self) -> &str {
+        &self.shared.config.cookie.name
+    }
+}
+
+impl Default for StickyUpgradeLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for StickyUpgradeLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.shared.config;
+        f.debug_struct("StickyUpgradeLayer")
+            .field(
+                "cookie",
+                &format_args!("{}=…{}", config.cookie.name, config.cookie.suffix),
+            )
+            .field("codec", &config.codec)
+            .field("protocols", &config.protocols)
+            .field("refresh", &config.refresh)
+            .field("refuse_while_draining", &config.refuse_while_draining)
+            .field("origins", &config.origins)
+            .field("drain", &self.shared.drain)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for StickyUpgradeLayer {
+    type Service = StickyUpgrade<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StickyUpgrade::new(inner, self.clone())
+    }
+}
+
+/// Configures a [`StickyUpgradeLayer`]; every setter shows its default.
+///
+/// Nothing is checked until [`build`](Self::build), which checks everything and
+/// returns a [`BuildError`] naming the rule broken.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{Drain, Refresh, SameSite, StickyUpgradeLayer};
+///
+/// let drain = Drain::with_close_spread(Duration::from_secs(20));
+/// let layer = StickyUpgradeLayer::builder()
+///     .cookie_name("__Host-ws")
+///     .max_age(Duration::from_secs(24 * 60 * 60))
+///     .expires(true)
+///     .same_site(SameSite::Strict)
+///     .node_id("node-7")
+///     .refresh(Refresh::EveryUpgrade)
+///     .retry_after(Duration::from_secs(3))
+///     .drain(drain)
+///     .build()
+///     .expect("valid configuration");
+/// assert_eq!(layer.cookie_name(), "__Host-ws");
+/// ```
+#[must_use]
+#[derive(Clone)]
+pub struct StickyUpgradeBuilder {
+    cookie: CookieAttributes,
+    node: Option<String>,
+    generator: Arc<dyn IdGenerator>,
+    refresh: Refresh,
+    protocols: Vec<String>,
+    refuse_while_draining: bool,
+    retry_after: Duration,
+    drain: Option<Drain>,
+    origins: Option<(Vec<String>, bool)>,
+    #[cfg(feature = "signed")]
+    signing_keys: Vec<Vec<u8>>,
+}
+
+impl Default for StickyUpgradeBuilder {
+    fn default() -> Self {
+        Self {
+            cookie: CookieAttributes::default(),
+            node: None,
+            generator: Arc::new(UuidV4),
+            refresh: Refresh::default(),
+            protocols: vec!["websocket".to_owned()],
+            refuse_while_draining: true,
+            retry_after: DEFAULT_RETRY_AFTER,
+            drain: None,
+            origins: None,
+            #[cfg(feature = "signed")]
+            signing_keys: Vec::new(),
+        }
+    }
+}
+
+impl StickyUpgradeBuilder {
+    /// The cookie name. Default: `WS_SESSION_ID`. Must be an RFC 9110 token and
+    /// must not start with `AWSALB` (reserved by AWS load balancers). A
+    /// `__Host-` prefix (recommended) needs `Secure`, `Path=/` and no `Domain`;
+    /// `__Secure-` needs `Secure`.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie.name = name.into();
+        self
+    }
+
+    /// The `Path` attribute. Default: `/`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// The `Domain` attribute. Default: none (the cookie stays on the exact host).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// The `Max-Age` attribute, in whole seconds, from 1 second to 400 days.
+    /// Default: none, so the cookie lasts for the browser session.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.cookie.max_age = Some(max_age);
+        self
+    }
+
+    /// Also send `Expires`, computed from `Max-Age` at each response, for
+    /// clients that ignore `Max-Age`. Default: `false`. Needs a `max_age`.
+    pub fn expires(mut self, enabled: bool) -> Self {
+        self.cookie.expires = enabled;
+        self
+    }
+
+    /// The `SameSite` attribute. Default: [`SameSite::Lax`].
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie.same_site = same_site;
+        self
+    }
+
+    /// The `Secure` attribute. Default: `true`. Turn it off only for plain-HTTP
+    /// development: browsers then refuse `SameSite=None`, `Partitioned` and the
+    /// `__Host-` / `__Secure-` prefixes, and so does [`build`](Self::build).
+    pub fn secure(mut self, enabled: bool) -> Self {
+        self.cookie.secure = enabled;
+        self
+    }
+
+    /// The `HttpOnly` attribute. Default: `true` (page scripts cannot read the id).
+    pub fn http_only(mut self, enabled: bool) -> Self {
+        self.cookie.http_only = enabled;
+        self
+    }
+
+    /// The `Partitioned` attribute (CHIPS). Default: `false`. Needs `Secure`.
+    pub fn partitioned(mut self, enabled: bool) -> Self {
+        self.cookie.partitioned = enabled;
+        self
+    }
+
+    /// This node's id, carried in the cookie value so that a reconnect landing on
+    /// another node is reported as [`Affinity::Migrated`](crate::Affinity::Migrated).
+    /// Default: none. 1 to 32 bytes of `A-Z a-z 0-9 - _`.
+    pub fn node_id(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// The session id generator. Default: [`UuidV4`].
+    pub fn id_generator(mut self, generator: impl IdGenerator) -> Self {
+        self.generator = Arc::new(generator);
+        self
+    }
+
+    /// When to send the cookie again. Default: [`Refresh::EveryUpgrade`].
+    pub fn refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// The upgrade protocols acted on, matched case-insensitively against the
+    /// `Upgrade` header and the extended CONNECT `:protocol`. Replaces the
+    /// default, `["websocket"]`.
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the layer answers upgrades itself with `503`, `Retry-After` and
+    /// `Connection: close` while draining, without calling the inner service.
+    /// Default: `true`. With `false` they pass through (and are still tagged).
+    pub fn refuse_while_draining(mut self, refuse: bool) -> Self {
+        self.refuse_while_draining = refuse;
+        self
+    }
+
+    /// The `Retry-After` of upgrades refused while draining, in whole seconds
+    /// (rounded up). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Share a [`Drain`] controller, for example one made with a custom close
+    /// spread or shared by several layers. Default: a new [`Drain::new`].
+    pub fn drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// Refuse upgrades whose `Origin` is not one of `origins` with `403`, before
+    /// the inner service runs (against cross-site WebSocket hijacking). Each is
+    /// `scheme://host[:port]`, compared case-insensitively, default ports
+    /// ignored. Upgrades without `Origin` (non-browser clients) pass unless
+    /// `require_origin` is `true`. Default: no check.
+    pub fn allowed_origins<I, O>(mut self, origins: I, require_origin: bool) -> Self
+    where
+        I: IntoIterator<Item = O>,
+        O: Into<String>,
+    {
+        self.origins = Some((
+            origins.into_iter().map(Into::into).collect(),
+            require_origin,
+        ));
+        self
+    }
+
+    /// Sign cookie values with HMAC-SHA256 so that clients cannot forge or pick
+    /// a session id. Each key must be at least 32 bytes; the first signs, all
+    /// verify, so rotate by putting the new key first and keeping the old one
+    /// until old cookies have expired. Default: unsigned.
+    #[cfg(feature = "signed")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "signed")))]
+    pub fn signing_keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<[u8]>,
+    {
+        self.signing_keys = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        self
+    }
+
+    /// Checks every setting and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first rule broken.
+    pub fn build(self) -> Result<StickyUpgradeLayer, BuildError> {
+        let cookie = self.cookie.build()?;
+        let node = self
+            .node
+            .map(|n| NodeId::new(&n).ok_or(BuildError::InvalidNodeId { node: n }))
+            .transpose()?;
+        if self.protocols.is_empty() {
+            return Err(BuildError::NoProtocols);
+        }
+        if let Some(bad) = self
+            .protocols
+            .iter()
+            .find(|p| p.is_empty() || !p.bytes().all(crate::cookie::is_tchar))
+        {
+            return Err(BuildError::InvalidProtocol {
+                protocol: bad.clone(),
+            });
+        }
+        let protocols = Protocols::new(self.protocols.into_iter().map(Into::into));
+        let refuse_while_draining = if self.refuse_while_draining {
+            let secs = self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
+            if secs == 0 {
+                return Err(BuildError::RetryAfterZero);
+            }
+            Some(HeaderValue::from(secs))
+        } else {
+            None
+        };
+        let origins = self
+            .origins
+            .map(|(list, require)| OriginPolicy::new(&list, require))
+            .transpose()?;
+        #[cfg(feature = "signed")]
+        let signer = {
+            if let Some((index, key)) = self
+                .signing_keys
+                .iter()
+                .enumerate()
+                .find(|(_, k)| k.len() < crate::signed::MIN_KEY_LEN)
+            {
+                return Err(BuildError::SigningKeyTooShort {
+                    index,
+                    len: key.len(),
+                });
+            }
+            crate::signed::Signer::new(&self.signing_keys)
+        };
+        let codec = Codec {
+            node,
+            generator: self.generator,
+            #[cfg(feature = "signed")]
+            signer,
+        };
+        Ok(StickyUpgradeLayer {
+            shared: Arc::new(Shared {
+                config: Config {
+                    protocols,
+                    cookie,
+                    codec,
+                    refresh: self.refresh,
+                    refuse_while_draining,
+                    origins,
+                },
+                counters: Counters::default(),
+                drain: self.drain.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for StickyUpgradeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("StickyUpgradeBuilder");
+        d.field("cookie", &self.cookie)
+            .field("node", &self.node)
+            .field("refresh", &self.refresh)
+            .field("protocols", &self.protocols)
+            .field("refuse_while_draining", &self.refuse_while_draining)
+            .field("retry_after", &self.retry_after)
+            .field("drain", &self.drain)
+            .field("origins", &self.origins);
+        #[cfg(feature = "signed")]
+        d.field("signing_keys", &self.signing_keys.len());
+        d.finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let layer = StickyUpgradeBuilder::default().build().unwrap();
+        assert_eq!(layer.cookie_name(), crate::DEFAULT_COOKIE_NAME);
+        assert_eq!(
+            &*layer.shared.config.cookie.suffix,
+            "; Path=/; Secure; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            layer.shared.config.refuse_while_draining,
+            Some(HeaderValue::from_static("5"))
+        );
+    }
+
+    #[test]
+    fn bad_node_id_is_a_build_error() {
+        for node in ["", "a.b", "a b", &"n".repeat(33)] {
+            let err = StickyUpgradeLayer::builder()
+                .node_id(node)
+                .build()
+                .unwrap_err();
+            assert_eq!(err, BuildError::InvalidNodeId { node: node.into() });
+        }
+    }
+
+    #[test]
+    fn protocols_must_be_tokens() {
+        let none: [&str; 0] = [];
+        assert_eq!(
+            StickyUpgradeLayer::builder()
+                .protocols(none)
+                .build()
+                .unwrap_err(),
+            BuildError::NoProtocols
+        );
+        assert_eq!(
+            StickyUpgradeLayer::builder()
+                .protocols(["web socket"])
+                .build()
+                .unwrap_err(),
+            BuildError::InvalidProtocol {
+                protocol: "web socket".into()
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_and_must_not_be_zero() {
+        let layer = StickyUpgradeLayer::builder()
+            .retry_after(Duration::from_millis(1500))
+            .build()
+            .unwrap();
+        assert_eq!(
+            layer.shared.config.refuse_while_draining,
+            Some(HeaderValue::from_static("2"))
+        );
+        assert_eq!(
+            StickyUpgradeLayer::builder()
+                .retry_after(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            BuildError::RetryAfterZero
+        );
+        // Zero is fine when upgrades pass through while draining.
+        assert!(StickyUpgradeLayer::builder()
+            .retry_after(Duration::ZERO)
+            .refuse_while_draining(false)
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn cookie_errors_surface_from_build() {
+        let err = StickyUpgradeLayer::builder()
+            .cookie_name("AWSALBAPP-1")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::ReservedCookieName {
+                name: "AWSALBAPP-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_origin_is_a_build_error() {
+        let err = StickyUpgradeLayer::builder()
+            .allowed_origins(["example.com"], false)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::InvalidOrigin {
+                origin: "example.com".into()
+            }
+        );
+    }
+
+    #[cfg(feature = "signed")]
+    #[test]
+    fn short_signing_key_is_a_build_error() {
+        let err = StickyUpgradeLayer::builder()
+            .signing_keys([[7u8; 32].as_slice(), [1u8; 31].as_slice()])
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::SigningKeyTooShort { index: 1, len: 31 });
+    }
+
+    #[test]
+    fn layer_debug_shows_configuration_not_secrets() {
+        let text = format!("{:?}", StickyUpgradeLayer::new());
+        assert!(text.contains("WS_SESSION_ID"), "{text}");
+    }
+}

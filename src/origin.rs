@@ -1,0 +1,145 @@
+//! The optional `Origin` check on upgrade requests, against cross-site WebSocket
+//! hijacking: browsers send cookies with a WebSocket handshake from any page, so
+//! a server that trusts cookies must check where the page came from.
+
+use http::header::ORIGIN;
+use http::HeaderMap;
+
+use crate::BuildError;
+
+#[derive(Debug, Clone)]
+pub(crate) struct OriginPolicy {
+    /// Normalized: lower-case, default port removed.
+    allowed: Box<[Box<str>]>,
+    /// Refuse upgrades that carry no `Origin` (non-browser clients send none).
+    require: bool,
+}
+
+impl OriginPolicy {
+    pub(crate) fn new(allowed: &[String], require: bool) -> Result<Self, BuildError> {
+        let allowed = allowed
+            .iter()
+            .map(|o| normalize(o).ok_or_else(|| BuildError::InvalidOrigin { origin: o.clone() }))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { allowed, require })
+    }
+
+    /// Whether an upgrade with these headers may go on.
+    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(ORIGIN).iter();
+        match (values.next(), values.next()) {
+            (None, _) => !self.require,
+            (Some(origin), None) => {
+                let origin = strip_default_port(origin.as_bytes());
+                self.allowed
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
+            }
+            // Several Origin fields are not something a browser sends.
+            (Some(_), Some(_)) => false,
+        }
+    }
+}
+
+/// `scheme://host[:port]`, lower-cased, with the scheme's default port dropped
+/// as browsers do in `Origin`; `None` when `origin` is not of that form.
+fn normalize(origin: &str) -> Option<Box<str>> {
+    let lower = origin.to_ascii_lowercase();
+    let (scheme, authority) = lower.split_once("://")?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let authority_ok = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"/?#@,;\\\"".contains(&b));
+    if !(scheme_ok && authority_ok) {
+        return None;
+    }
+    let stripped = strip_default_port(lower.as_bytes());
+    std::str::from_utf8(stripped).ok().map(Into::into)
+}
+
+fn strip_default_port(origin: &[u8]) -> &[u8] {
+    let lower_starts =
+        |p: &[u8]| origin.len() >= p.len() && origin[..p.len()].eq_ignore_ascii_case(p);
+    for (scheme, port) in [(&b"https://"[..], &b":443"[..]), (b"http://", b":80")] {
+        if lower_starts(scheme) && origin.ends_with(port) {
+            return &origin[..origin.len() - port.len()];
+        }
+    }
+    origin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn policy(require: bool) -> OriginPolicy {
+        OriginPolicy::new(
+            &[
+                "https://App.Example.com".into(),
+                "http://localhost:3000".into(),
+            ],
+            require,
+        )
+        .unwrap()
+    }
+
+    fn headers(origins: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for o in origins {
+            map.append(ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn listed_origin_is_allowed_in_any_case() {
+        let p = policy(false);
+        assert!(p.allows(&headers(&["https://app.example.com"])));
+        assert!(p.allows(&headers(&["HTTPS://APP.EXAMPLE.COM"])));
+        assert!(p.allows(&headers(&["https://app.example.com:443"])));
+        assert!(p.allows(&headers(&["http://localhost:3000"])));
+    }
+
+    #[test]
+    fn other_origins_are_refused() {
+        let p = policy(false);
+        for o in [
+            "https://evil.example",
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "http://localhost:3001",
+            "null",
+        ] {
+            assert!(!p.allows(&headers(&[o])), "{o}");
+        }
+        assert!(!p.allows(&headers(&[
+            "https://app.example.com",
+            "https://app.example.com"
+        ])));
+    }
+
+    #[test]
+    fn missing_origin_depends_on_require() {
+        assert!(policy(false).allows(&headers(&[])));
+        assert!(!policy(true).allows(&headers(&[])));
+    }
+
+    #[test]
+    fn malformed_allowed_origins_fail_the_build() {
+        for bad in [
+            "example.com",
+            "https://",
+            "https://a.com/path",
+            "1http://a",
+            "https://a b",
+        ] {
+            let err = OriginPolicy::new(&[bad.into()], false).unwrap_err();
+            assert_eq!(err, BuildError::InvalidOrigin { origin: bad.into() });
+        }
+    }
+}

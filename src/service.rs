@@ -1,0 +1,157 @@
+//! [`StickyUpgrade`], the service made by [`StickyUpgradeLayer`].
+
+use std::task::{Context, Poll};
+
+use http::{Request, Response, Version};
+use tower_service::Service;
+
+use crate::affinity::Affinity;
+use crate::future::{Reject, ResponseFuture, SetCookie};
+use crate::layer::Refresh;
+use crate::stats::Counters;
+use crate::{upgrade, Drain, Stats, StickySession, StickyUpgradeLayer};
+
+/// Middleware that gives upgrade requests a [`StickySession`] and sets the
+/// affinity cookie on successful upgrades. Made by [`StickyUpgradeLayer`]; see
+/// the [crate docs](crate) for the behaviour and an example.
+///
+/// # Example
+///
+/// ```
+/// use tower::service_fn;
+/// use tower_sticky_upgrade::{StickyUpgrade, StickyUpgradeLayer};
+/// # async fn handle(_: http::Request<()>) -> Result<http::Response<()>, std::convert::Infallible> {
+/// #     Ok(http::Response::new(()))
+/// # }
+///
+/// let svc = StickyUpgrade::new(service_fn(handle), StickyUpgradeLayer::new());
+/// assert!(!svc.drain().is_draining());
+/// ```
+#[derive(Debug, Clone)]
+pub struct StickyUpgrade<S> {
+    inner: S,
+    layer: StickyUpgradeLayer,
+}
+
+impl<S> StickyUpgrade<S> {
+    /// Wraps `inner` with the configuration of `layer`.
+    pub fn new(inner: S, layer: StickyUpgradeLayer) -> Self {
+        Self { inner, layer }
+    }
+
+    /// A [`StickyUpgradeLayer`] with the defaults; same as [`StickyUpgradeLayer::new`].
+    pub fn layer() -> StickyUpgradeLayer {
+        StickyUpgradeLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The drain controller of the layer.
+    pub fn drain(&self) -> &Drain {
+        self.layer.drain()
+    }
+
+    /// A snapshot of the layer's counters.
+    pub fn stats(&self) -> Stats {
+        self.layer.stats()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for StickyUpgrade<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.layer.shared;
+        let config = &shared.config;
+        let Some(kind) = upgrade::detect(
+            req.method(),
+            req.headers(),
+            req.extensions(),
+            &config.protocols,
+        ) else {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        };
+        let counters = &shared.counters;
+        Counters::bump(&counters.upgrades);
+
+        if let Some(origins) = &config.origins {
+            if !origins.allows(req.headers()) {
+                Counters::bump(&counters.rejected_origin);
+                tracing::debug!(origin = ?req.headers().get(http::header::ORIGIN), "upgrade refused: origin not allowed");
+                return ResponseFuture::reject(Reject::Forbidden);
+            }
+        }
+        if let Some(retry_after) = &config.refuse_while_draining {
+            if shared.drain.is_draining() {
+                Counters::bump(&counters.refused_draining);
+                tracing::debug!("upgrade refused: draining");
+                return ResponseFuture::reject(Reject::Draining {
+                    retry_after: retry_after.clone(),
+                    // `Connection` is a connection-specific field that HTTP/2 and
+                    // HTTP/3 forbid.
+                    close_connection: req.version() <= Version::HTTP_11,
+                });
+            }
+        }
+
+        let scan = config.cookie.scan(req.headers(), &config.codec);
+        if scan.invalid {
+            Counters::bump(&counters.invalid_cookies);
+        }
+        let (id, affinity, changed) = match scan.valid {
+            None => (config.codec.generator.generate(), Affinity::Issued, true),
+            Some(cookie) => {
+                let affinity = match (cookie.node, config.codec.node) {
+                    (Some(from), Some(here)) if from != here => Affinity::Migrated { from },
+                    _ => Affinity::Kept,
+                };
+                // Re-tag a value from a node-less setup (or the reverse) and
+                // re-sign one signed with a retired key.
+                let changed = cookie.node != config.codec.node || cookie.stale_key;
+                (cookie.id, affinity, changed)
+            }
+        };
+        Counters::bump(match affinity {
+            Affinity::Issued => &counters.issued,
+            Affinity::Kept => &counters.kept,
+            Affinity::Migrated { .. } => &counters.migrated,
+        });
+        tracing::debug!(
+            session = %id,
+            affinity = affinity.as_str(),
+            from = affinity.migrated_from().map(|n| n.as_str()),
+            invalid_cookie = scan.invalid,
+            "upgrade request"
+        );
+
+        let emit = changed || config.refresh == Refresh::EveryUpgrade;
+        let set_cookie = emit.then(|| SetCookie::new(kind, id, shared.clone()));
+        req.extensions_mut()
+            .insert(StickySession::new(id, affinity, shared.clone()));
+        ResponseFuture::inner(self.inner.call(req), set_cookie)
+    }
+}

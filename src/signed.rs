@@ -1,0 +1,185 @@
+//! HMAC-SHA256 signatures on cookie values (feature `signed`).
+//!
+//! The signature covers `NAME=ID[.NODE]`, so a value cannot be moved to a cookie
+//! of another name, and is truncated to 128 bits (RFC 2104 allows truncation to
+//! half the hash length) to keep the value short enough for load-balancer stick
+//! tables. It is written as 32 lower-case hex digits after a final `.`.
+//!
+//! Several keys support rotation: the first signs, all verify, and a value signed
+//! with an older key is re-issued signed with the current one. Comparison is
+//! constant-time (`hmac`'s `verify_truncated_left`).
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const SIGNATURE_LEN: usize = 16;
+pub(crate) const SIGNATURE_HEX_LEN: usize = 2 * SIGNATURE_LEN;
+/// Shortest key accepted: the output size of SHA-256.
+pub(crate) const MIN_KEY_LEN: usize = 32;
+
+#[derive(Clone)]
+pub(crate) struct Signer {
+    /// Keyed MAC states, cloned per use so the key schedule runs once.
+    keys: Box<[HmacSha256]>,
+}
+
+impl Signer {
+    /// `keys` must be non-empty and each at least [`MIN_KEY_LEN`] bytes; the
+    /// builder checks both.
+    pub(crate) fn new(keys: &[Vec<u8>]) -> Option<Self> {
+        let keys = keys
+            .iter()
+            .map(|k| HmacSha256::new_from_slice(k).ok())
+            .collect::<Option<Box<[_]>>>()?;
+        (!keys.is_empty()).then_some(Self { keys })
+    }
+
+    fn mac(key: &HmacSha256, name: &str, payload: &[u8]) -> HmacSha256 {
+        let mut mac = key.clone();
+        mac.update(name.as_bytes());
+        mac.update(b"=");
+        mac.update(payload);
+        mac
+    }
+
+    /// Signs `out[start..]` with the first key and appends `.SIGNATURE`.
+    pub(crate) fn sign_into(&self, name: &str, start: usize, out: &mut Vec<u8>) {
+        let tag = Self::mac(&self.keys[0], name, &out[start..])
+            .finalize()
+            .into_bytes();
+        out.push(b'.');
+        for byte in &tag[..SIGNATURE_LEN] {
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        }
+    }
+
+    /// Checks the signature of `value` against every key; on success returns the
+    /// signed payload and whether a key other than the first matched.
+    pub(crate) fn verify<'v>(&self, name: &str, value: &'v [u8]) -> Option<(&'v [u8], bool)> {
+        let dot = value.iter().rposition(|&b| b == b'.')?;
+        let (payload, hex) = (&value[..dot], &value[dot + 1..]);
+        let tag = decode_hex(hex)?;
+        self.keys
+            .iter()
+            .position(|key| {
+                Self::mac(key, name, payload)
+                    .verify_truncated_left(&tag)
+                    .is_ok()
+            })
+            .map(|index| (payload, index != 0))
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Signer")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex only: an upper-case look-alike is not a value this crate wrote.
+fn decode_hex(hex: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
+    if hex.len() != SIGNATURE_HEX_LEN {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; SIGNATURE_LEN];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(keys: &[&[u8]]) -> Signer {
+        Signer::new(&keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn sign(s: &Signer, name: &str, payload: &str) -> Vec<u8> {
+        let mut out = payload.as_bytes().to_vec();
+        s.sign_into(name, 0, &mut out);
+        out
+    }
+
+    const K1: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const K2: &[u8] = b"fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn signed_value_verifies_with_its_key() {
+        let s = signer(&[K1]);
+        let value = sign(&s, "WS", "id.node");
+        assert_eq!(value.len(), "id.node".len() + 1 + SIGNATURE_HEX_LEN);
+        assert_eq!(s.verify("WS", &value), Some((&b"id.node"[..], false)));
+    }
+
+    #[test]
+    fn altered_payload_fails() {
+        let s = signer(&[K1]);
+        let mut value = sign(&s, "WS", "id.node");
+        value[0] = b'j';
+        assert_eq!(s.verify("WS", &value), None);
+    }
+
+    #[test]
+    fn altered_or_truncated_signature_fails() {
+        let s = signer(&[K1]);
+        let value = sign(&s, "WS", "id");
+        let mut flipped = value.clone();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(s.verify("WS", &flipped), None);
+        assert_eq!(s.verify("WS", &value[..value.len() - 1]), None);
+        assert_eq!(s.verify("WS", b"id"), None);
+    }
+
+    #[test]
+    fn upper_case_signature_fails() {
+        let s = signer(&[K1]);
+        let value = sign(&s, "WS", "id");
+        let upper = value.to_ascii_uppercase();
+        assert_ne!(upper, value);
+        assert_eq!(s.verify("WS", &upper), None);
+    }
+
+    #[test]
+    fn signature_is_bound_to_the_cookie_name() {
+        let s = signer(&[K1]);
+        let value = sign(&s, "WS", "id");
+        assert_eq!(s.verify("OTHER", &value), None);
+    }
+
+    #[test]
+    fn unknown_key_fails() {
+        let value = sign(&signer(&[K2]), "WS", "id");
+        assert_eq!(signer(&[K1]).verify("WS", &value), None);
+    }
+
+    #[test]
+    fn rotated_key_verifies_and_is_marked_stale() {
+        let old = sign(&signer(&[K2]), "WS", "id");
+        let rotated = signer(&[K1, K2]);
+        assert_eq!(rotated.verify("WS", &old), Some((&b"id"[..], true)));
+        let fresh = sign(&rotated, "WS", "id");
+        assert_eq!(rotated.verify("WS", &fresh), Some((&b"id"[..], false)));
+    }
+
+    #[test]
+    fn debug_does_not_print_keys() {
+        let text = format!("{:?}", signer(&[K1]));
+        assert!(!text.contains("0123"), "{text}");
+    }
+}

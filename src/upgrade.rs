@@ -1,0 +1,294 @@
+//! Upgrade detection: HTTP/1.1 `Connection: upgrade` + `Upgrade: <protocol>` and
+//! HTTP/2 / HTTP/3 extended CONNECT (RFC 8441, RFC 9220).
+//!
+//! Detection only looks at headers, method and extensions; it does not judge the
+//! handshake itself (`Sec-WebSocket-Key`, version). The inner service does, and the
+//! cookie is only set when it accepts.
+
+use http::header::{CONNECTION, UPGRADE};
+use http::{Extensions, HeaderMap, Method};
+
+/// How the client asked to upgrade, which decides what a successful answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpgradeKind {
+    /// HTTP/1.1 `Upgrade` handshake; success is `101 Switching Protocols`.
+    Http1,
+    /// Extended CONNECT over HTTP/2 or HTTP/3; success is any `2xx`.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    ExtendedConnect,
+}
+
+impl UpgradeKind {
+    pub(crate) fn is_success(self, status: http::StatusCode) -> bool {
+        match self {
+            Self::Http1 => status == http::StatusCode::SWITCHING_PROTOCOLS,
+            Self::ExtendedConnect => status.is_success(),
+        }
+    }
+}
+
+/// Upgrade protocols the layer acts on, stored lower-case.
+#[derive(Debug, Clone)]
+pub(crate) struct Protocols(Box<[Box<str>]>);
+
+impl Protocols {
+    pub(crate) fn new(names: impl IntoIterator<Item = Box<str>>) -> Self {
+        Self(
+            names
+                .into_iter()
+                .map(|p| p.to_ascii_lowercase().into())
+                .collect(),
+        )
+    }
+
+    fn accepts(&self, name: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|p| p.as_bytes().eq_ignore_ascii_case(name))
+    }
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Self(Box::new(["websocket".into()]))
+    }
+}
+
+/// Decides whether a request asks to upgrade to one of `protocols`.
+///
+/// The common case, a request that is neither `CONNECT` nor carries `Upgrade`,
+/// costs one comparison and one header lookup.
+pub(crate) fn detect(
+    method: &Method,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    protocols: &Protocols,
+) -> Option<UpgradeKind> {
+    if method == Method::CONNECT {
+        #[cfg(feature = "http2")]
+        {
+            let protocol = extensions.get::<hyper::ext::Protocol>()?;
+            return protocols
+                .accepts(protocol.as_str().as_bytes())
+                .then_some(UpgradeKind::ExtendedConnect);
+        }
+        #[cfg(not(feature = "http2"))]
+        {
+            let _ = extensions;
+            return None;
+        }
+    }
+    let mut upgrade = headers.get_all(UPGRADE).iter().peekable();
+    upgrade.peek()?;
+    let wants_protocol = upgrade.any(|line| {
+        tokens(line.as_bytes()).any(|token| {
+            // `protocol-name ["/" protocol-version]`: the version does not matter here.
+            let name = match token.iter().position(|&b| b == b'/') {
+                Some(slash) => &token[..slash],
+                None => token,
+            };
+            protocols.accepts(name)
+        })
+    });
+    let connection_upgrade = || {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|line| tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
+    };
+    (wants_protocol && connection_upgrade()).then_some(UpgradeKind::Http1)
+}
+
+/// Splits an RFC 9110 comma-separated list, trimming optional whitespace and
+/// skipping empty elements.
+fn tokens(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderValue, Request};
+
+    fn detect_req(req: &Request<()>) -> Option<UpgradeKind> {
+        detect(
+            req.method(),
+            req.headers(),
+            req.extensions(),
+            &Protocols::default(),
+        )
+    }
+
+    fn h1(connection: &[&str], upgrade: &[&str]) -> Request<()> {
+        let mut req = Request::get("/ws").body(()).unwrap();
+        for c in connection {
+            req.headers_mut()
+                .append(CONNECTION, HeaderValue::from_str(c).unwrap());
+        }
+        for u in upgrade {
+            req.headers_mut()
+                .append(UPGRADE, HeaderValue::from_str(u).unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn plain_connection_upgrade_is_detected() {
+        assert_eq!(
+            detect_req(&h1(&["Upgrade"], &["websocket"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn connection_token_list_with_keep_alive_is_detected() {
+        assert_eq!(
+            detect_req(&h1(&["keep-alive, Upgrade"], &["websocket"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn connection_token_is_case_insensitive() {
+        assert_eq!(
+            detect_req(&h1(&["UPGRADE"], &["websocket"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn connection_split_over_two_lines_is_detected() {
+        assert_eq!(
+            detect_req(&h1(&["keep-alive", "upgrade"], &["websocket"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn connection_token_with_tabs_and_empty_elements_is_detected() {
+        assert_eq!(
+            detect_req(&h1(&[",\tupgrade\t,,"], &["websocket"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn connection_notupgrade_is_not_an_upgrade() {
+        assert_eq!(detect_req(&h1(&["notupgrade"], &["websocket"])), None);
+    }
+
+    #[test]
+    fn upgrade_without_connection_is_not_an_upgrade() {
+        assert_eq!(detect_req(&h1(&[], &["websocket"])), None);
+    }
+
+    #[test]
+    fn connection_without_upgrade_header_is_not_an_upgrade() {
+        assert_eq!(detect_req(&h1(&["upgrade"], &[])), None);
+    }
+
+    #[test]
+    fn upgrade_protocol_is_case_insensitive() {
+        assert_eq!(
+            detect_req(&h1(&["upgrade"], &["WebSocket"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn upgrade_list_naming_websocket_is_detected() {
+        assert_eq!(
+            detect_req(&h1(&["upgrade"], &["websocket, h2c"])),
+            Some(UpgradeKind::Http1)
+        );
+        assert_eq!(
+            detect_req(&h1(&["upgrade"], &["h2c", "websocket/13"])),
+            Some(UpgradeKind::Http1)
+        );
+    }
+
+    #[test]
+    fn upgrade_to_other_protocol_is_not_detected() {
+        assert_eq!(detect_req(&h1(&["upgrade"], &["h2c"])), None);
+        assert_eq!(detect_req(&h1(&["upgrade"], &["websocketx"])), None);
+    }
+
+    #[test]
+    fn configured_protocols_replace_the_default() {
+        let req = h1(&["upgrade"], &["my-proto"]);
+        let protocols = Protocols::new(["My-Proto".into()]);
+        let got = detect(req.method(), req.headers(), req.extensions(), &protocols);
+        assert_eq!(got, Some(UpgradeKind::Http1));
+        let ws = h1(&["upgrade"], &["websocket"]);
+        assert_eq!(
+            detect(ws.method(), ws.headers(), ws.extensions(), &protocols),
+            None
+        );
+    }
+
+    #[cfg(feature = "http2")]
+    #[test]
+    fn extended_connect_with_websocket_protocol_is_detected() {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri("https://example.test/ws")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert_eq!(detect_req(&req), Some(UpgradeKind::ExtendedConnect));
+    }
+
+    #[test]
+    fn connect_without_protocol_is_not_an_upgrade() {
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .uri("example.test:443")
+            .body(())
+            .unwrap();
+        assert_eq!(detect_req(&req), None);
+    }
+
+    #[cfg(feature = "http2")]
+    #[test]
+    fn extended_connect_with_other_protocol_is_not_detected() {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("connect-udp"));
+        assert_eq!(detect_req(&req), None);
+    }
+
+    #[test]
+    fn success_statuses_depend_on_kind() {
+        use http::StatusCode;
+        assert!(UpgradeKind::Http1.is_success(StatusCode::SWITCHING_PROTOCOLS));
+        assert!(!UpgradeKind::Http1.is_success(StatusCode::OK));
+        assert!(UpgradeKind::ExtendedConnect.is_success(StatusCode::OK));
+        assert!(!UpgradeKind::ExtendedConnect.is_success(StatusCode::SWITCHING_PROTOCOLS));
+        assert!(!UpgradeKind::ExtendedConnect.is_success(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn trim_ows_strips_spaces_and_tabs_only() {
+        assert_eq!(trim_ows(b" \t a b\t "), b"a b");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(trim_ows(b""), b"");
+    }
+}
