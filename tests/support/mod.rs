@@ -1,0 +1,155 @@
+//! Helpers shared by the tests that run the example binaries
+//! (`mod support;` from a test file).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The crate features this test binary was built with, so the example is built
+/// with the same ones (and cargo does not rebuild the library for a new set).
+fn features() -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if cfg!(feature = "axum") {
+        f.push("axum");
+    }
+    if cfg!(feature = "signed") {
+        f.push("signed");
+    }
+    f
+}
+
+/// Builds `examples/<name>.rs` (a no-op when fresh) and returns its executable.
+pub fn example_bin(name: &str) -> PathBuf {
+    static CACHE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = cache.get(name) {
+        return path.clone();
+    }
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--example", name, "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit());
+    if cfg!(not(feature = "http2")) {
+        cmd.arg("--no-default-features");
+    }
+    let features = features();
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(out.status.success(), "cargo build --example {name} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let marker = format!("\"name\":\"{name}\"");
+    let path = stdout
+        .lines()
+        .filter(|l| l.contains("\"kind\":[\"example\"]") && l.contains(&marker))
+        .find_map(|l| {
+            let start = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = start + l[start..].find('"')?;
+            Some(PathBuf::from(&l[start..end]))
+        })
+        .unwrap_or_else(|| panic!("no executable for example {name} in cargo output"));
+    cache.insert(name.to_owned(), path.clone());
+    path
+}
+
+/// A running example server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// The address from its `listening on http://ADDR` line.
+    pub addr: SocketAddr,
+    /// Every later stdout line.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `examples/<example>.rs` with `args` (add `--listen 127.0.0.1:0`
+    /// yourself if needed) and waits up to 60 s for its `listening on` line.
+    pub fn start(example: &str, args: &[&str]) -> Server {
+        let bin = example_bin(example);
+        let mut child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("listening on http://") {
+                        break addr.trim().parse().expect("address in listening line");
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("{example} did not print its listening line: {e}");
+                }
+            }
+        };
+        Server {
+            child,
+            addr,
+            lines: rx,
+        }
+    }
+
+    /// `ws://ADDR/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        signal(self.child.id(), "TERM");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends signal `sig` (e.g. `"TERM"`) to `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
