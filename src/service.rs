@@ -155,3 +155,376 @@ where
         ResponseFuture::inner(self.inner.call(req), set_cookie)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Affinity, BuildError, Refresh, SessionId, StickyUpgradeBuilder};
+    use http::header::{CONNECTION, COOKIE, RETRY_AFTER, SET_COOKIE, UPGRADE};
+    use http::{HeaderValue, Method, StatusCode};
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tower::{service_fn, ServiceExt};
+
+    /// What the inner service saw.
+    #[derive(Default)]
+    struct Seen {
+        calls: AtomicUsize,
+        session: Mutex<Option<StickySession>>,
+    }
+
+    /// An inner service answering every request with `status`, recording the
+    /// session it was given; `extra` is added to its response headers.
+    fn inner(
+        seen: Arc<Seen>,
+        status: StatusCode,
+        extra: &'static [(&'static str, &'static str)],
+    ) -> impl tower_service::Service<
+        Request<()>,
+        Response = Response<()>,
+        Error = Infallible,
+        Future = impl std::future::Future<Output = Result<Response<()>, Infallible>>,
+    > + Clone {
+        service_fn(move |req: Request<()>| {
+            let seen = seen.clone();
+            async move {
+                seen.calls.fetch_add(1, Ordering::SeqCst);
+                *seen.session.lock().unwrap() = req.extensions().get::<StickySession>().cloned();
+                let mut res = Response::new(());
+                *res.status_mut() = status;
+                for (k, v) in extra {
+                    res.headers_mut().append(*k, HeaderValue::from_static(v));
+                }
+                Ok(res)
+            }
+        })
+    }
+
+    fn upgrade(cookie: Option<&str>) -> Request<()> {
+        let mut req = Request::get("/ws")
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        if let Some(c) = cookie {
+            req.headers_mut()
+                .insert(COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        req
+    }
+
+    fn layer(builder: StickyUpgradeBuilder) -> StickyUpgradeLayer {
+        builder.build().unwrap()
+    }
+
+    async fn call(layer: &StickyUpgradeLayer, seen: &Arc<Seen>, req: Request<()>) -> Response<()> {
+        let svc = StickyUpgrade::new(
+            inner(seen.clone(), StatusCode::SWITCHING_PROTOCOLS, &[]),
+            layer.clone(),
+        );
+        svc.oneshot(req).await.unwrap()
+    }
+
+    fn set_cookies(res: &Response<()>) -> Vec<String> {
+        res.headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// `NAME=VALUE` of the affinity cookie a response set.
+    fn pair(res: &Response<()>) -> String {
+        let all = set_cookies(res);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all[0].split(';').next().unwrap().to_owned()
+    }
+
+    fn session(seen: &Seen) -> StickySession {
+        seen.session.lock().unwrap().clone().expect("a session")
+    }
+
+    #[tokio::test]
+    async fn plain_request_passes_untouched() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        let req = Request::get("/").header(COOKIE, "a=1").body(()).unwrap();
+        let res = call(&l, &seen, req).await;
+        assert!(res.headers().get(SET_COOKIE).is_none());
+        assert!(seen.session.lock().unwrap().is_none());
+        assert_eq!(l.stats().upgrades, 0);
+    }
+
+    #[tokio::test]
+    async fn first_upgrade_is_issued_and_gets_the_cookie() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        let res = call(&l, &seen, upgrade(None)).await;
+        let s = session(&seen);
+        assert_eq!(s.affinity(), Affinity::Issued);
+        assert_eq!(
+            set_cookies(&res),
+            [format!(
+                "WS_SESSION_ID={}; Path=/; Secure; HttpOnly; SameSite=Lax",
+                s.id()
+            )]
+        );
+        let stats = l.stats();
+        assert_eq!((stats.upgrades, stats.issued), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn reconnect_with_the_cookie_is_kept() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder().node_id("n1"));
+        let first = call(&l, &seen, upgrade(None)).await;
+        let id = *session(&seen).id();
+        let res = call(&l, &seen, upgrade(Some(&pair(&first)))).await;
+        let s = session(&seen);
+        assert_eq!((s.affinity(), *s.id()), (Affinity::Kept, id));
+        assert_eq!(s.node().map(|n| n.as_str()), Some("n1"));
+        // Refreshed on every upgrade by default, with the same value.
+        assert_eq!(pair(&res), pair(&first));
+        assert_eq!(l.stats().kept, 1);
+    }
+
+    #[tokio::test]
+    async fn cookie_from_another_node_is_migrated_and_retagged() {
+        let seen = Arc::new(Seen::default());
+        let a = layer(StickyUpgradeLayer::builder().node_id("a"));
+        let b = layer(StickyUpgradeLayer::builder().node_id("b"));
+        let from_a = call(&a, &seen, upgrade(None)).await;
+        let id = *session(&seen).id();
+        let res = call(&b, &seen, upgrade(Some(&pair(&from_a)))).await;
+        let s = session(&seen);
+        assert_eq!(s.id(), &id);
+        assert_eq!(
+            s.affinity(),
+            Affinity::Migrated {
+                from: crate::NodeId::new("a").unwrap()
+            }
+        );
+        assert_eq!(pair(&res), format!("WS_SESSION_ID={id}.b"));
+        assert_eq!(b.stats().migrated, 1);
+    }
+
+    #[tokio::test]
+    async fn untagged_cookie_on_tagged_node_is_kept_and_retagged_even_on_change_only() {
+        let seen = Arc::new(Seen::default());
+        let plain = layer(StickyUpgradeLayer::builder());
+        let tagged = layer(
+            StickyUpgradeLayer::builder()
+                .node_id("n")
+                .refresh(Refresh::OnChange),
+        );
+        let first = call(&plain, &seen, upgrade(None)).await;
+        let id = *session(&seen).id();
+        let res = call(&tagged, &seen, upgrade(Some(&pair(&first)))).await;
+        assert_eq!(session(&seen).affinity(), Affinity::Kept);
+        assert_eq!(pair(&res), format!("WS_SESSION_ID={id}.n"));
+    }
+
+    #[tokio::test]
+    async fn refresh_on_change_skips_unchanged_cookie() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder().refresh(Refresh::OnChange));
+        let first = call(&l, &seen, upgrade(None)).await;
+        assert_eq!(
+            set_cookies(&first).len(),
+            1,
+            "issued cookies are always set"
+        );
+        let res = call(&l, &seen, upgrade(Some(&pair(&first)))).await;
+        assert_eq!(session(&seen).affinity(), Affinity::Kept);
+        assert!(set_cookies(&res).is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_cookie_issues_a_new_id_and_is_counted() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        let res = call(&l, &seen, upgrade(Some("WS_SESSION_ID=forged-by-client"))).await;
+        let s = session(&seen);
+        assert_eq!(s.affinity(), Affinity::Issued);
+        assert_ne!(s.id().as_str(), "forged-by-client");
+        assert_eq!(set_cookies(&res).len(), 1);
+        assert_eq!(l.stats().invalid_cookies, 1);
+    }
+
+    #[tokio::test]
+    async fn rejected_handshakes_get_no_cookie() {
+        let l = layer(StickyUpgradeLayer::builder());
+        for status in [400, 403, 426, 500, 503] {
+            let seen = Arc::new(Seen::default());
+            let status = StatusCode::from_u16(status).unwrap();
+            let svc = StickyUpgrade::new(inner(seen.clone(), status, &[]), l.clone());
+            let res = svc.oneshot(upgrade(None)).await.unwrap();
+            assert_eq!(res.status(), status);
+            assert!(set_cookies(&res).is_empty(), "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_cookies_of_the_inner_service_are_kept() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        let svc = StickyUpgrade::new(
+            inner(
+                seen.clone(),
+                StatusCode::SWITCHING_PROTOCOLS,
+                &[("set-cookie", "theme=dark"), ("set-cookie", "lang=en")],
+            ),
+            l,
+        );
+        let res = svc.oneshot(upgrade(None)).await.unwrap();
+        let all = set_cookies(&res);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(&all[..2], ["theme=dark", "lang=en"]);
+        assert!(all[2].starts_with("WS_SESSION_ID="));
+    }
+
+    #[tokio::test]
+    async fn affinity_cookie_set_by_the_inner_service_is_left_alone() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        let svc = StickyUpgrade::new(
+            inner(
+                seen.clone(),
+                StatusCode::SWITCHING_PROTOCOLS,
+                &[("set-cookie", "WS_SESSION_ID=mine; Path=/")],
+            ),
+            l,
+        );
+        let res = svc.oneshot(upgrade(None)).await.unwrap();
+        assert_eq!(set_cookies(&res), ["WS_SESSION_ID=mine; Path=/"]);
+    }
+
+    #[tokio::test]
+    async fn draining_refuses_upgrades_without_calling_the_inner_service() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder().retry_after(std::time::Duration::from_secs(7)));
+        l.drain().start();
+        let res = call(&l, &seen, upgrade(None)).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[RETRY_AFTER], "7");
+        assert_eq!(res.headers()[CONNECTION], "close");
+        assert_eq!(seen.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(l.stats().refused_draining, 1);
+
+        // Ordinary requests still pass.
+        let res = call(&l, &seen, Request::get("/").body(()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[cfg(feature = "http2")]
+    #[tokio::test]
+    async fn draining_refusal_of_extended_connect_has_no_connection_header() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        l.drain().start();
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let res = call(&l, &seen, req).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().get(CONNECTION).is_none());
+    }
+
+    #[cfg(feature = "http2")]
+    #[tokio::test]
+    async fn extended_connect_gets_the_cookie_on_200() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let svc = StickyUpgrade::new(inner(seen.clone(), StatusCode::OK, &[]), l);
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(session(&seen).affinity(), Affinity::Issued);
+        assert_eq!(set_cookies(&res).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn draining_pass_through_when_configured() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder().refuse_while_draining(false));
+        l.drain().start();
+        let res = call(&l, &seen, upgrade(None)).await;
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(session(&seen).is_draining());
+    }
+
+    #[tokio::test]
+    async fn disallowed_origin_is_refused_before_the_inner_service() {
+        let seen = Arc::new(Seen::default());
+        let l =
+            layer(StickyUpgradeLayer::builder().allowed_origins(["https://app.example"], false));
+        let mut req = upgrade(None);
+        req.headers_mut().insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        let res = call(&l, &seen, req).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(seen.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(l.stats().rejected_origin, 1);
+
+        let mut ok = upgrade(None);
+        ok.headers_mut().insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
+        assert_eq!(
+            call(&l, &seen, ok).await.status(),
+            StatusCode::SWITCHING_PROTOCOLS
+        );
+    }
+
+    #[tokio::test]
+    async fn custom_id_generator_is_used_and_validates_ids() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(
+            StickyUpgradeLayer::builder().id_generator(|| SessionId::new("fixed-id").unwrap()),
+        );
+        let res = call(&l, &seen, upgrade(Some("WS_SESSION_ID=other-id"))).await;
+        // A closure generator accepts any well-formed id.
+        assert_eq!(session(&seen).id().as_str(), "other-id");
+        assert_eq!(pair(&res), "WS_SESSION_ID=other-id");
+        call(&l, &seen, upgrade(None)).await;
+        assert_eq!(session(&seen).id().as_str(), "fixed-id");
+    }
+
+    #[tokio::test]
+    async fn guard_from_session_is_counted_by_the_layer_drain() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        call(&l, &seen, upgrade(None)).await;
+        let guard = session(&seen).guard();
+        assert_eq!(l.stats().active, 1);
+        drop(guard);
+        assert_eq!(l.drain().active(), 0);
+    }
+
+    #[test]
+    fn service_is_send_sync_and_clone_when_inner_is() {
+        fn check<T: Send + Sync + Clone>(_: &T) {}
+        let svc = StickyUpgrade::new(
+            inner(Arc::default(), StatusCode::OK, &[]),
+            StickyUpgradeLayer::new(),
+        );
+        check(&svc);
+        fn check_session<T: Send + Sync + Clone>() {}
+        check_session::<StickySession>();
+        let _: Result<StickyUpgradeLayer, BuildError> = StickyUpgradeLayer::builder().build();
+    }
+}
