@@ -161,7 +161,7 @@ mod tests {
     use super::*;
     use crate::{Affinity, BuildError, Refresh, SessionId, StickyUpgradeBuilder};
     use http::header::{CONNECTION, COOKIE, RETRY_AFTER, SET_COOKIE, UPGRADE};
-    use http::{HeaderValue, Method, StatusCode};
+    use http::{HeaderValue, StatusCode};
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -425,7 +425,7 @@ mod tests {
         let l = layer(StickyUpgradeLayer::builder());
         l.drain().start();
         let mut req = Request::builder()
-            .method(Method::CONNECT)
+            .method(http::Method::CONNECT)
             .version(http::Version::HTTP_2)
             .body(())
             .unwrap();
@@ -442,7 +442,7 @@ mod tests {
         let seen = Arc::new(Seen::default());
         let l = layer(StickyUpgradeLayer::builder());
         let mut req = Request::builder()
-            .method(Method::CONNECT)
+            .method(http::Method::CONNECT)
             .version(http::Version::HTTP_2)
             .body(())
             .unwrap();
