@@ -464,3 +464,165 @@ mod axum_server {
         assert_ne!(other["session"], first["session"]);
     }
 }
+
+mod hyper_server {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start("hyper_server", &all)
+    }
+
+    #[tokio::test]
+    async fn welcome_cookie_echo_and_kept_over_http1() {
+        let server = start(&["--node", "h1", "--insecure"]);
+        let (status, _, body) = http_get(server.addr, "/ws-health").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+
+        let (mut ws, res) = connect(&server.ws_url(), None).await;
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let set = set_cookie(&res, "WS_SESSION_ID").expect("Set-Cookie on the 101");
+        let attrs = attributes(set);
+        assert!(attrs.iter().any(|a| a == "httponly") && attrs.iter().any(|a| a == "samesite=lax"));
+        assert!(!attrs.iter().any(|a| a == "secure"), "--insecure: {set}");
+        let first = welcome(&mut ws).await;
+        assert_eq!(first["node"], "h1");
+        assert_eq!(first["affinity"], "issued");
+        ws.send(Message::text("ping?")).await.expect("send");
+        assert_eq!(next_text(&mut ws).await, "ping?");
+        ws.send(Message::binary(vec![0u8, 1, 2]))
+            .await
+            .expect("send");
+        assert_eq!(next_frame(&mut ws).await, Message::binary(vec![0u8, 1, 2]));
+
+        let (mut ws, _) = connect(&server.ws_url(), Some(cookie_pair(set))).await;
+        let second = welcome(&mut ws).await;
+        assert_eq!(second["affinity"], "kept");
+        assert_eq!(second["session"], first["session"]);
+    }
+
+    #[tokio::test]
+    async fn refused_handshake_gets_no_cookie() {
+        let server = start(&["--insecure"]);
+        let exchange = async {
+            let mut stream = TcpStream::connect(server.addr).await?;
+            // An upgrade without Sec-WebSocket-Key: the app refuses it.
+            let req = format!(
+                "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
+                server.addr
+            );
+            stream.write_all(req.as_bytes()).await?;
+            let mut buf = Vec::new();
+            stream.read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_ascii_lowercase())
+        };
+        let res = timeout(STEP, exchange)
+            .await
+            .expect("timed out")
+            .expect("io");
+        assert!(res.starts_with("http/1.1 400"), "{res}");
+        assert!(!res.contains("set-cookie"), "{res}");
+    }
+
+    #[tokio::test]
+    async fn extended_connect_over_http2_gets_the_cookie_on_the_200() {
+        let server = start(&["--node", "h2", "--insecure"]);
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+
+        // A plain request first: by its answer the server's SETTINGS (which
+        // enable extended CONNECT) have arrived.
+        let health = http::Request::get(format!("http://{}/ws-health", server.addr))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let res = timeout(STEP, sender.send_request(health))
+            .await
+            .expect("timed out")
+            .expect("GET /ws-health over h2");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+
+        let mut req = http::Request::connect(format!("http://{}/ws", server.addr))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let res = timeout(STEP, sender.send_request(req))
+            .await
+            .expect("timed out")
+            .expect("extended CONNECT");
+        assert_eq!(res.status(), StatusCode::OK);
+        let set = res
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .expect("Set-Cookie on the 200")
+            .to_owned();
+        assert!(set.starts_with("WS_SESSION_ID="), "{set}");
+        let upgraded = timeout(STEP, hyper::upgrade::on(res))
+            .await
+            .expect("timed out")
+            .expect("h2 stream");
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        let text = timeout(STEP, ws.next())
+            .await
+            .expect("timed out")
+            .expect("welcome frame")
+            .expect("ws");
+        let w: Value = serde_json::from_str(text.to_text().expect("text")).expect("json");
+        assert_eq!(w["node"], "h2");
+        assert_eq!(w["affinity"], "issued");
+        assert!(set.contains(w["session"].as_str().expect("session")));
+        ws.send(Message::text("over h2")).await.expect("send");
+        let echo = timeout(STEP, ws.next()).await.expect("timed out");
+        assert_eq!(echo.expect("echo").expect("ws"), Message::text("over h2"));
+    }
+
+    #[tokio::test]
+    async fn sigterm_sends_1001_refuses_upgrades_and_exits_zero() {
+        let server = start(&[
+            "--close-spread",
+            "0",
+            "--drain-timeout",
+            "20",
+            "--retry-after",
+            "2",
+        ]);
+        let url = server.ws_url();
+        let (mut open, _) = connect(&url, None).await;
+        welcome(&mut open).await;
+        server.sigterm();
+        wait_for_health(server.addr, 503).await;
+        match try_connect(&url, None).await {
+            Err(tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(res.headers()[RETRY_AFTER], "2");
+            }
+            Err(e) => panic!("expected a 503 answer, got {e}"),
+            Ok(_) => panic!("upgrade accepted while draining"),
+        }
+        match next_frame(&mut open).await {
+            Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        let end = timeout(STEP, open.next()).await.expect("stream end");
+        assert!(matches!(end, None | Some(Err(_))), "{end:?}");
+        let (status, took) = exit_status(server, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(0));
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+}
