@@ -74,6 +74,19 @@ async fn welcome(ws: &mut Ws) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("welcome is not JSON ({e}): {text}"))
 }
 
+/// Closes from the client side and checks that the server answers the close
+/// handshake (a close frame, then the end of the stream) instead of dropping
+/// the connection, which browsers report as 1006.
+async fn close_cleanly(mut ws: Ws) {
+    ws.send(Message::Close(None)).await.expect("send close");
+    match next_frame(&mut ws).await {
+        Message::Close(_) => {}
+        other => panic!("expected the server's close answer, got {other:?}"),
+    }
+    let end = timeout(STEP, ws.next()).await.expect("stream end");
+    assert!(end.is_none(), "{end:?}");
+}
+
 /// The `Set-Cookie` field of the response that sets cookie `name`.
 fn set_cookie<'a>(res: &'a http::Response<Option<Vec<u8>>>, name: &str) -> Option<&'a str> {
     let prefix = format!("{name}=");
@@ -250,7 +263,7 @@ mod axum_server {
         let (mut ws, res) = connect(&server.ws_url(), None).await;
         let first = welcome(&mut ws).await;
         let pair = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
-        ws.close(None).await.expect("close");
+        close_cleanly(ws).await;
 
         // Other cookies next to it, as a browser behind a balancer sends them.
         let header = format!("lb=abc; {pair}; theme=dark");
@@ -499,6 +512,7 @@ mod hyper_server {
             .await
             .expect("send");
         assert_eq!(next_frame(&mut ws).await, Message::binary(vec![0u8, 1, 2]));
+        close_cleanly(ws).await;
 
         let (mut ws, _) = connect(&server.ws_url(), Some(cookie_pair(set))).await;
         let second = welcome(&mut ws).await;
