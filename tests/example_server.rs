@@ -405,6 +405,21 @@ mod axum_server {
     }
 
     #[tokio::test]
+    async fn second_signal_exits_at_once_with_status_1() {
+        let server = start(&["--close-spread", "0", "--drain-timeout", "60"]);
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        server.sigterm();
+        // Draining, and the socket's close frame goes unanswered.
+        wait_for_health(server.addr, 503).await;
+        support::signal(server.child.id(), "INT");
+        let (status, took) = exit_status(server, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(1));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        drop(ws);
+    }
+
+    #[tokio::test]
     async fn close_spread_staggers_the_close_frames() {
         let server = start(&["--close-spread", "2", "--drain-timeout", "20"]);
         let url = server.ws_url();
