@@ -9,45 +9,21 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, COOKIE, RETRY_AFTER, SET_COOKIE};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Request, StatusCode};
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper::ext::Protocol;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 use tower_sticky_upgrade::{Affinity, StickyUpgradeLayer, DEFAULT_COOKIE_NAME};
 
-use harness::{cookie_pair, echo, set_cookie, welcome, within, Node};
+use harness::{
+    cookie_pair, echo, extended_connect, h2_handshake, h2_send, h2_websocket, set_cookie, welcome,
+    Node,
+};
 
-/// An HTTP/2 (prior knowledge) connection that knows the server allows
-/// extended CONNECT.
+/// An HTTP/2 connection ready for extended CONNECT. Its first request, a
+/// plain `GET /plain`, must pass through untouched.
 async fn h2_client(node: &mut Node) -> SendRequest<Empty<Bytes>> {
-    let stream = TcpStream::connect(node.addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    let mut conn = conn;
-    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) precede any
-    // response on the connection, so after one response the client knows.
-    let plain = Request::get(format!("http://{}/plain", node.addr))
-        .version(Version::HTTP_2)
-        .body(Empty::new())
-        .unwrap();
-    let res = within("h2 GET", async {
-        tokio::select! {
-            res = sender.send_request(plain) => res.expect("response"),
-            end = &mut conn => panic!("h2 connection ended: {end:?}"),
-        }
-    })
-    .await;
-    assert!(conn.is_extended_connect_protocol_enabled());
-    tokio::spawn(conn);
+    let (sender, res) = h2_handshake(node.addr, "/plain").await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.version(), Version::HTTP_2);
     assert!(res.headers().get(SET_COOKIE).is_none());
     let (path, session) = node.next_call().await;
     assert_eq!(path, "/plain");
@@ -55,37 +31,8 @@ async fn h2_client(node: &mut Node) -> SendRequest<Empty<Bytes>> {
     sender
 }
 
-/// `CONNECT /ws` with `:protocol websocket`, one `cookie` field per entry.
 fn ws_connect(addr: SocketAddr, version: &str, cookies: &[&str]) -> Request<Empty<Bytes>> {
-    let mut req = Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("http://{addr}/ws"))
-        .version(Version::HTTP_2)
-        .header("sec-websocket-version", version);
-    for cookie in cookies {
-        req = req.header(COOKIE, *cookie);
-    }
-    let mut req = req.body(Empty::new()).unwrap();
-    req.extensions_mut()
-        .insert(Protocol::from_static("websocket"));
-    req
-}
-
-async fn send(
-    sender: &mut SendRequest<Empty<Bytes>>,
-    req: Request<Empty<Bytes>>,
-) -> Response<Incoming> {
-    within("extended CONNECT", sender.send_request(req))
-        .await
-        .expect("response")
-}
-
-/// The WebSocket on the upgraded stream of a `200` to extended CONNECT.
-async fn websocket(res: Response<Incoming>) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
-    let upgraded = within("h2 upgrade", hyper::upgrade::on(res))
-        .await
-        .expect("upgraded stream");
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await
+    extended_connect(addr, "/ws", version, cookies)
 }
 
 #[tokio::test]
@@ -94,7 +41,7 @@ async fn extended_connect_is_issued_then_kept_with_the_cookie_on_the_200() {
     let mut node = Node::start(layer).await;
     let mut h2 = h2_client(&mut node).await;
 
-    let res = send(&mut h2, ws_connect(node.addr, "13", &[])).await;
+    let res = h2_send(&mut h2, ws_connect(node.addr, "13", &[])).await;
     assert_eq!(res.status(), StatusCode::OK);
     let line = set_cookie(res.headers(), DEFAULT_COOKIE_NAME)
         .expect("cookie on the 200")
@@ -108,7 +55,7 @@ async fn extended_connect_is_issued_then_kept_with_the_cookie_on_the_200() {
     let session = session.expect("extended CONNECT detected");
     assert_eq!(session.affinity(), Affinity::Issued);
 
-    let mut first = websocket(res).await;
+    let mut first = h2_websocket(res).await;
     let hello = welcome(&mut first).await;
     assert_eq!(hello.affinity, "issued");
     assert_eq!(hello.session, session.id().as_str());
@@ -116,13 +63,13 @@ async fn extended_connect_is_issued_then_kept_with_the_cookie_on_the_200() {
 
     // Reconnect on another stream of the same connection, the first socket
     // still open: the cookie is kept.
-    let res = send(&mut h2, ws_connect(node.addr, "13", &[cookie_pair(&line)])).await;
+    let res = h2_send(&mut h2, ws_connect(node.addr, "13", &[cookie_pair(&line)])).await;
     assert_eq!(res.status(), StatusCode::OK);
     let (_, again) = node.next_call().await;
     let again = again.expect("tagged");
     assert_eq!(again.affinity(), Affinity::Kept);
     assert_eq!(again.id(), session.id());
-    let mut second = websocket(res).await;
+    let mut second = h2_websocket(res).await;
     assert_eq!(welcome(&mut second).await.affinity, "kept");
     echo(&mut second, "second stream").await;
     echo(&mut first, "first stream still works").await;
@@ -136,7 +83,7 @@ async fn extended_connect_is_issued_then_kept_with_the_cookie_on_the_200() {
 async fn cookie_split_over_two_h2_fields_is_found() {
     let mut node = Node::start(StickyUpgradeLayer::new()).await;
     let mut h2 = h2_client(&mut node).await;
-    let res = send(&mut h2, ws_connect(node.addr, "13", &[])).await;
+    let res = h2_send(&mut h2, ws_connect(node.addr, "13", &[])).await;
     let line = set_cookie(res.headers(), DEFAULT_COOKIE_NAME)
         .expect("cookie")
         .to_owned();
@@ -149,11 +96,11 @@ async fn cookie_split_over_two_h2_fields_is_found() {
         &["theme=dark", cookie_pair(&line), "lang=en"],
     );
     assert_eq!(req.headers().get_all(COOKIE).iter().count(), 3);
-    let res = send(&mut h2, req).await;
+    let res = h2_send(&mut h2, req).await;
     assert_eq!(res.status(), StatusCode::OK);
     let (_, session) = node.next_call().await;
     assert_eq!(session.expect("tagged").affinity(), Affinity::Kept);
-    let mut ws = websocket(res).await;
+    let mut ws = h2_websocket(res).await;
     assert_eq!(welcome(&mut ws).await.affinity, "kept");
 }
 
@@ -162,7 +109,7 @@ async fn refused_extended_connect_gets_no_cookie() {
     let mut node = Node::start(StickyUpgradeLayer::new()).await;
     let mut h2 = h2_client(&mut node).await;
 
-    let res = send(&mut h2, ws_connect(node.addr, "8", &[])).await;
+    let res = h2_send(&mut h2, ws_connect(node.addr, "8", &[])).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert!(res.headers().get(SET_COOKIE).is_none());
     let (_, session) = node.next_call().await;
@@ -177,7 +124,7 @@ async fn draining_refuses_extended_connect_with_503_and_no_connection_header() {
     let calls = node.calls();
 
     assert!(node.layer.drain().start());
-    let res = send(&mut h2, ws_connect(node.addr, "13", &[])).await;
+    let res = h2_send(&mut h2, ws_connect(node.addr, "13", &[])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[RETRY_AFTER], "5");
     // `Connection` is forbidden in HTTP/2; the refusal must not carry it.

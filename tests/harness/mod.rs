@@ -27,10 +27,11 @@ use http::header::{
     CONNECTION, COOKIE, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
     SET_COOKIE, UPGRADE,
 };
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use hyper::client::conn::http2::SendRequest;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -562,6 +563,79 @@ pub async fn http1(addr: SocketAddr, req: Request<()>) -> Response<Bytes> {
 /// `GET path` over HTTP/1.1.
 pub async fn get(addr: SocketAddr, path: &str) -> Response<Bytes> {
     http1(addr, Request::get(path).body(()).expect("request")).await
+}
+
+// ------------------------------------------------------- HTTP/2 clients
+
+/// An HTTP/2 (prior knowledge) connection to `addr` that knows the server
+/// allows extended CONNECT, and the response to the `GET get_path` it sent to
+/// learn that.
+pub async fn h2_handshake(
+    addr: SocketAddr,
+    get_path: &str,
+) -> (SendRequest<Empty<Bytes>>, Response<Incoming>) {
+    within("h2 handshake", async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, mut conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) precede any
+        // response on the connection, so after one response the client knows.
+        let get = Request::get(format!("http://{addr}{get_path}"))
+            .version(Version::HTTP_2)
+            .body(Empty::new())
+            .expect("request");
+        let res = tokio::select! {
+            res = sender.send_request(get) => res.expect("response"),
+            end = &mut conn => panic!("h2 connection ended: {end:?}"),
+        };
+        assert_eq!(res.version(), Version::HTTP_2);
+        assert!(conn.is_extended_connect_protocol_enabled());
+        tokio::spawn(conn);
+        (sender, res)
+    })
+    .await
+}
+
+/// `CONNECT path` with `:protocol websocket` (RFC 8441), the given
+/// `sec-websocket-version`, and one `cookie` field per entry of `cookies`.
+pub fn extended_connect(
+    addr: SocketAddr,
+    path: &str,
+    version: &str,
+    cookies: &[&str],
+) -> Request<Empty<Bytes>> {
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}{path}"))
+        .version(Version::HTTP_2)
+        .header(SEC_WEBSOCKET_VERSION, version);
+    for cookie in cookies {
+        req = req.header(COOKIE, *cookie);
+    }
+    let mut req = req.body(Empty::new()).expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    req
+}
+
+/// Sends a request on an HTTP/2 connection.
+pub async fn h2_send(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    req: Request<Empty<Bytes>>,
+) -> Response<Incoming> {
+    within("h2 request", sender.send_request(req))
+        .await
+        .expect("response")
+}
+
+/// The client WebSocket on the stream of a `200` to extended CONNECT.
+pub async fn h2_websocket(res: Response<Incoming>) -> WebSocketStream<TokioIo<Upgraded>> {
+    let upgraded = within("h2 upgrade", hyper::upgrade::on(res))
+        .await
+        .expect("upgraded stream");
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await
 }
 
 // ------------------------------------------------------- raw TCP clients
