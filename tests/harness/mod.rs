@@ -75,8 +75,6 @@ pub enum Event {
         id: SessionId,
         /// `DrainGuard::close_at` when the signal came.
         close_at: Option<Instant>,
-        /// When the socket task saw the signal.
-        signalled: Instant,
     },
     /// A socket task ended and dropped its guard.
     SocketGone { id: SessionId },
@@ -155,8 +153,14 @@ impl Node {
             builder.http2().enable_connect_protocol();
             let builder = Arc::new(builder);
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                // An accept error (out of file descriptors) ends the server:
+                // the test then fails on its next connect, not in a busy loop.
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        eprintln!("accept failed, server stops: {e}");
+                        break;
+                    }
                 };
                 let builder = Arc::clone(&builder);
                 let svc = TowerToHyperService::new(svc.clone());
@@ -376,7 +380,7 @@ async fn serve_socket<S>(
     loop {
         tokio::select! {
             () = guard.closing() => {
-                state.report(Event::CloseSent { id, close_at: guard.close_at(), signalled: Instant::now() });
+                state.report(Event::CloseSent { id, close_at: guard.close_at() });
                 let close = CloseFrame { code: CloseCode::Away, reason: "draining".into() };
                 if ws.send(Message::Close(Some(close))).await.is_ok() {
                     // The close handshake: wait for the client's Close.
