@@ -1,0 +1,112 @@
+//! The layer's `tracing` events, seen on a real server.
+//!
+//! Its own test binary: `tracing` caches per call site whether anyone is
+//! interested, and with a single thread-scoped subscriber that cache is filled
+//! from whichever thread hits the call site first. Another test's thread
+//! (no subscriber) would then switch the events off for this one.
+
+mod harness;
+
+use http::header::SEC_WEBSOCKET_VERSION;
+use http::HeaderValue;
+use tower_sticky_upgrade::{StickyUpgradeLayer, DEFAULT_COOKIE_NAME};
+
+use harness::{connect, cookie_pair, get, refused, set_cookie, welcome, Node};
+
+/// A `tracing` subscriber that keeps this crate's events as text lines.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Capture {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={}", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target().starts_with("tower_sticky_upgrade")
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = Line(event.metadata().level().to_string());
+        event.record(&mut line);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Server and clients run on this test's thread (current-thread runtime), so
+/// a thread-scoped subscriber sees every event of the layer.
+#[tokio::test(flavor = "current_thread")]
+async fn debug_events_say_what_the_layer_decided() {
+    let capture = Capture::default();
+    let _scope = tracing::subscriber::set_default(capture.clone());
+    let node = Node::start(StickyUpgradeLayer::builder().node_id("a").build().unwrap()).await;
+
+    let (mut ws, res) = connect(node.ws_request(&[])).await;
+    let id = welcome(&mut ws).await.session;
+    let cookie = cookie_pair(set_cookie(res.headers(), DEFAULT_COOKIE_NAME).unwrap()).to_owned();
+    let (mut ws2, _) = connect(node.ws_request(&[&cookie])).await;
+    welcome(&mut ws2).await;
+    let mut req = node.ws_request(&[]);
+    req.headers_mut()
+        .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+    refused(req).await;
+    node.layer.drain().start();
+    refused(node.ws_request(&[])).await;
+    get(node.addr, "/plain").await;
+
+    let lines = capture.lines();
+    let find = |needle: &[&str]| {
+        lines
+            .iter()
+            .find(|l| needle.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no event with {needle:?} in {lines:#?}"))
+    };
+    find(&[
+        "DEBUG",
+        "upgrade request",
+        &format!("session={id}"),
+        "affinity=issued",
+    ]);
+    find(&[
+        "DEBUG",
+        "upgrade request",
+        &format!("session={id}"),
+        "affinity=kept",
+    ]);
+    find(&["DEBUG", "refused by the service", "status=426"]);
+    find(&["INFO", "drain started", "active=2"]);
+    find(&["DEBUG", "upgrade refused: draining"]);
+    // One event per decision, nothing for the plain request.
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+}
