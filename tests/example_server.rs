@@ -1,0 +1,628 @@
+//! Contract tests for the example programs: `examples/server.rs` (axum),
+//! `examples/hyper_server.rs` and `examples/probe.rs`, run as real processes
+//! on 127.0.0.1 port 0. Other tests (HAProxy, browser) and the deploy recipes
+//! rely on exactly what is checked here.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
+use http::StatusCode;
+use serde_json::Value;
+use support::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bound on any single network step of a test.
+const STEP: Duration = Duration::from_secs(10);
+
+/// Opens a WebSocket to `url`, sending `cookie` (a `name=value; …` list) if given.
+async fn try_connect(
+    url: &str,
+    cookie: Option<&str>,
+) -> Result<(Ws, http::Response<Option<Vec<u8>>>), tungstenite::Error> {
+    let mut req = url.into_client_request().expect("valid ws url");
+    if let Some(cookie) = cookie {
+        req.headers_mut()
+            .insert(COOKIE, cookie.parse().expect("valid cookie header"));
+    }
+    timeout(STEP, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("WebSocket handshake timed out")
+}
+
+async fn connect(url: &str, cookie: Option<&str>) -> (Ws, http::Response<Option<Vec<u8>>>) {
+    try_connect(url, cookie)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+/// The next data or close frame, skipping pings and pongs.
+async fn next_frame(ws: &mut Ws) -> Message {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("no frame within the time limit")
+            .expect("socket ended without a close frame")
+            .expect("WebSocket error");
+        if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+            return msg;
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    match next_frame(ws).await {
+        Message::Text(text) => text.as_str().to_owned(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+async fn welcome(ws: &mut Ws) -> Value {
+    let text = next_text(ws).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("welcome is not JSON ({e}): {text}"))
+}
+
+/// The `Set-Cookie` field of the response that sets cookie `name`.
+fn set_cookie<'a>(res: &'a http::Response<Option<Vec<u8>>>, name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}=");
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&prefix))
+}
+
+/// `name=value` of a `Set-Cookie` field.
+fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap_or_default().trim()
+}
+
+/// Lower-cased attributes of a `Set-Cookie` field (`httponly`, `samesite=lax`, …).
+fn attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// A plain HTTP/1.1 GET; returns status, head (lower-cased) and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = timeout(STEP, exchange)
+        .await
+        .expect("HTTP request timed out")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// Polls `/ws-health` until it answers `status`, for up to `STEP`.
+async fn wait_for_health(addr: std::net::SocketAddr, status: u16) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (got, _, _) = http_get(addr, "/ws-health").await;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ws-health still {got}, expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (without blocking the runtime) for the process to exit.
+async fn exit_status(server: Server, within: Duration) -> (std::process::ExitStatus, Duration) {
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        let status = server
+            .wait_exit(within)
+            .unwrap_or_else(|| panic!("did not exit within {within:?}"));
+        (status, started.elapsed())
+    })
+    .await
+    .expect("waiting task")
+}
+
+/// Runs an example binary to completion with `args`; returns (code, stdout, stderr).
+fn run_to_end(example: &str, args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
+    let bin = support::example_bin(example);
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{example} {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+mod axum_server {
+    use super::*;
+
+    fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start("server", &all)
+    }
+
+    #[tokio::test]
+    async fn prints_its_bound_address_and_answers_health() {
+        let server = start(&["--node", "n1"]);
+        assert_ne!(server.addr.port(), 0, "the real port, not 0");
+        let (status, head, body) = http_get(server.addr, "/ws-health").await;
+        assert_eq!(status, 200);
+        assert_eq!(body, "ok");
+        assert!(head.contains("cache-control: no-store"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn first_connect_is_issued_with_the_cookie_on_the_101() {
+        let server = start(&["--node", "n1", "--insecure"]);
+        let (mut ws, res) = connect(&server.ws_url(), None).await;
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let set = set_cookie(&res, "WS_SESSION_ID").expect("Set-Cookie WS_SESSION_ID on the 101");
+        let attrs = attributes(set);
+        assert!(attrs.iter().any(|a| a == "httponly"), "{set}");
+        assert!(attrs.iter().any(|a| a == "samesite=lax"), "{set}");
+        assert!(attrs.iter().any(|a| a == "path=/"), "{set}");
+        assert!(!attrs.iter().any(|a| a == "secure"), "--insecure: {set}");
+
+        let w = welcome(&mut ws).await;
+        assert_eq!(w["node"], "n1", "{w}");
+        assert_eq!(w["affinity"], "issued", "{w}");
+        let session = w["session"].as_str().expect("session is a string");
+        assert!(!session.is_empty());
+        assert!(
+            cookie_pair(set).contains(session),
+            "the cookie carries the session id: {set} / {session}"
+        );
+        assert!(w.get("from").is_none(), "{w}");
+    }
+
+    #[tokio::test]
+    async fn cookie_is_secure_unless_insecure() {
+        let server = start(&[]);
+        let (mut ws, res) = connect(&server.ws_url(), None).await;
+        let set = set_cookie(&res, "WS_SESSION_ID").expect("Set-Cookie on the 101");
+        assert!(attributes(set).iter().any(|a| a == "secure"), "{set}");
+        // The default node name.
+        assert_eq!(welcome(&mut ws).await["node"], "node-1");
+    }
+
+    #[tokio::test]
+    async fn echoes_text_frames_unchanged() {
+        let server = start(&["--insecure"]);
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        for text in ["hello", "", "ünïcødé {\"json\": true}", &"x".repeat(70_000)] {
+            ws.send(Message::text(text)).await.expect("send");
+            assert_eq!(next_text(&mut ws).await, text);
+        }
+    }
+
+    #[tokio::test]
+    async fn reconnect_with_the_cookie_keeps_the_session() {
+        let server = start(&["--node", "n1", "--insecure"]);
+        let (mut ws, res) = connect(&server.ws_url(), None).await;
+        let first = welcome(&mut ws).await;
+        let pair = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
+        ws.close(None).await.expect("close");
+
+        // Other cookies next to it, as a browser behind a balancer sends them.
+        let header = format!("lb=abc; {pair}; theme=dark");
+        let (mut ws, res) = connect(&server.ws_url(), Some(&header)).await;
+        let second = welcome(&mut ws).await;
+        assert_eq!(second["affinity"], "kept", "{second}");
+        assert_eq!(second["session"], first["session"]);
+        assert_eq!(second["node"], "n1");
+        // Refreshed on every upgrade, same value.
+        let again = set_cookie(&res, "WS_SESSION_ID").expect("cookie refreshed");
+        assert_eq!(cookie_pair(again), pair);
+    }
+
+    #[tokio::test]
+    async fn cookie_from_another_node_is_migrated() {
+        let a = start(&["--node", "a", "--insecure"]);
+        let b = start(&["--node", "b", "--insecure"]);
+        let (mut ws, res) = connect(&a.ws_url(), None).await;
+        let on_a = welcome(&mut ws).await;
+        let pair = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
+
+        let (mut ws, res) = connect(&b.ws_url(), Some(&pair)).await;
+        let on_b = welcome(&mut ws).await;
+        assert_eq!(on_b["affinity"], "migrated", "{on_b}");
+        assert_eq!(on_b["from"], "a", "{on_b}");
+        assert_eq!(on_b["node"], "b");
+        assert_eq!(
+            on_b["session"], on_a["session"],
+            "the id survives migration"
+        );
+        // Re-issued with b's tag: presented back to b it is kept.
+        let retagged = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
+        assert_ne!(retagged, pair);
+        let (mut ws, _) = connect(&b.ws_url(), Some(&retagged)).await;
+        assert_eq!(welcome(&mut ws).await["affinity"], "kept");
+    }
+
+    #[tokio::test]
+    async fn cookie_name_flag_names_the_cookie() {
+        let server = start(&["--cookie-name", "APP_WS", "--insecure"]);
+        let (mut ws, res) = connect(&server.ws_url(), None).await;
+        let set = set_cookie(&res, "APP_WS").expect("Set-Cookie APP_WS");
+        assert!(set_cookie(&res, "WS_SESSION_ID").is_none());
+        welcome(&mut ws).await;
+        let (mut ws, _) = connect(&server.ws_url(), Some(cookie_pair(set))).await;
+        assert_eq!(welcome(&mut ws).await["affinity"], "kept");
+    }
+
+    #[tokio::test]
+    async fn demo_page_is_html_with_the_result_element() {
+        let server = start(&[]);
+        let (status, head, body) = http_get(server.addr, "/").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(body.contains(r#"id="result""#), "no result element");
+        assert!(body.contains("/ws"), "the page connects to /ws");
+        // The automated-browser mode the Chromium test relies on.
+        assert!(body.contains(r#"get("auto") === "1""#));
+        assert!(body.contains("results.first") && body.contains("results.second"));
+        assert!(body.contains(r#"document.title = title"#));
+    }
+
+    #[tokio::test]
+    async fn sigterm_drains_then_exits_zero() {
+        let server = start(&[
+            "--insecure",
+            "--close-spread",
+            "0.5",
+            "--drain-timeout",
+            "20",
+            "--retry-after",
+            "3",
+        ]);
+        let addr = server.addr;
+        let url = server.ws_url();
+        let (mut open, _) = connect(&url, None).await;
+        welcome(&mut open).await;
+
+        server.sigterm();
+        // The socket is still open (we have not read its close frame, so the
+        // server waits for our answer): the process is alive and draining.
+        wait_for_health(addr, 503).await;
+        let (_, _, body) = http_get(addr, "/ws-health").await;
+        assert_eq!(body, "draining");
+        match try_connect(&url, None).await {
+            Err(tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(res.headers()[RETRY_AFTER], "3");
+                assert!(set_cookie(&res, "WS_SESSION_ID").is_none());
+            }
+            Err(e) => panic!("expected a 503 answer, got {e}"),
+            Ok(_) => panic!("upgrade accepted while draining"),
+        }
+
+        match next_frame(&mut open).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Away, "{frame:?}");
+                assert_eq!(u16::from(frame.code), 1001);
+            }
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        // Reading on answers the close; then the stream ends.
+        let end = timeout(STEP, open.next()).await.expect("stream end");
+        assert!(matches!(end, None | Some(Err(_))), "{end:?}");
+
+        let (status, took) = exit_status(server, Duration::from_secs(20)).await;
+        assert!(status.success(), "{status}");
+        assert_eq!(status.code(), Some(0));
+        assert!(took < Duration::from_secs(10), "exited after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn sigterm_when_idle_exits_zero_at_once() {
+        let server = start(&["--drain-timeout", "30"]);
+        server.sigterm();
+        let (status, took) = exit_status(server, Duration::from_secs(10)).await;
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            took < Duration::from_secs(5),
+            "no socket to wait for: {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_timeout_bounds_the_exit_when_a_client_ignores_close() {
+        let server = start(&["--close-spread", "0", "--drain-timeout", "1.5"]);
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        server.sigterm();
+        // Never read: the server's close frame goes unanswered.
+        let (status, took) = exit_status(server, Duration::from_secs(15)).await;
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            took >= Duration::from_millis(1400),
+            "must wait for the drain timeout: {took:?}"
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        drop(ws);
+    }
+
+    #[tokio::test]
+    async fn close_spread_staggers_the_close_frames() {
+        let server = start(&["--close-spread", "2", "--drain-timeout", "20"]);
+        let url = server.ws_url();
+        // The drain spaces guards by the golden ratio: the first closes at the
+        // start, the second about 0.618 × 2 s later.
+        let (mut first, _) = connect(&url, None).await;
+        welcome(&mut first).await;
+        let (mut second, _) = connect(&url, None).await;
+        welcome(&mut second).await;
+        server.sigterm();
+        let started = Instant::now();
+        let a = next_frame(&mut first).await;
+        let first_at = started.elapsed();
+        let b = next_frame(&mut second).await;
+        let second_at = started.elapsed();
+        for frame in [&a, &b] {
+            assert!(
+                matches!(frame, Message::Close(Some(f)) if f.code == CloseCode::Away),
+                "{frame:?}"
+            );
+        }
+        assert!(first_at < Duration::from_millis(900), "{first_at:?}");
+        assert!(
+            second_at >= Duration::from_millis(1000),
+            "the second socket closes later in the window: {second_at:?}"
+        );
+        drop((first, second));
+        let (status, _) = exit_status(server, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(0));
+    }
+
+    #[test]
+    fn bad_flags_exit_with_status_2() {
+        for args in [
+            &["--bogus"][..],
+            &["--listen"],
+            &["--close-spread", "soon"],
+            &["--drain-timeout", "-1"],
+            &["--node", "has space"],
+            &["--cookie-name", "bad;name"],
+            &["--retry-after", "0"],
+        ] {
+            let (code, stdout, stderr) = run_to_end("server", args, Duration::from_secs(60));
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(stdout.is_empty(), "{args:?} printed {stdout}");
+            assert!(stderr.starts_with("server: "), "{args:?}: {stderr}");
+        }
+        let (code, stdout, _) = run_to_end("server", &["--help"], Duration::from_secs(60));
+        assert_eq!(code, Some(0));
+        assert!(stdout.contains("--close-spread"));
+    }
+
+    #[cfg(feature = "signed")]
+    #[tokio::test]
+    async fn signing_key_rejects_cookies_signed_with_another_key() {
+        const K1: &str = "0123456789abcdef0123456789abcdef-one";
+        const K2: &str = "0123456789abcdef0123456789abcdef-two";
+        let one = start(&["--node", "n", "--insecure", "--signing-key", K1]);
+        let two = start(&["--node", "n", "--insecure", "--signing-key", K2]);
+        let (mut ws, res) = connect(&one.ws_url(), None).await;
+        let first = welcome(&mut ws).await;
+        let pair = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
+
+        let (mut ws, _) = connect(&one.ws_url(), Some(&pair)).await;
+        assert_eq!(welcome(&mut ws).await["affinity"], "kept");
+        // Same node name, other key: the signature does not verify.
+        let (mut ws, _) = connect(&two.ws_url(), Some(&pair)).await;
+        let other = welcome(&mut ws).await;
+        assert_eq!(other["affinity"], "issued", "{other}");
+        assert_ne!(other["session"], first["session"]);
+    }
+}
+
+mod hyper_server {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::start("hyper_server", &all)
+    }
+
+    #[tokio::test]
+    async fn welcome_cookie_echo_and_kept_over_http1() {
+        let server = start(&["--node", "h1", "--insecure"]);
+        let (status, _, body) = http_get(server.addr, "/ws-health").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+
+        let (mut ws, res) = connect(&server.ws_url(), None).await;
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let set = set_cookie(&res, "WS_SESSION_ID").expect("Set-Cookie on the 101");
+        let attrs = attributes(set);
+        assert!(attrs.iter().any(|a| a == "httponly") && attrs.iter().any(|a| a == "samesite=lax"));
+        assert!(!attrs.iter().any(|a| a == "secure"), "--insecure: {set}");
+        let first = welcome(&mut ws).await;
+        assert_eq!(first["node"], "h1");
+        assert_eq!(first["affinity"], "issued");
+        ws.send(Message::text("ping?")).await.expect("send");
+        assert_eq!(next_text(&mut ws).await, "ping?");
+        ws.send(Message::binary(vec![0u8, 1, 2]))
+            .await
+            .expect("send");
+        assert_eq!(next_frame(&mut ws).await, Message::binary(vec![0u8, 1, 2]));
+
+        let (mut ws, _) = connect(&server.ws_url(), Some(cookie_pair(set))).await;
+        let second = welcome(&mut ws).await;
+        assert_eq!(second["affinity"], "kept");
+        assert_eq!(second["session"], first["session"]);
+    }
+
+    #[tokio::test]
+    async fn refused_handshake_gets_no_cookie() {
+        let server = start(&["--insecure"]);
+        let exchange = async {
+            let mut stream = TcpStream::connect(server.addr).await?;
+            // An upgrade without Sec-WebSocket-Key: the app refuses it.
+            let req = format!(
+                "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
+                server.addr
+            );
+            stream.write_all(req.as_bytes()).await?;
+            let mut buf = Vec::new();
+            stream.read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_ascii_lowercase())
+        };
+        let res = timeout(STEP, exchange)
+            .await
+            .expect("timed out")
+            .expect("io");
+        assert!(res.starts_with("http/1.1 400"), "{res}");
+        assert!(!res.contains("set-cookie"), "{res}");
+    }
+
+    #[tokio::test]
+    async fn extended_connect_over_http2_gets_the_cookie_on_the_200() {
+        let server = start(&["--node", "h2", "--insecure"]);
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+
+        // A plain request first: by its answer the server's SETTINGS (which
+        // enable extended CONNECT) have arrived.
+        let health = http::Request::get(format!("http://{}/ws-health", server.addr))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let res = timeout(STEP, sender.send_request(health))
+            .await
+            .expect("timed out")
+            .expect("GET /ws-health over h2");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+
+        let mut req = http::Request::connect(format!("http://{}/ws", server.addr))
+            .header("sec-websocket-version", "13")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let res = timeout(STEP, sender.send_request(req))
+            .await
+            .expect("timed out")
+            .expect("extended CONNECT");
+        assert_eq!(res.status(), StatusCode::OK);
+        let set = res
+            .headers()
+            .get(SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .expect("Set-Cookie on the 200")
+            .to_owned();
+        assert!(set.starts_with("WS_SESSION_ID="), "{set}");
+        let upgraded = timeout(STEP, hyper::upgrade::on(res))
+            .await
+            .expect("timed out")
+            .expect("h2 stream");
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        let text = timeout(STEP, ws.next())
+            .await
+            .expect("timed out")
+            .expect("welcome frame")
+            .expect("ws");
+        let w: Value = serde_json::from_str(text.to_text().expect("text")).expect("json");
+        assert_eq!(w["node"], "h2");
+        assert_eq!(w["affinity"], "issued");
+        assert!(set.contains(w["session"].as_str().expect("session")));
+        ws.send(Message::text("over h2")).await.expect("send");
+        let echo = timeout(STEP, ws.next()).await.expect("timed out");
+        assert_eq!(echo.expect("echo").expect("ws"), Message::text("over h2"));
+    }
+
+    #[tokio::test]
+    async fn sigterm_sends_1001_refuses_upgrades_and_exits_zero() {
+        let server = start(&[
+            "--close-spread",
+            "0",
+            "--drain-timeout",
+            "20",
+            "--retry-after",
+            "2",
+        ]);
+        let url = server.ws_url();
+        let (mut open, _) = connect(&url, None).await;
+        welcome(&mut open).await;
+        server.sigterm();
+        wait_for_health(server.addr, 503).await;
+        match try_connect(&url, None).await {
+            Err(tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(res.headers()[RETRY_AFTER], "2");
+            }
+            Err(e) => panic!("expected a 503 answer, got {e}"),
+            Ok(_) => panic!("upgrade accepted while draining"),
+        }
+        match next_frame(&mut open).await {
+            Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        let end = timeout(STEP, open.next()).await.expect("stream end");
+        assert!(matches!(end, None | Some(Err(_))), "{end:?}");
+        let (status, took) = exit_status(server, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(0));
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+}
