@@ -426,8 +426,13 @@ async fn serve_socket<S>(
                         break "send failed";
                     }
                 }
-                // tungstenite answers pings and close frames itself.
-                Some(Ok(Message::Close(_))) => break "closed by client",
+                // tungstenite answers pings and close frames itself, but only
+                // sends the close answer when polled again: read on (bounded)
+                // rather than drop the socket and leave the client with 1006.
+                Some(Ok(Message::Close(_))) => {
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, ws.next()).await;
+                    break "closed by client";
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) => break "error",
                 None => break "gone",

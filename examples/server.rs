@@ -407,7 +407,13 @@ async fn serve_socket(mut socket: WebSocket, session: StickySession, state: Arc<
                 }
                 // Pings are answered by the library; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) => break "closed by client",
+                Some(Ok(Message::Close(_))) => {
+                    // The library has queued our answer to the close; reading
+                    // on sends it, then reports the end of the stream.
+                    // Dropping the socket now would leave the client with 1006.
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
+                    break "closed by client";
+                }
                 Some(Err(_)) => break "error",
                 None => break "gone",
             },

@@ -74,6 +74,19 @@ async fn welcome(ws: &mut Ws) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("welcome is not JSON ({e}): {text}"))
 }
 
+/// Closes from the client side and checks that the server answers the close
+/// handshake (a close frame, then the end of the stream) instead of dropping
+/// the connection, which browsers report as 1006.
+async fn close_cleanly(mut ws: Ws) {
+    ws.send(Message::Close(None)).await.expect("send close");
+    match next_frame(&mut ws).await {
+        Message::Close(_) => {}
+        other => panic!("expected the server's close answer, got {other:?}"),
+    }
+    let end = timeout(STEP, ws.next()).await.expect("stream end");
+    assert!(end.is_none(), "{end:?}");
+}
+
 /// The `Set-Cookie` field of the response that sets cookie `name`.
 fn set_cookie<'a>(res: &'a http::Response<Option<Vec<u8>>>, name: &str) -> Option<&'a str> {
     let prefix = format!("{name}=");
@@ -250,7 +263,7 @@ mod axum_server {
         let (mut ws, res) = connect(&server.ws_url(), None).await;
         let first = welcome(&mut ws).await;
         let pair = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
-        ws.close(None).await.expect("close");
+        close_cleanly(ws).await;
 
         // Other cookies next to it, as a browser behind a balancer sends them.
         let header = format!("lb=abc; {pair}; theme=dark");
@@ -499,6 +512,7 @@ mod hyper_server {
             .await
             .expect("send");
         assert_eq!(next_frame(&mut ws).await, Message::binary(vec![0u8, 1, 2]));
+        close_cleanly(ws).await;
 
         let (mut ws, _) = connect(&server.ws_url(), Some(cookie_pair(set))).await;
         let second = welcome(&mut ws).await;
@@ -624,5 +638,172 @@ mod hyper_server {
         let (status, took) = exit_status(server, Duration::from_secs(20)).await;
         assert_eq!(status.code(), Some(0));
         assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+}
+
+mod probe {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Runs the probe with `args` off the async runtime.
+    async fn probe(args: Vec<String>) -> (Option<i32>, String, String) {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_to_end("probe", &args, Duration::from_secs(120))
+        })
+        .await
+        .expect("probe task")
+    }
+
+    /// Table rows: lines that start with a right-aligned connection number.
+    fn rows(stdout: &str) -> Vec<&str> {
+        stdout
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|n| n.parse::<usize>().is_ok())
+            })
+            .collect()
+    }
+
+    /// A load balancer without stickiness: each TCP connection goes to the
+    /// next backend in turn. Dropped with the returned task.
+    async fn round_robin(backends: Vec<SocketAddr>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let next = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let backend = backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(backend).await {
+                        let _ = timeout(
+                            Duration::from_secs(30),
+                            tokio::io::copy_bidirectional(&mut client, &mut server),
+                        )
+                        .await;
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn full_stickiness_against_one_server_exits_zero() {
+        let server = Server::start("server", &["--listen", "127.0.0.1:0", "--node", "solo"]);
+        let args = vec![
+            server.ws_url(),
+            "-n".into(),
+            "8".into(),
+            "--min-sticky".into(),
+            "100".into(),
+        ];
+        let (code, stdout, stderr) = probe(args).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let rows = rows(&stdout);
+        assert_eq!(rows.len(), 8, "{stdout}");
+        assert!(
+            rows[0].contains("solo") && rows[0].contains("issued"),
+            "{}",
+            rows[0]
+        );
+        assert!(
+            rows[1..]
+                .iter()
+                .all(|r| r.contains("solo") && r.contains("kept")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("stickiness: 100.0% (7 of 7 reconnections on node solo"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("OK: stickiness"), "{stdout}");
+    }
+
+    #[tokio::test]
+    async fn round_robin_without_stickiness_fails_min_sticky() {
+        let a = Server::start(
+            "server",
+            &["--listen", "127.0.0.1:0", "--node", "a", "--insecure"],
+        );
+        let b = Server::start(
+            "server",
+            &["--listen", "127.0.0.1:0", "--node", "b", "--insecure"],
+        );
+        let (proxy, task) = round_robin(vec![a.addr, b.addr]).await;
+        let args = vec![format!("ws://{proxy}/ws"), "-n".into(), "6".into()];
+        let (code, stdout, stderr) = probe(args).await;
+        task.abort();
+        assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+        let rows = rows(&stdout);
+        assert_eq!(rows.len(), 6, "{stdout}");
+        // a, b, a, b, …: every reconnection migrates, and only those back on a count.
+        assert!(
+            rows[0].contains(" a ") && rows[0].contains("issued"),
+            "{stdout}"
+        );
+        assert!(
+            rows[1].contains(" b ") && rows[1].contains("migrated from a"),
+            "{stdout}"
+        );
+        assert!(
+            rows[2].contains(" a ") && rows[2].contains("migrated from b"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("stickiness: 40.0% (2 of 5"), "{stdout}");
+        assert!(stdout.contains("same session: 100.0% (5 of 5)"), "{stdout}");
+        assert!(stdout.contains("FAIL: stickiness 40.0%"), "{stdout}");
+    }
+
+    #[tokio::test]
+    async fn lower_min_sticky_passes_the_same_routing() {
+        let a = Server::start("server", &["--listen", "127.0.0.1:0", "--node", "a"]);
+        let b = Server::start("server", &["--listen", "127.0.0.1:0", "--node", "b"]);
+        let (proxy, task) = round_robin(vec![a.addr, b.addr]).await;
+        let args = vec![
+            format!("ws://{proxy}/ws"),
+            "-n".into(),
+            "6".into(),
+            "--min-sticky".into(),
+            "40".into(),
+        ];
+        let (code, stdout, stderr) = probe(args).await;
+        task.abort();
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_with_a_clear_error() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let args = vec![format!("ws://127.0.0.1:{port}/ws"), "-n".into(), "3".into()];
+        let (code, stdout, stderr) = probe(args).await;
+        assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+        assert!(stderr.contains("connection 1 failed"), "{stderr}");
+        assert!(stdout.contains("error: handshake failed"), "{stdout}");
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_exit_2() {
+        for args in [
+            vec![],
+            vec!["http://127.0.0.1/ws"],
+            vec!["ws://127.0.0.1/ws", "-n", "1"],
+            vec!["ws://127.0.0.1/ws", "--min-sticky", "150"],
+            vec!["ws://127.0.0.1/ws", "--frobnicate"],
+        ] {
+            let (code, _, stderr) = probe(args.iter().map(|s| s.to_string()).collect()).await;
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(stderr.starts_with("probe: "), "{stderr}");
+        }
     }
 }

@@ -1,0 +1,311 @@
+# AWS Application Load Balancer in front of WebSocket nodes running
+# tower-sticky-upgrade, with application-cookie stickiness on the cookie the
+# layer sets on the `101 Switching Protocols` response.
+#
+# How it fits together:
+# - The node sets WS_SESSION_ID on the 101. ALB `app_cookie` stickiness sees it
+#   and adds its own AWSALBAPP-* cookie (encrypted, naming the target); the
+#   client sends both back and ALB routes the reconnect to the same target.
+#   Browsers do this on their own; other clients must keep every cookie.
+# - On deploy the node gets SIGTERM, its /ws-health turns 503 and it refuses
+#   new upgrades with 503 + Retry-After, then closes its sockets with 1001
+#   over the close spread. ALB stops routing to it (deregistration, or the
+#   failing health check) and its clients reconnect to a healthy target, which
+#   reports affinity "migrated" with the same session id.
+#
+# The `app_*` variables restate the nodes' own flags (`--drain-timeout`,
+# `--close-spread`, `--retry-after`, `--ping-interval`) so that the timing
+# rules of deploy/README.md are checked at plan time.
+#
+# Usage: terraform init && terraform apply -var vpc_id=… -var 'subnet_ids=[…]'
+#        -var certificate_arn=… -var 'target_ids=[…]'
+# Register targets here (target_ids) or from an Auto Scaling group / ECS
+# service with the `target_group_arn` output.
+
+terraform {
+  required_version = ">= 1.5"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.0"
+    }
+  }
+}
+
+variable "name" {
+  description = "Name prefix for the load balancer, target group and security group."
+  type        = string
+  default     = "ws"
+}
+
+variable "vpc_id" {
+  description = "VPC of the load balancer and the targets."
+  type        = string
+}
+
+variable "subnet_ids" {
+  description = "Subnets for the load balancer (at least two availability zones)."
+  type        = list(string)
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for the HTTPS listener (the cookie is Secure by default)."
+  type        = string
+}
+
+variable "allowed_cidrs" {
+  description = "Client networks allowed to reach the load balancer."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
+
+variable "app_port" {
+  description = "Port the nodes listen on (`--listen 0.0.0.0:PORT`)."
+  type        = number
+  default     = 3000
+}
+
+variable "target_type" {
+  description = "\"instance\" (EC2) or \"ip\" (ECS awsvpc, EKS)."
+  type        = string
+  default     = "instance"
+}
+
+variable "target_ids" {
+  description = "Targets to register (instance ids or IPs). Leave empty when an ASG or ECS registers them."
+  type        = list(string)
+  default     = []
+}
+
+variable "cookie_name" {
+  description = "The affinity cookie the nodes set (`--cookie-name`, `.cookie_name(..)`)."
+  type        = string
+  default     = "WS_SESSION_ID"
+
+  validation {
+    # ALB reserves these prefixes for its own cookies.
+    condition     = !can(regex("^(?i)AWSALB", var.cookie_name))
+    error_message = "cookie_name must not start with AWSALB, AWSALBAPP or AWSALBTG: ALB reserves them."
+  }
+}
+
+variable "cookie_duration" {
+  description = "How long ALB keeps a client on its target after the last request, in seconds (1 to 604800)."
+  type        = number
+  default     = 86400
+
+  validation {
+    condition     = var.cookie_duration >= 1 && var.cookie_duration <= 604800
+    error_message = "cookie_duration must be between 1 second and 7 days (604800)."
+  }
+}
+
+variable "deregistration_delay" {
+  description = "Seconds ALB waits for a deregistering target's connections before cutting them (0 to 3600). Must exceed the nodes' drain timeout."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.deregistration_delay >= 0 && var.deregistration_delay <= 3600
+    error_message = "deregistration_delay must be between 0 and 3600 seconds."
+  }
+}
+
+variable "idle_timeout" {
+  description = "Seconds a connection (WebSockets included) may stay silent before ALB closes it (1 to 4000). Keep it above the ping interval."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.idle_timeout >= 1 && var.idle_timeout <= 4000
+    error_message = "idle_timeout must be between 1 and 4000 seconds."
+  }
+}
+
+variable "health_check_interval" {
+  description = "Seconds between health checks of /ws-health (5 to 300)."
+  type        = number
+  default     = 5
+}
+
+variable "unhealthy_threshold" {
+  description = "Failed checks before a target is taken out (2 to 10)."
+  type        = number
+  default     = 2
+}
+
+variable "app_drain_timeout" {
+  description = "The nodes' `--drain-timeout`, in seconds."
+  type        = number
+  default     = 30
+}
+
+variable "app_close_spread" {
+  description = "The nodes' `--close-spread`, in seconds."
+  type        = number
+  default     = 10
+}
+
+variable "app_retry_after" {
+  description = "The nodes' `--retry-after`, in seconds."
+  type        = number
+  default     = 10
+}
+
+variable "app_ping_interval" {
+  description = "The nodes' (or clients') WebSocket ping interval in seconds; 0 if none."
+  type        = number
+  default     = 25
+}
+
+resource "aws_security_group" "lb" {
+  name_prefix = "${var.name}-lb-"
+  description = "WebSocket load balancer"
+  vpc_id      = var.vpc_id
+
+  ingress {
+    description = "HTTPS and WSS"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = var.allowed_cidrs
+  }
+
+  ingress {
+    description = "HTTP, redirected to HTTPS"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = var.allowed_cidrs
+  }
+
+  egress {
+    description = "To the targets and their health checks"
+    from_port   = var.app_port
+    to_port     = var.app_port
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_lb" "ws" {
+  name               = var.name
+  load_balancer_type = "application"
+  internal           = false
+  security_groups    = [aws_security_group.lb.id]
+  subnets            = var.subnet_ids
+
+  # Upgraded connections count as idle when no frame passes in either
+  # direction; the nodes or clients must ping more often than this.
+  idle_timeout               = var.idle_timeout
+  drop_invalid_header_fields = true
+}
+
+resource "aws_lb_target_group" "ws" {
+  name             = var.name
+  port             = var.app_port
+  protocol         = "HTTP"
+  protocol_version = "HTTP1"
+  target_type      = var.target_type
+  vpc_id           = var.vpc_id
+
+  # While a target deregisters, ALB sends it no new requests but keeps its
+  # open WebSockets for this long; the node drains them itself well before.
+  deregistration_delay = var.deregistration_delay
+
+  stickiness {
+    enabled         = true
+    type            = "app_cookie"
+    cookie_name     = var.cookie_name
+    cookie_duration = var.cookie_duration
+  }
+
+  health_check {
+    enabled             = true
+    protocol            = "HTTP"
+    path                = "/ws-health"
+    matcher             = "200"
+    interval            = var.health_check_interval
+    timeout             = 2
+    healthy_threshold   = 2
+    unhealthy_threshold = var.unhealthy_threshold
+  }
+
+  lifecycle {
+    # The timing rules of deploy/README.md, checked against the nodes' flags.
+    precondition {
+      condition     = var.app_drain_timeout < var.deregistration_delay
+      error_message = "app_drain_timeout must be below deregistration_delay, or ALB cuts sockets the node is still draining."
+    }
+    precondition {
+      condition     = var.app_close_spread < var.app_drain_timeout
+      error_message = "app_close_spread must be below app_drain_timeout, or the last sockets are cut instead of closed with 1001."
+    }
+    precondition {
+      condition     = var.app_ping_interval == 0 || var.app_ping_interval < var.idle_timeout
+      error_message = "app_ping_interval must be below idle_timeout, or ALB closes quiet WebSockets."
+    }
+  }
+}
+
+# A recommendation rather than a rule: reported as a warning at plan time.
+check "retry_after_covers_health_check" {
+  assert {
+    condition     = var.app_retry_after >= var.health_check_interval * var.unhealthy_threshold
+    error_message = "app_retry_after is below health_check_interval × unhealthy_threshold: clients refused with 503 may retry before ALB has taken the draining node out."
+  }
+}
+
+resource "aws_lb_target_group_attachment" "ws" {
+  for_each         = toset(var.target_ids)
+  target_group_arn = aws_lb_target_group.ws.arn
+  target_id        = each.value
+  port             = var.app_port
+}
+
+resource "aws_lb_listener" "https" {
+  load_balancer_arn = aws_lb.ws.arn
+  port              = 443
+  protocol          = "HTTPS"
+  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  certificate_arn   = var.certificate_arn
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.ws.arn
+  }
+}
+
+resource "aws_lb_listener" "http" {
+  load_balancer_arn = aws_lb.ws.arn
+  port              = 80
+  protocol          = "HTTP"
+
+  default_action {
+    type = "redirect"
+    redirect {
+      protocol    = "HTTPS"
+      port        = "443"
+      status_code = "HTTP_301"
+    }
+  }
+}
+
+output "dns_name" {
+  description = "Point your DNS name (matching the certificate) here."
+  value       = aws_lb.ws.dns_name
+}
+
+output "ws_url" {
+  description = "WebSocket URL through the load balancer (use your certificate's host name)."
+  value       = "wss://${aws_lb.ws.dns_name}/ws"
+}
+
+output "target_group_arn" {
+  description = "For Auto Scaling groups or ECS services that register the targets."
+  value       = aws_lb_target_group.ws.arn
+}
