@@ -41,7 +41,7 @@ const OPTIONS: NodeOptions = NodeOptions {
 
 #[test]
 fn haproxy_keeps_sessions_on_their_node_and_moves_them_on_drain() {
-    let Some(haproxy) = lb::tool_or_skip(lb::Tool::HaProxy) else {
+    let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy", [lb::Tool::HaProxy]) else {
         return;
     };
     let started = Instant::now();

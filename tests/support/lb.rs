@@ -11,7 +11,7 @@
 //! mod lb;
 //! ```
 //!
-//! External tools are looked up with [`tool_or_skip`]: `E2E_HAPROXY` and
+//! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY` and
 //! `E2E_CHROMIUM` name the executables (set one to `/nonexistent` to see the
 //! skip path); without them, `PATH` and the Debian locations are searched.
 #![allow(dead_code)]
@@ -114,27 +114,34 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Finds `tool`. When it is missing: panics under `CI=true` (CI must run the
-/// end-to-end tests), otherwise prints a loud skip notice and returns `None`.
-pub fn tool_or_skip(tool: Tool) -> Option<PathBuf> {
-    if let Some(path) = tool.locate() {
-        return Some(path);
+/// Finds the `tools` that test `test` needs. When one is missing: panics
+/// under `CI=true` (CI must run the end-to-end tests), otherwise prints a loud
+/// skip notice naming every missing tool and returns `None`.
+pub fn tools_or_skip<const N: usize>(test: &str, tools: [Tool; N]) -> Option<[PathBuf; N]> {
+    let found = tools.map(Tool::locate);
+    let missing: Vec<String> = tools
+        .iter()
+        .zip(&found)
+        .filter(|(_, path)| path.is_none())
+        .map(|(tool, _)| match std::env::var_os(tool.env_var()) {
+            Some(v) => format!(
+                "{} is not executable: {}",
+                tool.env_var(),
+                Path::new(&v).display()
+            ),
+            None => format!("{} not installed", tool.name()),
+        })
+        .collect();
+    if missing.is_empty() {
+        return Some(found.map(Option::unwrap_or_default));
     }
-    let name = tool.name();
-    let why = match std::env::var_os(tool.env_var()) {
-        Some(v) => format!(
-            "{} is not executable: {}",
-            tool.env_var(),
-            Path::new(&v).display()
-        ),
-        None => format!("{name} not installed"),
-    };
+    let why = missing.join(", ");
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why} and CI=true: run .ci/install-e2e.sh before the tests");
+        panic!("{test}: {why} and CI=true: run .ci/install-e2e.sh before the tests");
     }
     report("");
     report("**************************************************************");
-    report(&format!("SKIPPED: {why} (run .ci/install-e2e.sh)"));
+    report(&format!("SKIPPED {test}: {why} (run .ci/install-e2e.sh)"));
     report("**************************************************************");
     report("");
     None
