@@ -123,11 +123,12 @@ async fn scenario(cluster: &Cluster, browser: &Chromium) {
         "HttpOnly cookie visible to the page: {visible:?}"
     );
 
-    // And HAProxy routed the reconnect by that value (learned from the 101).
-    let entries = cluster.haproxy.stick_entries().expect("show table");
-    assert!(
-        entries.iter().any(|e| e.key == value),
-        "HAProxy's stick table has no entry for {value:?}: {entries:?}"
+    // And HAProxy learned that value from the 101, for the node that set it.
+    let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+    assert_eq!(
+        stuck,
+        Some(first.node.as_str()),
+        "HAProxy's stick table for {value:?}"
     );
 
     cdp.close_browser().await;

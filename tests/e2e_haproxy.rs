@@ -91,13 +91,15 @@ async fn scenario(cluster: &mut Cluster) {
         clients.iter().map(|c| c.session.as_str()).collect();
     assert_eq!(sessions.len(), CLIENTS, "session ids must be unique");
 
-    // HAProxy learned every cookie from a 101 (`stick store-response`).
-    let entries = cluster.haproxy.stick_entries().expect("show table");
+    // HAProxy learned every cookie from a 101 (`stick store-response`), for
+    // the node that set it.
     for c in &clients {
         let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
-        assert!(
-            entries.iter().any(|e| e.key == value),
-            "HAProxy's stick table has no entry for client {}'s cookie {value:?}: {entries:?}",
+        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+        assert_eq!(
+            stuck,
+            Some(c.node.as_str()),
+            "HAProxy's stick table for client {}'s cookie {value:?}",
             c.id
         );
     }
@@ -131,7 +133,9 @@ async fn scenario(cluster: &mut Cluster) {
     assert_eq!(total, CLIENTS * RECONNECTS);
     assert!(
         misrouted.is_empty(),
-        "reconnects that left their node or session: {misrouted:?}"
+        "{} reconnects left their node or session, the first ones (client, node, session, welcome): {:#?}",
+        misrouted.len(),
+        &misrouted[..misrouted.len().min(5)]
     );
 
     // 3. Numbered messages on every socket, then drain the busiest node.
@@ -275,6 +279,13 @@ async fn scenario(cluster: &mut Cluster) {
         let (id, welcome) = joined.expect("reconnect after the move panicked");
         let r = reports.iter().find(|r| r.id == id).expect("report");
         let moved_to = &r.migration.as_ref().expect("moved").welcome;
+        let value = r.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
+        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+        assert_eq!(
+            stuck,
+            Some(moved_to.node.as_str()),
+            "HAProxy's stick table for client {id}'s re-issued cookie {value:?}"
+        );
         assert_eq!(
             (welcome.affinity.as_str(), &welcome.node, &welcome.session),
             ("kept", &moved_to.node, &clients[id].session),

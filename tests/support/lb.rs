@@ -208,6 +208,8 @@ impl OutputLog {
 pub struct ServerStat {
     pub backend: String,
     pub name: String,
+    /// The server id (`sid`), which stick-table entries refer to.
+    pub id: String,
     pub addr: String,
     /// `UP`, `DOWN`, `UP 1/2`, `MAINT`, `no check`, ...
     pub status: String,
@@ -318,7 +320,8 @@ impl HaProxy {
                 "unexpected show stat: {csv}"
             )));
         };
-        let (addr, wretr, wredis) = (col("addr"), col("wretr"), col("wredis"));
+        let (sid, addr) = (col("sid"), col("addr"));
+        let (wretr, wredis) = (col("wretr"), col("wredis"));
         let number = |f: &[&str], c: Option<usize>| {
             c.and_then(|c| f.get(c))
                 .and_then(|v| v.parse().ok())
@@ -331,6 +334,7 @@ impl HaProxy {
             .map(|f| ServerStat {
                 backend: f[px].to_owned(),
                 name: f[sv].to_owned(),
+                id: sid.and_then(|c| f.get(c)).unwrap_or(&"").to_string(),
                 addr: addr.and_then(|a| f.get(a)).unwrap_or(&"").to_string(),
                 status: f[status].to_owned(),
                 retries: number(&f, wretr),
@@ -539,6 +543,28 @@ impl Cluster {
     /// The index in `nodes` of the node named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         Self::NODES.iter().position(|n| *n == name)
+    }
+
+    /// Which node HAProxy's stick table sends `cookie_value` to, if it has
+    /// an entry for it.
+    pub fn stuck_node(&self, cookie_value: &str) -> std::io::Result<Option<&'static str>> {
+        let Some(entry) = self
+            .haproxy
+            .stick_entries()?
+            .into_iter()
+            .find(|e| e.key == cookie_value)
+        else {
+            return Ok(None);
+        };
+        let servers = self.haproxy.servers()?;
+        let Some(server) = servers.iter().find(|s| s.id == entry.server_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .nodes
+            .iter()
+            .position(|n| server.addr.ends_with(&format!(":{}", n.addr.port())))
+            .map(|i| Self::NODES[i]))
     }
 
     /// The frontend's `ws://127.0.0.1:PORT/ws`.
