@@ -302,17 +302,21 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
+    /// Registers the handlers now, so that a signal arriving before `next` is
+    /// first awaited is still delivered to it.
     fn new() -> std::io::Result<Self> {
-        // Registering Ctrl-C here too makes the first one count, even if it
-        // arrives before `next` is polled.
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let term = signal(SignalKind::terminate())?;
-            Ok(Self { term })
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
         #[cfg(not(unix))]
         Ok(Self {})
@@ -322,7 +326,7 @@ impl Signals {
         #[cfg(unix)]
         tokio::select! {
             _ = self.term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = self.int.recv() => {}
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;

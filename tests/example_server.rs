@@ -405,6 +405,21 @@ mod axum_server {
     }
 
     #[tokio::test]
+    async fn second_signal_exits_at_once_with_status_1() {
+        let server = start(&["--close-spread", "0", "--drain-timeout", "60"]);
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        server.sigterm();
+        // Draining, and the socket's close frame goes unanswered.
+        wait_for_health(server.addr, 503).await;
+        support::signal(server.child.id(), "INT");
+        let (status, took) = exit_status(server, Duration::from_secs(20)).await;
+        assert_eq!(status.code(), Some(1));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        drop(ws);
+    }
+
+    #[tokio::test]
     async fn close_spread_staggers_the_close_frames() {
         let server = start(&["--close-spread", "2", "--drain-timeout", "20"]);
         let url = server.ws_url();
@@ -436,6 +451,31 @@ mod axum_server {
         assert_eq!(status.code(), Some(0));
     }
 
+    #[tokio::test]
+    async fn ping_interval_sends_pings() {
+        let server = start(&["--ping-interval", "0.2"]);
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        let started = Instant::now();
+        let frame = timeout(STEP, ws.next())
+            .await
+            .expect("a ping within the time limit")
+            .expect("stream open")
+            .expect("ws");
+        assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+        // Pings are off by default: nothing but the echo arrives.
+        let quiet = start(&[]);
+        let (mut ws, _) = connect(&quiet.ws_url(), None).await;
+        welcome(&mut ws).await;
+        let nothing = timeout(Duration::from_millis(600), ws.next()).await;
+        assert!(nothing.is_err(), "unexpected frame {nothing:?}");
+    }
+
     #[test]
     fn bad_flags_exit_with_status_2() {
         for args in [
@@ -455,6 +495,9 @@ mod axum_server {
         let (code, stdout, _) = run_to_end("server", &["--help"], Duration::from_secs(60));
         assert_eq!(code, Some(0));
         assert!(stdout.contains("--close-spread"));
+        let (code, _, stderr) = run_to_end("hyper_server", &["--nope"], Duration::from_secs(60));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.starts_with("hyper_server: "), "{stderr}");
     }
 
     #[cfg(feature = "signed")]
@@ -480,10 +523,6 @@ mod axum_server {
 
 mod hyper_server {
     use super::*;
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn start(args: &[&str]) -> Server {
         let mut all = vec!["--listen", "127.0.0.1:0"];
@@ -544,8 +583,15 @@ mod hyper_server {
         assert!(!res.contains("set-cookie"), "{res}");
     }
 
+    // Without the `http2` feature the layer does not see extended CONNECT.
+    #[cfg(feature = "http2")]
     #[tokio::test]
     async fn extended_connect_over_http2_gets_the_cookie_on_the_200() {
+        use bytes::Bytes;
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
         let server = start(&["--node", "h2", "--insecure"]);
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
         let (mut sender, conn) =
