@@ -333,17 +333,19 @@ async fn fresh_clients(url: &str) -> Vec<Client> {
 /// welcomes and the last socket, left open.
 async fn reconnect_ten_times(url: String, mut c: Client) -> (usize, Vec<Welcome>, Ws) {
     let mut welcomes = Vec::with_capacity(RECONNECTS);
+    let mut open = None;
     for round in 0..RECONNECTS {
+        if let Some(previous) = open.take() {
+            lb::close(previous).await;
+        }
         let (ws, welcome) = lb::connect(&url, &mut c.jar)
             .await
             .unwrap_or_else(|e| panic!("client {}: reconnect {round}: {e:?}", c.id));
         welcomes.push(welcome);
-        if round + 1 == RECONNECTS {
-            return (c.id, welcomes, ws);
-        }
-        lb::close(ws).await;
+        open = Some(ws);
     }
-    unreachable!("RECONNECTS is not zero")
+    let ws = open.expect("RECONNECTS is not zero");
+    (c.id, welcomes, ws)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -466,8 +468,9 @@ async fn talk(
             Err(e) => return Err(format!("client {id}: waiting for echo {next}: {e:?}")),
         };
         if in_flight {
-            // The node closed before echoing it: the one message a client
-            // must resend. It has to come back from the new node.
+            // The node closed before echoing it (after its Close it may send
+            // no data frame, RFC 6455 5.5.1): the one message a client must
+            // resend. It has to come back from the new node.
             report.resent += 1;
             ws.send(Message::text(text.clone()))
                 .await
