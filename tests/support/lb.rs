@@ -1,0 +1,761 @@
+//! A load-balanced cluster for the end-to-end tests: three nodes of
+//! `examples/server.rs` behind a real HAProxy configured by
+//! `deploy/haproxy.cfg`, and a WebSocket client that keeps cookies.
+//!
+//! Declared from a test file next to `mod support;` (it builds on
+//! `support::Server`):
+//!
+//! ```ignore
+//! mod support;
+//! #[path = "support/lb.rs"]
+//! mod lb;
+//! ```
+//!
+//! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY` and
+//! `E2E_CHROMIUM` name the executables (set one to `/nonexistent` to see the
+//! skip path); without them, `PATH` and the Debian locations are searched.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::support::Server;
+
+/// The affinity cookie the example server sets by default.
+pub const COOKIE_NAME: &str = "WS_SESSION_ID";
+
+/// Writes a line straight to the process's stderr. The test harness captures
+/// `eprintln!` of passing tests; skip notices and measurements must show in
+/// the CI log anyway.
+pub fn report(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "e2e: {line}");
+}
+
+/// Reports the last lines of a child's output (after a failure).
+pub fn report_tail(what: &str, lines: &[String]) {
+    const TAIL: usize = 200;
+    let skip = lines.len().saturating_sub(TAIL);
+    report(&format!(
+        "{what} (last {} of {} lines):",
+        lines.len() - skip,
+        lines.len()
+    ));
+    for line in &lines[skip..] {
+        report(&format!("  {line}"));
+    }
+}
+
+/// An external program an end-to-end test drives.
+#[derive(Debug, Clone, Copy)]
+pub enum Tool {
+    HaProxy,
+    Chromium,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::HaProxy => "haproxy",
+            Tool::Chromium => "chromium",
+        }
+    }
+
+    fn env_var(self) -> &'static str {
+        match self {
+            Tool::HaProxy => "E2E_HAPROXY",
+            Tool::Chromium => "E2E_CHROMIUM",
+        }
+    }
+
+    /// Names on `PATH`, then absolute paths (haproxy is in /usr/sbin, which is
+    /// not on every user's `PATH`).
+    fn candidates(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Tool::HaProxy => (
+                &["haproxy"],
+                &["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"],
+            ),
+            Tool::Chromium => (&["chromium", "chromium-browser"], &["/usr/bin/chromium"]),
+        }
+    }
+
+    fn locate(self) -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os(self.env_var()) {
+            let path = PathBuf::from(path);
+            return is_executable(&path).then_some(path);
+        }
+        let (names, absolute) = self.candidates();
+        let path_var = std::env::var_os("PATH").unwrap_or_default();
+        names
+            .iter()
+            .flat_map(|name| std::env::split_paths(&path_var).map(move |dir| dir.join(name)))
+            .chain(absolute.iter().map(PathBuf::from))
+            .find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds the `tools` that test `test` needs. When one is missing: panics
+/// under `CI=true` (CI must run the end-to-end tests), otherwise prints a loud
+/// skip notice naming every missing tool and returns `None`.
+pub fn tools_or_skip<const N: usize>(test: &str, tools: [Tool; N]) -> Option<[PathBuf; N]> {
+    let found = tools.map(Tool::locate);
+    let missing: Vec<String> = tools
+        .iter()
+        .zip(&found)
+        .filter(|(_, path)| path.is_none())
+        .map(|(tool, _)| match std::env::var_os(tool.env_var()) {
+            Some(v) => format!(
+                "{} is not executable: {}",
+                tool.env_var(),
+                Path::new(&v).display()
+            ),
+            None => format!("{} not installed", tool.name()),
+        })
+        .collect();
+    if missing.is_empty() {
+        return Some(found.map(Option::unwrap_or_default));
+    }
+    let why = missing.join(", ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why} and CI=true: run .ci/install-e2e.sh before the tests");
+    }
+    report("");
+    report("**************************************************************");
+    report(&format!("SKIPPED {test}: {why} (run .ci/install-e2e.sh)"));
+    report("**************************************************************");
+    report("");
+    None
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, read, dropped).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A directory under the system temp dir, removed on drop. Short on purpose:
+/// it holds a Unix socket, whose path is limited to about 100 bytes.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("tsu-{label}-{}-{n}-{nanos:x}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Collects a child's output lines on a thread (so its pipe never fills up),
+/// to be shown when a test fails.
+#[derive(Clone, Default)]
+pub struct OutputLog(Arc<Mutex<Vec<String>>>);
+
+impl OutputLog {
+    pub fn follow(&self, from: impl Read + Send + 'static) {
+        use std::io::BufRead;
+        let log = self.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                log.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One server line of HAProxy's `show stat`.
+#[derive(Debug, Clone)]
+pub struct ServerStat {
+    pub backend: String,
+    pub name: String,
+    /// The server id (`sid`), which stick-table entries refer to.
+    pub id: String,
+    pub addr: String,
+    /// `UP`, `DOWN`, `UP 1/2`, `MAINT`, `no check`, ...
+    pub status: String,
+    /// Requests HAProxy retried after this server failed them (`wretr`).
+    pub retries: u64,
+    /// Requests HAProxy sent to another server after this one failed them (`wredis`).
+    pub redispatches: u64,
+}
+
+/// One entry of a stick table: the learned key and the server it sticks to.
+#[derive(Debug, Clone)]
+pub struct StickEntry {
+    pub key: String,
+    pub server_id: String,
+}
+
+/// HAProxy in the foreground (`-db`) with `deploy/haproxy.cfg`, killed on drop.
+pub struct HaProxy {
+    child: Child,
+    log: OutputLog,
+    stats_socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl HaProxy {
+    /// Runs `bin -f deploy/haproxy.cfg -f <stats.cfg> -db` with the port
+    /// placeholders of the deploy file set in the environment.
+    ///
+    /// The second file only adds an admin socket in a temp dir, so the test
+    /// can read HAProxy's own view (server states, the stick table) instead of
+    /// guessing it from the outside. Everything else is the deploy file as is.
+    pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3]) -> HaProxy {
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
+        assert!(cfg.is_file(), "{} is missing", cfg.display());
+        let dir = TempDir::new("haproxy");
+        let stats_socket = dir.path().join("admin.sock");
+        let extra = dir.path().join("stats.cfg");
+        std::fs::write(
+            &extra,
+            format!(
+                "# Added by the end-to-end tests.\nglobal\n    stats socket {} mode 600 level admin\n",
+                stats_socket.display()
+            ),
+        )
+        .expect("write stats.cfg");
+        let mut child = Command::new(bin)
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-f")
+            .arg(&extra)
+            .arg("-db")
+            .env("FRONTEND_PORT", frontend_port.to_string())
+            .env("NODE1_PORT", node_ports[0].to_string())
+            .env("NODE2_PORT", node_ports[1].to_string())
+            .env("NODE3_PORT", node_ports[2].to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let log = OutputLog::default();
+        log.follow(child.stdout.take().expect("piped stdout"));
+        log.follow(child.stderr.take().expect("piped stderr"));
+        HaProxy {
+            child,
+            log,
+            stats_socket,
+            _dir: dir,
+        }
+    }
+
+    /// Panics (with HAProxy's output) if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "haproxy exited with {status}:\n{}",
+                self.log.lines().join("\n")
+            );
+        }
+    }
+
+    /// Sends one command to the admin socket and returns the answer.
+    pub fn command(&self, cmd: &str) -> std::io::Result<String> {
+        let mut sock = UnixStream::connect(&self.stats_socket)?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        sock.write_all(cmd.as_bytes())?;
+        sock.write_all(b"\n")?;
+        let mut out = String::new();
+        // Without interactive mode HAProxy closes the socket after answering.
+        sock.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// The server lines of `show stat`.
+    pub fn servers(&self) -> std::io::Result<Vec<ServerStat>> {
+        let csv = self.command("show stat")?;
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let col = |name: &str| header.iter().position(|h| *h == name);
+        let (Some(px), Some(sv), Some(status)) = (col("pxname"), col("svname"), col("status"))
+        else {
+            return Err(std::io::Error::other(format!(
+                "unexpected show stat: {csv}"
+            )));
+        };
+        let (sid, addr) = (col("sid"), col("addr"));
+        let (wretr, wredis) = (col("wretr"), col("wredis"));
+        let number = |f: &[&str], c: Option<usize>| {
+            c.and_then(|c| f.get(c))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|f| f.len() > status)
+            .filter(|f| f[sv] != "FRONTEND" && f[sv] != "BACKEND")
+            .map(|f| ServerStat {
+                backend: f[px].to_owned(),
+                name: f[sv].to_owned(),
+                id: sid.and_then(|c| f.get(c)).unwrap_or(&"").to_string(),
+                addr: addr.and_then(|a| f.get(a)).unwrap_or(&"").to_string(),
+                status: f[status].to_owned(),
+                retries: number(&f, wretr),
+                redispatches: number(&f, wredis),
+            })
+            .collect())
+    }
+
+    /// The server that forwards to `127.0.0.1:port`.
+    pub fn server_for_port(&self, port: u16) -> std::io::Result<Option<ServerStat>> {
+        let suffix = format!(":{port}");
+        Ok(self
+            .servers()?
+            .into_iter()
+            .find(|s| s.addr.ends_with(&suffix)))
+    }
+
+    /// Waits until HAProxy's health checks report every server `UP`, and the
+    /// frontend accepts connections. Bounded by `timeout`.
+    pub fn wait_ready(&mut self, frontend: SocketAddr, expect_servers: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running();
+            let last = match self.servers() {
+                Ok(servers)
+                    if servers.len() >= expect_servers
+                        && servers.iter().all(|s| s.status == "UP")
+                        && TcpStream::connect_timeout(&frontend, Duration::from_secs(1))
+                            .is_ok() =>
+                {
+                    return;
+                }
+                Ok(servers) => format!("{servers:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "haproxy not ready within {timeout:?}: {last}\n{}",
+                self.log.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every entry of every stick table.
+    pub fn stick_entries(&self) -> std::io::Result<Vec<StickEntry>> {
+        let tables: Vec<String> = self
+            .command("show table")?
+            .lines()
+            .filter_map(|l| l.strip_prefix("# table: "))
+            .filter_map(|l| l.split(',').next())
+            .map(str::to_owned)
+            .collect();
+        let mut entries = Vec::new();
+        for table in tables {
+            for line in self.command(&format!("show table {table}"))?.lines() {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .map(str::to_owned)
+                };
+                if let (Some(key), Some(server_id)) = (field("key="), field("server_id=")) {
+                    entries.push(StickEntry { key, server_id });
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines()
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            report_tail("haproxy's output", &self.log.lines());
+        }
+    }
+}
+
+/// Starts `examples/server.rs` like [`Server::start`], but with its stderr
+/// (a line per socket opened and closed: hundreds here) collected into `log`
+/// instead of flooding the test output; [`Cluster`] shows it on failure.
+pub fn start_node(args: &[&str], log: &OutputLog) -> Server {
+    use std::io::BufRead;
+    let bin = crate::support::example_bin("server");
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    log.follow(child.stderr.take().expect("piped stderr"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    break addr.trim().parse().expect("address in listening line");
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server {args:?} printed no listening line ({e}):\n{}",
+                    log.lines().join("\n")
+                );
+            }
+        }
+    };
+    Server {
+        child,
+        addr,
+        lines: rx,
+    }
+}
+
+/// The knobs the cluster's nodes are started with.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeOptions {
+    pub close_spread: Duration,
+    pub drain_timeout: Duration,
+    pub retry_after: Duration,
+}
+
+/// Three example-server nodes (`n1`, `n2`, `n3`) behind HAProxy.
+pub struct Cluster {
+    /// `nodes[i]` runs with `--node n{i+1}`.
+    pub nodes: Vec<Server>,
+    pub haproxy: HaProxy,
+    /// HAProxy's frontend on 127.0.0.1.
+    pub frontend: SocketAddr,
+    pub options: NodeOptions,
+    /// The nodes' stderr, interleaved (each line starts with `[nX]`).
+    pub node_log: OutputLog,
+}
+
+impl Cluster {
+    pub const NODES: [&'static str; 3] = ["n1", "n2", "n3"];
+
+    /// Starts the nodes (plain http, so `--insecure`), then HAProxy, and
+    /// waits until its health checks see every node up.
+    pub fn start(haproxy: &Path, options: NodeOptions) -> Cluster {
+        let secs = |d: Duration| d.as_secs_f64().to_string();
+        let (spread, timeout, retry) = (
+            secs(options.close_spread),
+            secs(options.drain_timeout),
+            secs(options.retry_after),
+        );
+        let node_log = OutputLog::default();
+        let nodes: Vec<Server> = Self::NODES
+            .iter()
+            .map(|node| {
+                start_node(
+                    &[
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--node",
+                        node,
+                        "--insecure",
+                        "--close-spread",
+                        &spread,
+                        "--drain-timeout",
+                        &timeout,
+                        "--retry-after",
+                        &retry,
+                    ],
+                    &node_log,
+                )
+            })
+            .collect();
+        let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ports = [
+            nodes[0].addr.port(),
+            nodes[1].addr.port(),
+            nodes[2].addr.port(),
+        ];
+        let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports);
+        haproxy.wait_ready(frontend, nodes.len(), Duration::from_secs(20));
+        Cluster {
+            nodes,
+            haproxy,
+            frontend,
+            options,
+            node_log,
+        }
+    }
+
+    /// The index in `nodes` of the node named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        Self::NODES.iter().position(|n| *n == name)
+    }
+
+    /// Which node HAProxy's stick table sends `cookie_value` to, if it has
+    /// an entry for it.
+    pub fn stuck_node(&self, cookie_value: &str) -> std::io::Result<Option<&'static str>> {
+        let Some(entry) = self
+            .haproxy
+            .stick_entries()?
+            .into_iter()
+            .find(|e| e.key == cookie_value)
+        else {
+            return Ok(None);
+        };
+        let servers = self.haproxy.servers()?;
+        let Some(server) = servers.iter().find(|s| s.id == entry.server_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .nodes
+            .iter()
+            .position(|n| server.addr.ends_with(&format!(":{}", n.addr.port())))
+            .map(|i| Self::NODES[i]))
+    }
+
+    /// The frontend's `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.frontend)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            report_tail("nodes' output", &self.node_log.lines());
+        }
+    }
+}
+
+/// The first message of every socket: which node answered and what the layer
+/// decided about the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    pub node: String,
+    pub session: String,
+    /// `issued`, `kept` or `migrated`.
+    pub affinity: String,
+    /// The node that issued the cookie, when `migrated`.
+    pub from: Option<String>,
+}
+
+impl Welcome {
+    pub fn parse(text: &str) -> Result<Welcome, String> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| format!("welcome is not JSON ({e}): {text}"))?;
+        Welcome::from_json(&v)
+    }
+
+    pub fn from_json(v: &Value) -> Result<Welcome, String> {
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("welcome without string {name:?}: {v}"))
+        };
+        Ok(Welcome {
+            node: field("node")?,
+            session: field("session")?,
+            affinity: field("affinity")?,
+            from: v.get("from").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+}
+
+/// The cookies a client got from `Set-Cookie`, sent back on the next request
+/// (name and value only, as a browser does for a path-`/` cookie on the same host).
+#[derive(Debug, Clone, Default)]
+pub struct CookieJar(Vec<(String, String)>);
+
+impl CookieJar {
+    pub fn store(&mut self, headers: &HeaderMap) {
+        for set in headers.get_all(SET_COOKIE) {
+            let Ok(set) = set.to_str() else { continue };
+            let pair = set.split(';').next().unwrap_or_default().trim();
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            match self.0.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value.to_owned(),
+                None => self.0.push((name.to_owned(), value.to_owned())),
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn header(&self) -> Option<HeaderValue> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let joined = self
+            .0
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        HeaderValue::from_str(&joined).ok()
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why a connection attempt did not give a socket.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// An HTTP answer instead of `101`, with its `Retry-After` in seconds.
+    Refused {
+        status: StatusCode,
+        retry_after: Option<u64>,
+    },
+    Other(String),
+}
+
+/// Opens `url` sending the jar's cookies, stores the `Set-Cookie`s of the
+/// `101` and reads the welcome. Bounded by 5 s per step.
+pub async fn connect(url: &str, jar: &mut CookieJar) -> Result<(Ws, Welcome), ConnectError> {
+    const STEP: Duration = Duration::from_secs(5);
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ConnectError::Other(e.to_string()))?;
+    if let Some(cookie) = jar.header() {
+        request.headers_mut().insert(COOKIE, cookie);
+    }
+    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let (mut ws, response) = match tokio::time::timeout(STEP, connecting).await {
+        Err(_) => return Err(ConnectError::Other(format!("handshake took over {STEP:?}"))),
+        Ok(Err(WsError::Http(response))) => {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            return Err(ConnectError::Refused {
+                status: response.status(),
+                retry_after,
+            });
+        }
+        Ok(Err(e)) => return Err(ConnectError::Other(e.to_string())),
+        Ok(Ok(pair)) => pair,
+    };
+    jar.store(response.headers());
+    let welcome = match tokio::time::timeout(STEP, next_text(&mut ws)).await {
+        Err(_) => Err(format!("no welcome within {STEP:?}")),
+        Ok(Ok(text)) => Welcome::parse(&text),
+        Ok(Err(e)) => Err(format!("before the welcome: {e:?}")),
+    };
+    welcome.map(|w| (ws, w)).map_err(ConnectError::Other)
+}
+
+/// What ended a wait for a text frame other than a text frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interrupted {
+    /// A Close frame, with its code (`None` when it had no payload).
+    Closed(Option<u16>),
+    /// The stream ended or failed without a Close frame.
+    Dropped(String),
+    Unexpected(String),
+}
+
+/// The next text frame, skipping pings and pongs (tungstenite answers pings itself).
+pub async fn next_text(ws: &mut Ws) -> Result<String, Interrupted> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                return Err(Interrupted::Closed(frame.map(|f| u16::from(f.code))));
+            }
+            Some(Ok(other)) => return Err(Interrupted::Unexpected(format!("{other:?}"))),
+            Some(Err(e)) => return Err(Interrupted::Dropped(e.to_string())),
+            None => return Err(Interrupted::Dropped("end of stream".into())),
+        }
+    }
+}
+
+/// After a Close frame came in: lets tungstenite send its reply and waits
+/// (bounded) for the server to end the connection.
+pub async fn finish_close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Closes a socket from the client side, waiting (bounded) for the handshake.
+pub async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    finish_close(&mut ws).await;
+}
+
+/// Median and maximum of `samples` (sorts them).
+pub fn median_max(samples: &mut [Duration]) -> Option<(Duration, Duration)> {
+    samples.sort();
+    let max = *samples.last()?;
+    let mid = samples.len() / 2;
+    let median = if samples.len() % 2 == 0 {
+        (samples[mid - 1] + samples[mid]) / 2
+    } else {
+        samples[mid]
+    };
+    Some((median, max))
+}
