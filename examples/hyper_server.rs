@@ -219,6 +219,8 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
                     },
                     _ = &mut accept_stopped => break,
                 };
+                // Small WebSocket frames must not wait for a delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

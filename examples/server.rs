@@ -247,6 +247,11 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     }
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    // Small WebSocket frames (the welcome, echoes, the 1001 close) must not
+    // wait for the peer's delayed ACK (Nagle's algorithm).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
