@@ -6,7 +6,7 @@
 //! [`Drain::start`], which
 //!
 //! 1. makes the [`StickyUpgrade`](crate::StickyUpgrade) layer refuse new upgrades
-//!    with `503` and `Retry-After`, and the [`HealthService`](crate::HealthService)
+//!    with `503` and `Retry-After`, and the [`HealthService`]
 //!    answer `503`, so the load balancer stops routing here;
 //! 2. tells each guard to close its socket, one after another over the
 //!    [close spread](Drain::with_close_spread) window, so that clients do not
