@@ -152,7 +152,7 @@ async fn non_upgrade_requests_are_never_origin_checked() {
         let mut req = Request::get("/page").body(()).unwrap();
         for o in origins {
             req.headers_mut()
-                .append(ORIGIN, HeaderValue::from_static(*o));
+                .append(ORIGIN, HeaderValue::from_static(o));
         }
         let (res, calls) = call(&layer, req).await;
         assert_eq!(res.status(), StatusCode::OK, "{origins:?}");

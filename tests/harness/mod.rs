@@ -265,3 +265,12 @@ pub fn assert_not_upgrade(out: &Outcome, layer: &StickyUpgradeLayer) {
     assert!(out.set_cookies().is_empty(), "{out:?}");
     assert_eq!(layer.stats().upgrades, 0);
 }
+
+/// [`send`] for synchronous callers (proptest): every future in the chain is
+/// ready at once, so one poll with a no-op waker completes it.
+pub fn send_now(layer: &StickyUpgradeLayer, inner: Inner, req: Request<()>) -> Outcome {
+    use futures_util::FutureExt;
+    send(layer, inner, req)
+        .now_or_never()
+        .expect("the layered call completes in one poll")
+}
