@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use http::header::{CONNECTION, COOKIE, SET_COOKIE, UPGRADE};
 use http::{HeaderValue, Method, Request, StatusCode};
-use tower_sticky_upgrade::IdGenerator;
-use tower_sticky_upgrade::{Affinity, BuildError, SameSite, StickyUpgradeLayer, UuidV4};
+use tower_sticky_upgrade::{
+    Affinity, BuildError, IdGenerator, SameSite, StickyUpgradeLayer, UuidV4,
+};
 
 use harness::{
     assert_issued, assert_not_upgrade, issued_value, send, ws_request, ws_with_cookie, Inner,
@@ -553,10 +554,10 @@ mod signatures {
         let layer = signed(&[KEY_NEW]);
         let value = issued_value(&layer).await;
         let (payload, sig) = value.rsplit_once('.').unwrap();
-        let flipped: String = sig.chars().rev().collect::<String>();
-        assert_ne!(flipped, sig);
+        let reversed: String = sig.chars().rev().collect::<String>();
+        assert_ne!(reversed, sig);
         for bad in [
-            format!("{payload}.{flipped}"),
+            format!("{payload}.{reversed}"),
             format!("{payload}.{}", "0".repeat(32)),
             payload.to_owned(),
         ] {
