@@ -14,7 +14,11 @@
 //!
 //! 1. take the fields in order; decode each with `String::from_utf8_lossy`
 //!    (a replaced byte becomes U+FFFD, which is neither whitespace, `;`, `=`
-//!    nor a cookie-octet, so replacing cannot change the answer);
+//!    nor a cookie-octet, so replacing cannot change the answer), and map
+//!    whitespace other than SP and HTAB to U+FFFD too (`model::rfc_whitespace`:
+//!    the optional whitespace of RFC 6265 and RFC 9110 is SP and HTAB only,
+//!    while `cookie` trims with `str::trim`, which also strips U+0085 and
+//!    U+00A0);
 //! 2. parse each with `cookie::Cookie::split_parse` (split on `;`, skip
 //!    whitespace-only segments, split name from value at the first `=`, trim
 //!    both, refuse an empty name or a segment without `=`), keeping the pairs
@@ -29,11 +33,11 @@
 //!    winner, `Issued`; and `invalid_cookies` rises iff some pair with the name
 //!    came before the winner (or anywhere, without one) and was refused.
 //!
-//! One deliberate difference is kept out of the generator and pinned by its
-//! own tests below: `cookie` trims Unicode whitespace (`str::trim`), the layer
-//! only SP and HTAB, the optional whitespace of RFC 9110 and RFC 6265. A
-//! U+00A0 next to a value makes it invalid for the layer (obs-text), as it
-//! should, since the layer never writes one.
+//! The whitespace mapping of step 1 is the one place the oracle departs from
+//! `cookie` as it is; the tests `unicode_whitespace_*` below pin both sides.
+//! A U+00A0 or U+0085 next to a value makes it invalid for the layer
+//! (obs-text), as it should, since the layer never writes one. (The fuzz
+//! target `cookie_scan` found this difference; see `tests/fuzz_regressions.rs`.)
 //!
 //! # 2. The value codec round-trips through the layer
 //!
@@ -53,6 +57,7 @@
 //! drain refusal, cookie on success only.
 
 mod harness;
+mod model;
 
 use http::header::{
     HeaderName, CONNECTION, COOKIE, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -64,9 +69,12 @@ use proptest::sample::select;
 use tower_sticky_upgrade::{Affinity, Refresh, SessionId, StickyUpgradeLayer};
 
 use harness::{send_now, ws_request, Inner};
+use model::{reference_detect, reference_origin_allowed, Kind};
 
 const NAME: &str = "WS_SESSION_ID";
 const HERE: &str = "here";
+const ALLOWED_ORIGIN: &str = "https://app.example.com";
+const HTTP2: bool = cfg!(feature = "http2");
 
 // ---------------------------------------------------------------------------
 // Strategies
@@ -162,48 +170,6 @@ fn cookie_field() -> impl Strategy<Value = Vec<u8>> {
 // ---------------------------------------------------------------------------
 // 1. Cookie scan vs the `cookie` crate
 
-/// The documented value format for a layer without signing and a UUID v4
-/// generator: `(ID, NODE)`.
-fn reference_decode(value: &str) -> Option<(String, Option<String>)> {
-    let (id, node) = match value.split_once('.') {
-        Some((id, node)) => (id, Some(node)),
-        None => (value, None),
-    };
-    let b = id.as_bytes();
-    let uuid_v4 = b.len() == 36
-        && b.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
-        })
-        && b[14] == b'4'
-        && matches!(b[19], b'8' | b'9' | b'a' | b'b');
-    let node_ok = node.map_or(true, |n| {
-        (1..=32).contains(&n.len())
-            && n.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    });
-    (uuid_v4 && node_ok).then(|| (id.to_owned(), node.map(str::to_owned)))
-}
-
-/// What the oracle expects: the winning `(ID, NODE)` if any, and whether a
-/// refused pair with the affinity name was seen before it.
-fn oracle(fields: &[Vec<u8>]) -> (Option<(String, Option<String>)>, bool) {
-    let mut refused = false;
-    for field in fields {
-        let text = String::from_utf8_lossy(field);
-        for cookie in cookie::Cookie::split_parse(text.as_ref()).flatten() {
-            if cookie.name() != NAME {
-                continue;
-            }
-            match reference_decode(cookie.value()) {
-                Some(found) => return (Some(found), refused),
-                None => refused = true,
-            }
-        }
-    }
-    (None, refused)
-}
-
 fn node_layer() -> StickyUpgradeLayer {
     StickyUpgradeLayer::builder().node_id(HERE).build().unwrap()
 }
@@ -217,6 +183,12 @@ fn with_cookie_fields(fields: &[Vec<u8>]) -> Request<()> {
         );
     }
     req
+}
+
+/// [`model::oracle`] for the affinity cookie name.
+fn oracle(fields: &[Vec<u8>]) -> (Option<(String, Option<String>)>, bool) {
+    let fields: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+    model::oracle(&fields, NAME)
 }
 
 fn check_against_oracle(fields: &[Vec<u8>]) -> Result<(), TestCaseError> {
@@ -269,30 +241,47 @@ fn oracle_finds_a_plain_valid_pair() {
     check_against_oracle(&fields).unwrap();
 }
 
+/// The name/value of the first pair `cookie` parses from `field`, as it is.
+fn cookie_crate_pair(field: &str) -> Option<(String, String)> {
+    let pair = cookie::Cookie::split_parse(field).flatten().next()?;
+    Some((pair.name().to_owned(), pair.value().to_owned()))
+}
+
 #[test]
 fn unicode_whitespace_around_the_name_is_not_trimmed_unlike_the_cookie_crate() {
     let id = "0b6d4b4e-5c1c-4c89-9b57-2c3f5a1d2e3f";
-    let field = format!("\u{a0}{NAME}={id}").into_bytes();
-    // `cookie` trims U+00A0 and finds the pair...
-    assert_eq!(oracle(std::slice::from_ref(&field)).0.unwrap().0, id);
-    // ...the layer does not: the name is not `WS_SESSION_ID`, so no pair with
-    // that name came and nothing is counted as invalid.
-    let layer = node_layer();
-    let out = send_now(&layer, Inner::AlwaysSwitch, with_cookie_fields(&[field]));
-    assert_eq!(out.affinity(), Some(Affinity::Issued));
-    assert_eq!(layer.stats().invalid_cookies, 0);
+    for ws in ['\u{a0}', '\u{85}', '\u{2003}'] {
+        let field = format!("{ws}{NAME}={id}");
+        // `cookie` as it is trims the character and finds the pair...
+        assert_eq!(cookie_crate_pair(&field), Some((NAME.into(), id.into())));
+        // ...the layer does not: no pair is named `WS_SESSION_ID`, so nothing
+        // is counted as invalid; the oracle with RFC whitespace agrees.
+        let layer = node_layer();
+        let fields = [field.into_bytes()];
+        let out = send_now(&layer, Inner::AlwaysSwitch, with_cookie_fields(&fields));
+        assert_eq!(out.affinity(), Some(Affinity::Issued));
+        assert_eq!(layer.stats().invalid_cookies, 0);
+        assert_eq!(oracle(&fields), (None, false));
+        check_against_oracle(&fields).unwrap();
+    }
 }
 
 #[test]
 fn unicode_whitespace_around_the_value_is_invalid_unlike_the_cookie_crate() {
     let id = "0b6d4b4e-5c1c-4c89-9b57-2c3f5a1d2e3f";
-    for field in [format!("{NAME}={id}\u{a0}"), format!("{NAME}=\u{2003}{id}")] {
-        let field = field.into_bytes();
-        assert!(oracle(std::slice::from_ref(&field)).0.is_some());
+    for field in [
+        format!("{NAME}={id}\u{a0}"),
+        format!("{NAME}=\u{2003}{id}"),
+        format!("{NAME}={id} \u{85}"),
+    ] {
+        assert_eq!(cookie_crate_pair(&field), Some((NAME.into(), id.into())));
         let layer = node_layer();
-        let out = send_now(&layer, Inner::AlwaysSwitch, with_cookie_fields(&[field]));
+        let fields = [field.into_bytes()];
+        let out = send_now(&layer, Inner::AlwaysSwitch, with_cookie_fields(&fields));
         assert_eq!(out.affinity(), Some(Affinity::Issued));
         assert_eq!(layer.stats().invalid_cookies, 1);
+        assert_eq!(oracle(&fields), (None, true));
+        check_against_oracle(&fields).unwrap();
     }
 }
 
@@ -543,7 +532,7 @@ fn config() -> impl Strategy<Value = Config> {
 fn build(c: &Config) -> StickyUpgradeLayer {
     let mut b = StickyUpgradeLayer::builder().refuse_while_draining(c.refuse_while_draining);
     if let Some(require) = c.origins {
-        b = b.allowed_origins(["https://app.example.com"], require);
+        b = b.allowed_origins([ALLOWED_ORIGIN], require);
     }
     if c.node {
         b = b.node_id(HERE);
@@ -568,63 +557,6 @@ fn inner() -> impl Strategy<Value = Inner> {
         1 => Just(Inner::SwitchSettingCookies(vec!["WS_SESSION_ID=app; Path=/", "x=1"])),
         2 => (100u16..=599).prop_map(|s| Inner::Status(StatusCode::from_u16(s).unwrap())),
     ]
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Http1,
-    ExtendedConnect,
-}
-
-/// RFC 9110 lists: split on `,`, trim SP and HTAB, drop empty elements.
-fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-    headers.get_all(name).into_iter().flat_map(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .map(|t| {
-                let start = t
-                    .iter()
-                    .position(|&b| b != b' ' && b != b'\t')
-                    .unwrap_or(t.len());
-                let end = t
-                    .iter()
-                    .rposition(|&b| b != b' ' && b != b'\t')
-                    .map_or(start, |e| e + 1);
-                &t[start..end]
-            })
-            .filter(|t| !t.is_empty())
-    })
-}
-
-fn reference_detect(method: &Method, headers: &HeaderMap, protocol: Option<&str>) -> Option<Kind> {
-    if method == Method::CONNECT {
-        let websocket = protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
-        return (cfg!(feature = "http2") && websocket).then_some(Kind::ExtendedConnect);
-    }
-    let connection = list(headers, &CONNECTION).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
-    // `protocol-name ["/" protocol-version]`
-    let upgrade = list(headers, &UPGRADE).any(|t| {
-        t.split(|&b| b == b'/')
-            .next()
-            .unwrap_or(t)
-            .eq_ignore_ascii_case(b"websocket")
-    });
-    (connection && upgrade).then_some(Kind::Http1)
-}
-
-fn reference_origin_allowed(headers: &HeaderMap, require: bool) -> bool {
-    let values: Vec<_> = headers.get_all(ORIGIN).iter().collect();
-    match values.as_slice() {
-        [] => !require,
-        [one] => {
-            let mut v = one.as_bytes().to_ascii_lowercase();
-            if v.starts_with(b"https://") && v.ends_with(b":443") {
-                v.truncate(v.len() - 4);
-            }
-            v == b"https://app.example.com"
-        }
-        _ => false,
-    }
 }
 
 proptest! {
@@ -677,7 +609,7 @@ proptest! {
         let out = send_now(&layer, inner, req);
         let stats = layer.stats();
 
-        let detected = reference_detect(&method, &req_headers, protocol.as_deref());
+        let detected = reference_detect(&method, &req_headers, protocol.as_deref(), HTTP2);
         prop_assert_eq!(stats.upgrades, u64::from(detected.is_some()));
         let affinity_cookies = out.cookies_named(NAME);
         prop_assert!(affinity_cookies.len() <= 1, "{:?}", affinity_cookies);
@@ -690,7 +622,7 @@ proptest! {
         };
         let origin_refused = config
             .origins
-            .is_some_and(|require| !reference_origin_allowed(&req_headers, require));
+            .is_some_and(|require| !reference_origin_allowed(&req_headers, require, ALLOWED_ORIGIN));
         if origin_refused {
             prop_assert_eq!(out.status, StatusCode::FORBIDDEN);
             prop_assert!(!out.inner_called);
@@ -763,7 +695,7 @@ fn generators_cover_the_interesting_cases() {
         for (name, value) in headers {
             map.append(name, HeaderValue::from_bytes(&value).unwrap());
         }
-        detected += usize::from(reference_detect(&method, &map, None).is_some());
+        detected += usize::from(reference_detect(&method, &map, None, HTTP2).is_some());
     }
     // From a valid handshake, random methods and headers must neither keep
     // every request an upgrade nor break nearly all of them.
