@@ -1,13 +1,13 @@
 //! The bad-input matrix of TESTING.md, one test (or a few) per row, through the
 //! public API only: a layer from the public builder, a request through
-//! `ServiceExt::oneshot`, a model WebSocket handler behind it (see `harness`).
+//! `ServiceExt::oneshot`, a model WebSocket handler behind it (see `oneshot`).
 //!
 //! Each test asserts the defined answer: whether a `StickySession` reached the
 //! handler and with which affinity, which `Set-Cookie` lines the response
-//! carries, and (in `harness::send`, on every call) that the layer never turns
+//! carries, and (in `oneshot::send`, on every call) that the layer never turns
 //! the handler's status into another one, so it never produces a `5xx` here.
 
-mod harness;
+mod oneshot;
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tower_sticky_upgrade::{
     Affinity, BuildError, IdGenerator, SameSite, StickyUpgradeLayer, UuidV4,
 };
 
-use harness::{
+use oneshot::{
     assert_issued, assert_not_upgrade, issued_value, send, ws_request, ws_with_cookie, Inner,
     Outcome,
 };
@@ -32,7 +32,7 @@ fn layer() -> StickyUpgradeLayer {
 /// one header line) and an otherwise valid handshake.
 fn h1(connection: &[&str], upgrade: &[&str]) -> Request<()> {
     let mut b = Request::get("/ws")
-        .header(http::header::SEC_WEBSOCKET_KEY, harness::WS_KEY)
+        .header(http::header::SEC_WEBSOCKET_KEY, oneshot::WS_KEY)
         .header(http::header::SEC_WEBSOCKET_VERSION, "13");
     for c in connection {
         b = b.header(CONNECTION, *c);
@@ -225,7 +225,7 @@ async fn extended_connect_websocket_is_detected_cookie_on_200() {
     let out = send(
         &layer,
         Inner::Validator,
-        harness::extended_connect("websocket"),
+        oneshot::extended_connect("websocket"),
     )
     .await;
     assert_eq!(out.status, StatusCode::OK);
@@ -240,7 +240,7 @@ async fn extended_connect_websocket_is_detected_cookie_on_200() {
 #[tokio::test]
 async fn extended_connect_refused_gets_no_affinity_cookie() {
     let layer = layer();
-    let mut req = harness::extended_connect("websocket");
+    let mut req = oneshot::extended_connect("websocket");
     req.headers_mut()
         .remove(http::header::SEC_WEBSOCKET_VERSION);
     let out = send(&layer, Inner::Validator, req).await;
@@ -256,7 +256,7 @@ async fn extended_connect_other_protocol_is_not_an_upgrade() {
     let out = send(
         &layer,
         Inner::Validator,
-        harness::extended_connect("connect-udp"),
+        oneshot::extended_connect("connect-udp"),
     )
     .await;
     assert_not_upgrade(&out, &layer);

@@ -1,15 +1,15 @@
 //! Inputs found by the fuzz targets (`fuzz/`), replayed through the same
 //! checks with the public API, so they stay fixed without a fuzzing toolchain.
 
-mod harness;
 mod model;
+mod oneshot;
 
 use http::header::COOKIE;
 use http::HeaderValue;
 use tower_sticky_upgrade::{Affinity, Refresh, SessionId, StickyUpgradeLayer};
 
-use harness::{send_now, ws_request, Inner};
 use model::IdRule;
+use oneshot::{send_now, ws_request, Inner};
 
 const NAME: &str = "WS_SESSION_ID";
 

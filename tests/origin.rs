@@ -1,7 +1,7 @@
 //! The `Origin` allow-list on upgrades, through the layer: refused upgrades
 //! never reach the handler, are answered `403` and counted.
 
-mod harness;
+mod oneshot;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{service_fn, ServiceExt};
 use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
 
-use harness::ws_request;
+use oneshot::ws_request;
 
 const ALLOWED: &str = "https://app.example.com";
 

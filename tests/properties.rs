@@ -56,8 +56,8 @@
 //! a small model of the layer: detection as in RFC 9110 lists, origin check,
 //! drain refusal, cookie on success only.
 
-mod harness;
 mod model;
+mod oneshot;
 
 use http::header::{
     HeaderName, CONNECTION, COOKIE, ORIGIN, RETRY_AFTER, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
@@ -68,8 +68,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use tower_sticky_upgrade::{Affinity, Refresh, SessionId, StickyUpgradeLayer};
 
-use harness::{send_now, ws_request, Inner};
 use model::{reference_detect, reference_origin_allowed, Kind};
+use oneshot::{send_now, ws_request, Inner};
 
 const NAME: &str = "WS_SESSION_ID";
 const HERE: &str = "here";
@@ -477,7 +477,7 @@ fn header() -> impl Strategy<Value = (HeaderName, Vec<u8>)> {
         1 => (
             select(vec![SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION]),
             prop_oneof![
-                Just(harness::WS_KEY.as_bytes().to_vec()),
+                Just(oneshot::WS_KEY.as_bytes().to_vec()),
                 Just(b"13".to_vec()),
                 Just(b"8".to_vec()),
                 header_bytes(),
@@ -592,7 +592,7 @@ proptest! {
             let h = req.headers_mut();
             h.append(CONNECTION, HeaderValue::from_static("Upgrade"));
             h.append(UPGRADE, HeaderValue::from_static("websocket"));
-            h.append(SEC_WEBSOCKET_KEY, HeaderValue::from_static(harness::WS_KEY));
+            h.append(SEC_WEBSOCKET_KEY, HeaderValue::from_static(oneshot::WS_KEY));
             h.append(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         }
         for (name, value) in &headers {

@@ -2,12 +2,12 @@
 //! what is refused and counted, and how key rotation re-signs.
 #![cfg(feature = "signed")]
 
-mod harness;
+mod oneshot;
 
 use http::StatusCode;
 use tower_sticky_upgrade::{Affinity, Refresh, StickyUpgradeBuilder, StickyUpgradeLayer};
 
-use harness::{assert_issued, issued_value, send, ws_with_cookie, Inner, Outcome};
+use oneshot::{assert_issued, issued_value, send, ws_with_cookie, Inner, Outcome};
 
 const NAME: &str = "WS_SESSION_ID";
 const KEY_A: &[u8] = b"signed.rs key A: 32 bytes or mor";

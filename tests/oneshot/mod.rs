@@ -3,7 +3,7 @@
 //! records what the layer decided (the `StickySession` the handler saw) and
 //! what it wrote (`Set-Cookie`, status).
 //!
-//! `mod harness;` from a test file.
+//! `mod oneshot;` from a test file.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
