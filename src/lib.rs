@@ -138,12 +138,72 @@
 //! # Cookie value and security
 //!
 //! The value is `ID[.NODE][.SIGNATURE]` in cookie-octets, never percent-encoded
-//! (ALB does not support encoded values). Without the `signed` feature a client
-//! can choose its own session id (session fixation) or present another node's
-//! tag; treat the id as a routing key, not a credential. With feature `signed`
-//! and [`StickyUpgradeBuilder::signing_keys`], values are HMAC-SHA256 signed and
-//! forged ones are treated as absent. Prefer a `__Host-` name: it cannot be set
-//! by a sibling subdomain (cookie tossing).
+//! (ALB does not support encoded values). It is read from every `Cookie` field
+//! in one linear, allocation-free pass; a value over 256 bytes, outside
+//! cookie-octets, of the wrong shape, or with a bad signature is treated as
+//! absent and a new id is issued.
+//!
+//! **The id is a routing key, not a credential.** It tells the load balancer
+//! where to send a reconnect and lets the app find state it keeps per session.
+//! It says nothing about who the client is: authenticate the user separately
+//! (the app's own session, a token in the first message) and authorize against
+//! that, never against the session id.
+//!
+//! Threat model, for an app on `app.example.com`:
+//!
+//! - **Session fixation.** Without signing, a client, or an attacker who can
+//!   plant a cookie in a victim's browser, can present any well-formed id (for
+//!   the default generator, any lower-case UUID v4) and the layer keeps it. An
+//!   attacker who fixes a victim's id can then connect with the same id; if the
+//!   app keys state by the id alone, both share it. With feature `signed` and
+//!   `StickyUpgradeBuilder::signing_keys`, only values a node holding the key
+//!   issued are kept, so ids always come from your generator. A victim can
+//!   still be handed the attacker's own valid value; bind state to the
+//!   authenticated user to close that too.
+//! - **Forged node tags.** Without signing, the `NODE` part is client-chosen,
+//!   so [`Affinity::Migrated`] and its `from` are hints for metrics, not facts.
+//!   Signing covers the tag.
+//! - **Cookie tossing.** A sibling subdomain (`evil.example.com`, a user-content
+//!   host, a forgotten staging host) can set a cookie with the same name for
+//!   `Domain=example.com`; the browser sends it to `app.example.com` too, often
+//!   before yours, and the layer keeps the first valid pair. Browsers only store
+//!   a `__Host-` cookie set by the host itself, over HTTPS, with `Secure`,
+//!   `Path=/` and no `Domain`, so a sibling cannot toss one: name the cookie
+//!   `__Host-…` (the builder enforces the rules that prefix needs). Signing
+//!   alone narrows tossing to values your nodes issued, such as the attacker's
+//!   own session; the prefix removes it.
+//! - **Cross-site WebSocket hijacking.** A page elsewhere can open a WebSocket
+//!   to your server and the browser may attach your cookies (same-site pages,
+//!   such as sibling subdomains, always; `SameSite=None` cookies from anywhere).
+//!   [`StickyUpgradeBuilder::allowed_origins`] answers `403` to upgrades from
+//!   other origins before the app runs. It is a check against browsers: a
+//!   non-browser client can send any `Origin`.
+//! - **Replay of a stolen cookie.** Not prevented, signed or not: whoever holds
+//!   a valid value can present it from anywhere for as long as the key that
+//!   signed it is configured. `HttpOnly` keeps it from page scripts and `Secure`
+//!   off plain HTTP (both on by default); rotate keys to retire old values.
+//! - **Hostile headers.** Huge or malformed `Cookie`, `Connection` and `Upgrade`
+//!   fields cost linear time and no allocation; values are bounded before they
+//!   are decoded; nothing is stored per request. With signing, each pair that
+//!   carries the cookie's name costs one HMAC per configured key, so keep the
+//!   key list short (two during a rotation).
+//!
+//! **What signing protects, and what it does not** (feature `signed`). The
+//! signature is HMAC-SHA256 over `NAME=ID[.NODE]`, truncated to 128 bits and
+//! checked in constant time: ids cannot be chosen, node tags cannot be altered,
+//! and a value cannot be moved to a cookie of another name. It does not hide
+//! the id (the value is readable), does not expire (there is no timestamp;
+//! `Max-Age` binds the browser, not a thief), does not tie a value to a client,
+//! and does not separate two apps that share a key and a cookie name (give
+//! each app its own key).
+//!
+//! Keys: at least 32 random bytes from a CSPRNG, the same on every node, kept
+//! in a secret store. To rotate, put the new key first and keep the old one
+//! second: values signed with the old key are kept and re-issued signed with
+//! the new one on their next upgrade (with [`Refresh::OnChange`] too). Drop the
+//! old key once those cookies have been replaced or have expired, or at once if
+//! it leaked (every client holding one then gets a new id once). Turning
+//! signing on gives every client a new id once; turning it off keeps the ids.
 //!
 //! # Features
 //!

@@ -8,6 +8,27 @@
 //! Several keys support rotation: the first signs, all verify, and a value signed
 //! with an older key is re-issued signed with the current one. Comparison is
 //! constant-time (`hmac`'s `verify_truncated_left`).
+//!
+//! # Security notes for maintainers
+//!
+//! The user-facing threat model is in the crate docs ("Cookie value and
+//! security"). What this module relies on and guarantees:
+//!
+//! - The MAC input `NAME`, `=`, payload is unambiguous: the builder only allows
+//!   RFC 9110 tokens as names, and a token has no `=`.
+//! - A forger needs a 128-bit tag for a payload of their choice: one chance in
+//!   2^128 per guess. Each guess costs the server one MAC per configured key,
+//!   linear in the request, no state.
+//! - Which key matched leaks through timing (keys are tried in order); that
+//!   reveals the age of a value, never key material. The tag comparison itself
+//!   is constant-time.
+//! - Hex is lower-case only and exactly 32 digits, so a value has exactly one
+//!   accepted spelling and an upper-case copy is invalid.
+//! - Not covered by design: confidentiality of the id, expiry, replay, binding
+//!   to a client. An unsigned layer reads `ID.SIG` as `ID.NODE` (32 hex digits
+//!   are a well-formed node tag), which is why turning signing off keeps ids.
+//! - `Debug` never prints keys (tested); keys live in `Hmac` states, not
+//!   zeroized on drop.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -1,0 +1,208 @@
+//! Bad-input row "16 KiB Cookie header, 1,000 pairs: no per-pair allocation",
+//! by counting: a global allocator counts the allocations made on the current
+//! thread while the layered service handles one request, and the count must
+//! be the same for 10 pairs as for 1,000.
+//!
+//! Counting is per thread (a `const` thread-local), so the tests of this binary
+//! can run in parallel without seeing each other's allocations. The request is
+//! built before counting starts; the layered call is polled once with a no-op
+//! waker (the handler is ready at once), so no runtime allocates meanwhile.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+
+use futures_util::FutureExt;
+use http::header::COOKIE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower::{service_fn, Service};
+use tower_sticky_upgrade::{IdGenerator, StickyUpgradeLayer, UuidV4};
+
+struct Counting;
+
+thread_local! {
+    /// `Some(n)` while counting on this thread.
+    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn bump() {
+    let _ = COUNT.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting
+// only touches a `Cell` in a const-initialized thread-local, which does not
+// allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        System.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        System.realloc(ptr, layout, new_size)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn count<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    COUNT.with(|c| c.set(Some(0)));
+    let out = f();
+    let n = COUNT.with(|c| c.replace(None)).unwrap_or_default();
+    (n, out)
+}
+
+fn handler(req: Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>> {
+    let mut res = Response::new(());
+    if req.headers().contains_key(http::header::UPGRADE) {
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    }
+    std::future::ready(Ok(res))
+}
+
+fn request(upgrade: bool, cookie: &str) -> Request<()> {
+    let mut b = Request::get("/ws");
+    if upgrade {
+        b = b
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket");
+    }
+    let mut req = b.body(()).unwrap();
+    req.headers_mut()
+        .insert(COOKIE, HeaderValue::from_str(cookie).unwrap());
+    req
+}
+
+/// Allocations of one call of `layer` around the handler, and the response.
+fn layered(layer: &StickyUpgradeLayer, req: Request<()>) -> (usize, Response<()>) {
+    let mut svc = tower::Layer::layer(layer, service_fn(handler));
+    let (n, res) = count(|| svc.call(req).now_or_never());
+    (n, res.expect("ready at once").unwrap())
+}
+
+/// Allocations of one call of the bare handler.
+fn bare(req: Request<()>) -> usize {
+    let mut svc = service_fn(handler);
+    count(|| svc.call(req).now_or_never()).0
+}
+
+/// `pairs` unrelated pairs, then `tail`.
+fn cookie(pairs: usize, tail: &str) -> String {
+    let mut s = String::new();
+    for i in 0..pairs {
+        s.push_str(&format!("c{i:05}=v{i:07}; "));
+    }
+    s.push_str(tail);
+    s
+}
+
+fn session_value(res: &Response<()>) -> String {
+    let line = res.headers()[http::header::SET_COOKIE].to_str().unwrap();
+    let pair = line.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1.to_owned()
+}
+
+#[test]
+fn counting_allocator_sees_allocations() {
+    // Guards the other tests against counting nothing at all.
+    let (n, v) = count(|| vec![1u8; 10]);
+    assert!(n >= 1, "{n}");
+    drop(v);
+}
+
+#[test]
+fn plain_request_with_1000_cookie_pairs_allocates_nothing_more_than_the_handler() {
+    let layer = StickyUpgradeLayer::new();
+    let big = cookie(1000, "");
+    assert!(big.len() >= 16 * 1024);
+    let (n, res) = layered(&layer, request(false, &big));
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(n, bare(request(false, &big)));
+}
+
+#[test]
+fn issued_upgrade_allocations_do_not_grow_with_cookie_pairs() {
+    let layer = StickyUpgradeLayer::new();
+    let (small, res_small) = layered(&layer, request(true, &cookie(10, "")));
+    let (large, res_large) = layered(&layer, request(true, &cookie(1000, "")));
+    assert!(res_small.headers().contains_key(http::header::SET_COOKIE));
+    assert!(res_large.headers().contains_key(http::header::SET_COOKIE));
+    assert!(
+        small > 0,
+        "the upgrade path allocates the session and cookie"
+    );
+    assert_eq!(small, large);
+}
+
+#[test]
+fn kept_upgrade_allocations_do_not_grow_with_cookie_pairs() {
+    let layer = StickyUpgradeLayer::new();
+    let id = UuidV4.generate();
+    let tail = format!("WS_SESSION_ID={id}");
+    let (small, res_small) = layered(&layer, request(true, &cookie(10, &tail)));
+    let (large, res_large) = layered(&layer, request(true, &cookie(999, &tail)));
+    assert_eq!(session_value(&res_small), id.as_str());
+    assert_eq!(session_value(&res_large), id.as_str());
+    assert_eq!(layer.stats().kept, 2);
+    assert_eq!(small, large);
+}
+
+#[test]
+fn invalid_affinity_pairs_allocate_nothing_per_pair() {
+    let layer = StickyUpgradeLayer::new();
+    let id = UuidV4.generate();
+    let invalid = |n: usize| {
+        let mut s = String::new();
+        for i in 0..n {
+            s.push_str(&format!("WS_SESSION_ID=x{i}; "));
+        }
+        s.push_str(&format!("WS_SESSION_ID={id}"));
+        s
+    };
+    let (small, res_small) = layered(&layer, request(true, &invalid(9)));
+    let (large, res_large) = layered(&layer, request(true, &invalid(999)));
+    assert_eq!(session_value(&res_small), id.as_str());
+    assert_eq!(session_value(&res_large), id.as_str());
+    assert_eq!(small, large);
+}
+
+#[cfg(feature = "signed")]
+#[test]
+fn signed_verification_allocates_nothing_per_pair() {
+    let layer = StickyUpgradeLayer::builder()
+        .signing_keys([[3u8; 32], [4u8; 32]])
+        .build()
+        .unwrap();
+    let (_, res) = layered(&layer, request(true, ""));
+    let value = session_value(&res);
+    // Pairs that reach HMAC verification with both keys and fail.
+    let forged = |n: usize| {
+        let mut s = String::new();
+        for i in 0..n {
+            s.push_str(&format!("WS_SESSION_ID={}.{i:032x}; ", UuidV4.generate()));
+        }
+        s.push_str(&format!("WS_SESSION_ID={value}"));
+        s
+    };
+    let (small, res_small) = layered(&layer, request(true, &forged(9)));
+    let (large, res_large) = layered(&layer, request(true, &forged(999)));
+    assert_eq!(session_value(&res_small), value);
+    assert_eq!(session_value(&res_large), value);
+    assert_eq!(small, large);
+}

@@ -1,0 +1,176 @@
+//! The `Origin` allow-list on upgrades, through the layer: refused upgrades
+//! never reach the handler, are answered `403` and counted.
+
+mod oneshot;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::header::{ORIGIN, SET_COOKIE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower::{service_fn, ServiceExt};
+use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+
+use oneshot::ws_request;
+
+const ALLOWED: &str = "https://app.example.com";
+
+fn layer(require_origin: bool) -> StickyUpgradeLayer {
+    StickyUpgradeLayer::builder()
+        .allowed_origins([ALLOWED, "http://localhost:3000"], require_origin)
+        .build()
+        .unwrap()
+}
+
+/// Sends `req` to a handler that counts its calls and accepts every upgrade.
+async fn call(layer: &StickyUpgradeLayer, req: Request<()>) -> (Response<String>, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = Arc::clone(&calls);
+        service_fn(move |req: Request<()>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let upgrade = req.extensions().get::<StickySession>().is_some();
+            async move {
+                let mut res = Response::new(String::new());
+                if upgrade {
+                    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                }
+                Ok::<_, Infallible>(res)
+            }
+        })
+    };
+    let res = tower::Layer::layer(layer, svc).oneshot(req).await.unwrap();
+    (res, calls.load(Ordering::SeqCst))
+}
+
+fn upgrade_from(origins: &[&str]) -> Request<()> {
+    let mut req = ws_request().body(()).unwrap();
+    for o in origins {
+        req.headers_mut()
+            .append(ORIGIN, HeaderValue::from_bytes(o.as_bytes()).unwrap());
+    }
+    req
+}
+
+async fn assert_passes(layer: &StickyUpgradeLayer, origins: &[&str]) {
+    let (res, calls) = call(layer, upgrade_from(origins)).await;
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS, "{origins:?}");
+    assert_eq!(calls, 1);
+    assert!(res.headers().contains_key(SET_COOKIE));
+}
+
+async fn assert_forbidden(layer: &StickyUpgradeLayer, origins: &[&str]) {
+    let before = layer.stats();
+    let (res, calls) = call(layer, upgrade_from(origins)).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origins:?}");
+    assert_eq!(calls, 0, "the handler ran for {origins:?}");
+    assert!(!res.headers().contains_key(SET_COOKIE));
+    let after = layer.stats();
+    assert_eq!(after.rejected_origin, before.rejected_origin + 1);
+    assert_eq!(after.upgrades, before.upgrades + 1);
+    // No session was decided for a refused upgrade.
+    assert_eq!(
+        after.issued + after.kept + after.migrated,
+        before.issued + before.kept + before.migrated
+    );
+}
+
+#[tokio::test]
+async fn allowed_origin_passes() {
+    let layer = layer(false);
+    for origin in [
+        ALLOWED,
+        "HTTPS://APP.EXAMPLE.COM",
+        "https://app.example.com:443",
+        "http://localhost:3000",
+    ] {
+        assert_passes(&layer, &[origin]).await;
+    }
+    assert_eq!(layer.stats().rejected_origin, 0);
+}
+
+#[tokio::test]
+async fn mismatched_origin_is_403_and_the_handler_is_not_called() {
+    let layer = layer(false);
+    for origin in [
+        "https://evil.example",
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "https://app.example.com.evil.example",
+        "https://evil.example/https://app.example.com",
+        "https://app.example.com/",
+        "null",
+        "",
+        "https://app.example.com\u{e9}",
+    ] {
+        assert_forbidden(&layer, &[origin]).await;
+    }
+    assert_eq!(layer.stats().rejected_origin, 9);
+}
+
+#[tokio::test]
+async fn non_utf8_origin_is_403() {
+    let layer = layer(false);
+    let mut req = ws_request().body(()).unwrap();
+    req.headers_mut().insert(
+        ORIGIN,
+        HeaderValue::from_bytes(b"https://app.example.com\xff").unwrap(),
+    );
+    let (res, calls) = call(&layer, req).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(calls, 0);
+    assert_eq!(layer.stats().rejected_origin, 1);
+}
+
+#[tokio::test]
+async fn two_origin_fields_are_403_even_if_both_allowed() {
+    let layer = layer(false);
+    assert_forbidden(&layer, &[ALLOWED, ALLOWED]).await;
+    assert_forbidden(&layer, &["https://evil.example", ALLOWED]).await;
+}
+
+#[tokio::test]
+async fn missing_origin_passes_when_not_required() {
+    let layer = layer(false);
+    assert_passes(&layer, &[]).await;
+    assert_eq!(layer.stats().rejected_origin, 0);
+}
+
+#[tokio::test]
+async fn missing_origin_is_403_when_required() {
+    let layer = layer(true);
+    assert_forbidden(&layer, &[]).await;
+    // An allowed origin still passes with `require_origin`.
+    assert_passes(&layer, &[ALLOWED]).await;
+}
+
+#[tokio::test]
+async fn non_upgrade_requests_are_never_origin_checked() {
+    let layer = layer(true);
+    for origins in [&[][..], &["https://evil.example"], &[ALLOWED, ALLOWED]] {
+        let mut req = Request::get("/page").body(()).unwrap();
+        for o in origins {
+            req.headers_mut()
+                .append(ORIGIN, HeaderValue::from_static(o));
+        }
+        let (res, calls) = call(&layer, req).await;
+        assert_eq!(res.status(), StatusCode::OK, "{origins:?}");
+        assert_eq!(calls, 1);
+    }
+    let stats = layer.stats();
+    assert_eq!((stats.rejected_origin, stats.upgrades), (0, 0));
+}
+
+#[tokio::test]
+async fn origin_refusal_comes_before_the_drain_refusal() {
+    // The origin is judged first: a foreign page gets 403 whether or not the
+    // node drains, and only allowed upgrades are told to retry elsewhere.
+    let layer = layer(false);
+    layer.drain().start();
+    assert_forbidden(&layer, &["https://evil.example"]).await;
+    let (res, calls) = call(&layer, upgrade_from(&[ALLOWED])).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls, 0);
+    assert_eq!(layer.stats().refused_draining, 1);
+}
