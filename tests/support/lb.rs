@@ -423,50 +423,7 @@ impl Drop for HaProxy {
 /// (a line per socket opened and closed: hundreds here) collected into `log`
 /// instead of flooding the test output; [`Cluster`] shows it on failure.
 pub fn start_node(args: &[&str], log: &OutputLog) -> Server {
-    use std::io::BufRead;
-    let bin = crate::support::example_bin("server");
-    let mut child = Command::new(&bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    log.follow(child.stderr.take().expect("piped stderr"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    break addr.trim().parse().expect("address in listening line");
-                }
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server {args:?} printed no listening line ({e}):\n{}",
-                    log.lines().join("\n")
-                );
-            }
-        }
-    };
-    Server {
-        child,
-        addr,
-        lines: rx,
-    }
+    Server::start_capturing("server", args, |stderr| log.follow(stderr))
 }
 
 /// The knobs the cluster's nodes are started with.

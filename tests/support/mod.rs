@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -72,14 +72,41 @@ pub struct Server {
 impl Server {
     /// Starts `examples/<example>.rs` with `args` (add `--listen 127.0.0.1:0`
     /// yourself if needed) and waits up to 60 s for its `listening on` line.
+    /// Its stderr goes to the test's.
     pub fn start(example: &str, args: &[&str]) -> Server {
+        Self::spawn(example, args, None)
+    }
+
+    /// Like [`start`](Self::start), but hands the child's stderr to `capture`
+    /// (a log collector, say) instead of the test's output.
+    pub fn start_capturing(
+        example: &str,
+        args: &[&str],
+        capture: impl FnOnce(ChildStderr),
+    ) -> Server {
+        Self::spawn(example, args, Some(Box::new(capture)))
+    }
+
+    fn spawn(
+        example: &str,
+        args: &[&str],
+        capture: Option<Box<dyn FnOnce(ChildStderr) + '_>>,
+    ) -> Server {
         let bin = example_bin(example);
         let mut child = Command::new(&bin)
             .args(args)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        if let (Some(capture), Some(stderr)) = (capture, child.stderr.take()) {
+            capture(stderr);
+        }
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -101,7 +128,8 @@ impl Server {
                 }
                 Err(e) => {
                     let _ = child.kill();
-                    panic!("{example} did not print its listening line: {e}");
+                    let _ = child.wait();
+                    panic!("{example} {args:?} did not print its listening line: {e}");
                 }
             }
         };
