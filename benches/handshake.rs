@@ -1,0 +1,235 @@
+//! WebSocket handshakes per second through a real hyper server on loopback,
+//! with and without the layer, in one run.
+//!
+//! Run with `cargo bench --bench handshake`.
+//!
+//! Two servers on `127.0.0.1:0` run the same WebSocket handler; one is wrapped
+//! in `StickyUpgradeLayer` (defaults: every handshake issues a session id, sets
+//! the cookie, and the handler takes a `DrainGuard` for the socket, as an app
+//! would). A few tokio-tungstenite clients open sockets, one handshake each
+//! (TCP connect, HTTP upgrade, `101`), then drop them. Rounds alternate
+//! A B B A ... so that drift in the machine's load hits both sides alike.
+//! Everything is bounded: the number of rounds, each handshake (5 s), and the
+//! whole run (120 s).
+//!
+//! Environment: `HANDSHAKE_ROUNDS` (default 10 per side) and
+//! `HANDSHAKE_PER_ROUND` (default 500).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SET_COOKIE, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tower::{service_fn, Layer, Service};
+use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+
+const CLIENTS: usize = 4;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Accepts every WebSocket handshake; the socket task reads until the client
+/// goes away. Holds the session's drain guard for the socket's lifetime.
+async fn websocket(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        let mut res = Response::new(Empty::new());
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+        return Ok(res);
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let guard = req
+        .extensions()
+        .get::<StickySession>()
+        .map(StickySession::guard);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let mut ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+        }
+        drop(guard);
+    });
+    let mut res = Response::new(Empty::new());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    Ok(res)
+}
+
+/// Serves `svc` over HTTP/1.1 with upgrades on a new loopback port.
+async fn start<S>(svc: S) -> SocketAddr
+where
+    S: Service<Request<Incoming>, Response = Response<Empty<Bytes>>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: back off rather than spin.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let conn = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                let _ = conn.await;
+            });
+        }
+    });
+    addr
+}
+
+/// One handshake; returns whether the response set a cookie.
+async fn handshake(addr: SocketAddr) -> bool {
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let _ = stream.set_nodelay(true);
+        let url = format!("ws://{addr}/ws");
+        let (ws, res) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .expect("handshake");
+        drop(ws);
+        res.headers().contains_key(SET_COOKIE)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
+        .await
+        .expect("a handshake took over 5 s")
+}
+
+/// `count` handshakes from `CLIENTS` concurrent clients; the elapsed time.
+async fn round(addr: SocketAddr, count: usize) -> Duration {
+    let left = Arc::new(AtomicUsize::new(count));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let left = Arc::clone(&left);
+            tokio::spawn(async move {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    handshake(addr).await;
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client task");
+    }
+    started.elapsed()
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then
+    // run a short smoke round only.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let rounds = if bench {
+        env_or("HANDSHAKE_ROUNDS", 10)
+    } else {
+        1
+    };
+    let per_round = if bench {
+        env_or("HANDSHAKE_PER_ROUND", 500)
+    } else {
+        20
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let bare = start(service_fn(websocket)).await;
+        let sticky = start(StickyUpgradeLayer::new().layer(service_fn(websocket))).await;
+        assert!(!handshake(bare).await, "the bare server sets no cookie");
+        assert!(handshake(sticky).await, "the layer sets the cookie on the 101");
+
+        println!(
+            "handshake: {cores} cores, {CLIENTS} clients, {rounds} rounds x {per_round} handshakes per side, order A B B A"
+        );
+        // Warm-up: connection pools, allocator, branch predictors.
+        round(bare, per_round / 2).await;
+        round(sticky, per_round / 2).await;
+
+        let run = Instant::now();
+        let (mut bare_rates, mut sticky_rates) = (Vec::new(), Vec::new());
+        let (mut bare_time, mut sticky_time) = (Duration::ZERO, Duration::ZERO);
+        for i in 0..rounds {
+            if run.elapsed() > RUN_LIMIT {
+                println!("time limit reached after {i} rounds");
+                break;
+            }
+            let order = if i % 2 == 0 { [bare, sticky] } else { [sticky, bare] };
+            for addr in order {
+                let t = round(addr, per_round).await;
+                let rate = per_round as f64 / t.as_secs_f64();
+                if addr == bare {
+                    bare_rates.push(rate);
+                    bare_time += t;
+                } else {
+                    sticky_rates.push(rate);
+                    sticky_time += t;
+                }
+            }
+            println!(
+                "round {i:>2}: bare {:>8.0}/s  sticky {:>8.0}/s",
+                bare_rates[i], sticky_rates[i]
+            );
+        }
+        let total = |rates: &Vec<f64>, t: Duration| (rates.len() * per_round) as f64 / t.as_secs_f64();
+        let (bare_total, sticky_total) = (total(&bare_rates, bare_time), total(&sticky_rates, sticky_time));
+        let (bare_median, sticky_median) = (median(bare_rates), median(sticky_rates));
+        println!("bare:   {bare_total:>8.0} handshakes/s overall, median round {bare_median:>8.0}/s");
+        println!("sticky: {sticky_total:>8.0} handshakes/s overall, median round {sticky_median:>8.0}/s");
+        println!(
+            "sticky / bare: {:.3} overall, {:.3} by medians (target >= 0.97)",
+            sticky_total / bare_total,
+            sticky_median / bare_median
+        );
+    });
+}
