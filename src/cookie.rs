@@ -223,21 +223,24 @@ impl CookieSpec {
         let name = self.name.as_bytes();
         let mut invalid = false;
         for line in headers.get_all(COOKIE) {
-            for pair in line.as_bytes().split(|&b| b == b';') {
-                let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                    continue;
-                };
-                if trim_ows(&pair[..eq]) != name {
-                    continue;
-                }
-                match codec.decode(&self.name, trim_ows(&pair[eq + 1..])) {
-                    Some(valid) => {
-                        return Scan {
-                            valid: Some(valid),
-                            invalid,
+            let mut rest = line.as_bytes();
+            loop {
+                let end = find_byte(rest, b';');
+                let pair = end.map_or(rest, |end| &rest[..end]);
+                if let Some(value) = value_if_named(pair, name) {
+                    match codec.decode(&self.name, trim_ows(value)) {
+                        Some(valid) => {
+                            return Scan {
+                                valid: Some(valid),
+                                invalid,
+                            }
                         }
+                        None => invalid = true,
                     }
-                    None => invalid = true,
+                }
+                match end {
+                    Some(end) => rest = &rest[end + 1..],
+                    None => break,
                 }
             }
         }
@@ -285,6 +288,49 @@ impl CookieSpec {
     }
 }
 
+/// The value of a `Cookie` pair if its name is `name`: `name=value` with
+/// optional whitespace around the name and the `=`. Only the start of the pair
+/// is read, so long values of other cookies cost nothing here.
+fn value_if_named<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let rest = trim_start_ows(pair).strip_prefix(name)?;
+    trim_start_ows(rest).strip_prefix(b"=")
+}
+
+fn trim_start_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The index of the first `needle` in `haystack`.
+///
+/// Reads eight bytes at a time: a `Cookie` line is mostly values of other
+/// cookies (often hundreds of bytes of analytics ids) that the scan only has
+/// to skip, and a byte-at-a-time search is most of its cost.
+fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        // Bytes equal to `needle` become zero; the classic zero-byte test then
+        // sets the high bit of the first zero byte (and maybe of later ones,
+        // never of earlier ones), so the lowest set bit marks the first match.
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(offset + (zeros.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter().position(|&b| b == needle).map(|i| offset + i)
+}
+
 /// `now + after` as an HTTP date, or `None` when the clock is outside what an
 /// HTTP date can express (before 1970, after 9999), rather than panic.
 fn expiry_date(after: Duration) -> Option<httpdate::HttpDate> {
@@ -307,6 +353,7 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 mod tests {
     use super::*;
     use crate::affinity::{IdGenerator, NodeId, UuidV4};
+    use http::header::SET_COOKIE;
     use std::sync::Arc;
 
     fn codec() -> Codec {
@@ -716,5 +763,46 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with(&format!("WS_SESSION_ID={id}.n1; ")));
+    }
+
+    #[test]
+    fn find_byte_agrees_with_a_plain_search() {
+        // Every length around the 8-byte word size, the needle at every
+        // position, and bytes that differ from it by one bit or by the high bit.
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut hay: Vec<u8> = (0..len)
+                    .map(|i| [b'a', b':', 0xbb, b'{', 0x00][i % 5])
+                    .collect();
+                if at < len {
+                    hay[at] = b';';
+                    if at + 3 < len {
+                        hay[at + 3] = b';';
+                    }
+                }
+                let expected = hay.iter().position(|&b| b == b';');
+                assert_eq!(find_byte(&hay, b';'), expected, "{hay:?}");
+            }
+        }
+        assert_eq!(find_byte(&[0x80; 17], 0x00), None);
+        assert_eq!(find_byte(&[0xff; 9], 0x7f), None);
+        assert_eq!(
+            find_byte(b"\x01\x00\x01\x01\x01\x01\x01\x01", 0x01),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn value_if_named_matches_the_whole_name() {
+        let name = b"WS";
+        assert_eq!(value_if_named(b"WS=v", name), Some(&b"v"[..]));
+        assert_eq!(value_if_named(b" \tWS \t= v ", name), Some(&b" v "[..]));
+        assert_eq!(value_if_named(b"WS=", name), Some(&b""[..]));
+        assert_eq!(value_if_named(b"WSX=v", name), None);
+        assert_eq!(value_if_named(b"XWS=v", name), None);
+        assert_eq!(value_if_named(b"WS", name), None);
+        assert_eq!(value_if_named(b"WS v=1", name), None);
+        assert_eq!(value_if_named(b"=WS", name), None);
+        assert_eq!(value_if_named(b"", name), None);
     }
 }
