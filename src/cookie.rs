@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{COOKIE, SET_COOKIE};
+use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 
 use crate::affinity::{Codec, Decoded, SessionId};
@@ -251,13 +251,12 @@ impl CookieSpec {
     }
 
     /// Whether a response already sets a cookie with this name.
+    #[cfg(test)]
     pub(crate) fn is_set_in(&self, headers: &HeaderMap) -> bool {
-        let name = self.name.as_bytes();
-        headers.get_all(SET_COOKIE).iter().any(|line| {
-            let line = trim_ows(line.as_bytes());
-            line.strip_prefix(name)
-                .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
-        })
+        headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .any(|line| sets_cookie_named(line.as_bytes(), self.name.as_bytes()))
     }
 
     /// Renders `NAME=VALUE; attributes` for `id` into one exactly sized buffer.
@@ -286,6 +285,13 @@ impl CookieSpec {
         // another allocation or copy.
         HeaderValue::from_maybe_shared(Bytes::from(buf)).ok()
     }
+}
+
+/// Whether a `Set-Cookie` line sets the cookie `name`.
+pub(crate) fn sets_cookie_named(line: &[u8], name: &[u8]) -> bool {
+    trim_ows(line)
+        .strip_prefix(name)
+        .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
 }
 
 /// The value of a `Cookie` pair if its name is `name`: `name=value` with

@@ -2,15 +2,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::header::{CONNECTION, RETRY_AFTER, SET_COOKIE};
+use http::header::{Entry, CONNECTION, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use crate::affinity::SessionId;
-use crate::layer::Shared;
+use crate::cookie::sets_cookie_named;
+use crate::layer::Config;
 use crate::upgrade::UpgradeKind;
 
 pin_project! {
@@ -63,8 +63,12 @@ pin_project! {
 /// What to add to the response of an accepted upgrade.
 pub(crate) struct SetCookie {
     kind: UpgradeKind,
+    /// For the logs.
     id: SessionId,
-    shared: Arc<Shared>,
+    /// `NAME=VALUE; attributes`.
+    value: HeaderValue,
+    /// The length of `NAME` at the start of `value`.
+    name_len: usize,
 }
 
 /// An upgrade the layer answers itself.
@@ -128,25 +132,49 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl SetCookie {
-    pub(crate) fn new(kind: UpgradeKind, id: SessionId, shared: Arc<Shared>) -> Self {
-        Self { kind, id, shared }
+    /// Renders the cookie for `id`; `None` (logged) only if the header value
+    /// could not be built, which the build-time checks rule out.
+    pub(crate) fn render(kind: UpgradeKind, id: SessionId, config: &Config) -> Option<Self> {
+        let cookie = &config.cookie;
+        match cookie.render(&config.codec, &id) {
+            Some(value) => Some(Self {
+                kind,
+                id,
+                value,
+                name_len: cookie.name.len(),
+            }),
+            None => {
+                tracing::error!(session = %id, "could not render the affinity cookie");
+                None
+            }
+        }
     }
 
     fn apply<B>(self, res: &mut Response<B>) {
-        let cookie = &self.shared.config.cookie;
         if !self.kind.is_success(res.status()) {
             tracing::debug!(status = res.status().as_u16(), session = %self.id, "upgrade refused by the service: no affinity cookie");
             return;
         }
-        if cookie.is_set_in(res.headers()) {
-            tracing::debug!(session = %self.id, "the service set the affinity cookie itself: left as is");
-            return;
-        }
-        match cookie.render(&self.shared.config.codec, &self.id) {
-            Some(value) => {
-                res.headers_mut().append(SET_COOKIE, value);
+        let name = self
+            .value
+            .as_bytes()
+            .get(..self.name_len)
+            .unwrap_or_default();
+        // One lookup both checks for the service's own cookie and appends.
+        match res.headers_mut().entry(SET_COOKIE) {
+            Entry::Occupied(mut lines) => {
+                if lines
+                    .iter()
+                    .any(|line| sets_cookie_named(line.as_bytes(), name))
+                {
+                    tracing::debug!(session = %self.id, "the service set the affinity cookie itself: left as is");
+                    return;
+                }
+                lines.append(self.value);
             }
-            None => tracing::error!(session = %self.id, "could not render the affinity cookie"),
+            Entry::Vacant(slot) => {
+                slot.insert(self.value);
+            }
         }
     }
 }

@@ -149,7 +149,13 @@ where
         );
 
         let emit = changed || config.refresh == Refresh::EveryUpgrade;
-        let set_cookie = emit.then(|| SetCookie::new(kind, id, shared.clone()));
+        // Rendered now, while the configuration is at hand, so the response
+        // future needs no reference to it (no reference count to bump and drop).
+        let set_cookie = if emit {
+            SetCookie::render(kind, id, config)
+        } else {
+            None
+        };
         req.extensions_mut()
             .insert(StickySession::new(id, affinity, shared.clone()));
         ResponseFuture::inner(self.inner.call(req), set_cookie)
