@@ -96,7 +96,6 @@ where
             return ResponseFuture::inner(self.inner.call(req), None);
         };
         let counters = &shared.counters;
-        Counters::bump(&counters.upgrades);
 
         if let Some(origins) = &config.origins {
             if !origins.allows(req.headers()) {
