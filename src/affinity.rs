@@ -400,7 +400,14 @@ where
 }
 
 /// The default [`IdGenerator`]: random (version 4) UUIDs, lower-case and
-/// hyphenated, from the operating system's CSPRNG.
+/// hyphenated.
+///
+/// The 122 random bits come from `rand`'s thread-local generator: ChaCha12, a
+/// CSPRNG seeded from the operating system and reseeded every 64 KiB of output.
+/// Asking the OS for every id would cost a system call per new session, more
+/// than the rest of the layer's work. Like any user-space CSPRNG it is not
+/// reseeded when the process forks: a server that forks after handing out ids
+/// (rare with tokio) should use its own [`IdGenerator`] in the child.
 ///
 /// It only accepts ids of exactly that shape, so an upper-case look-alike or a
 /// UUID of another version is invalid.
@@ -422,7 +429,8 @@ pub struct UuidV4;
 impl IdGenerator for UuidV4 {
     fn generate(&self) -> SessionId {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let text = uuid.hyphenated().encode_lower(&mut buf);
         SessionId(InlineStr::new(text.as_bytes()))
     }
 
