@@ -506,7 +506,18 @@ impl fmt::Debug for Codec {
 impl Codec {
     /// Parses a cookie value; `None` when it is not a value this codec writes.
     pub(crate) fn decode(&self, name: &str, value: &[u8]) -> Option<Decoded> {
-        if value.len() > MAX_VALUE_LEN || !all_cookie_octets(value) {
+        if value.len() > MAX_VALUE_LEN {
+            return None;
+        }
+        // One pass: every byte a cookie-octet, and where the first `.` is.
+        // Backwards, so the last `.` seen is the first one; branch-free.
+        let mut octets = true;
+        let mut dot = value.len();
+        for (i, &b) in value.iter().enumerate().rev() {
+            octets &= is_cookie_octet(b);
+            dot = if b == b'.' { i } else { dot };
+        }
+        if !octets {
             return None;
         }
         #[cfg(feature = "signed")]
@@ -516,8 +527,10 @@ impl Codec {
         };
         #[cfg(not(feature = "signed"))]
         let (stale_key, _) = (false, name);
-        let (id, node) = match value.iter().position(|&b| b == b'.') {
-            Some(dot) => (&value[..dot], Some(NodeId::from_bytes(&value[dot + 1..])?)),
+        // A signature is cut off the end, so a `.` past what is left was the
+        // one before it.
+        let (id, node) = match value.get(dot + 1..) {
+            Some(node) => (&value[..dot], Some(NodeId::from_bytes(node)?)),
             None => (value, None),
         };
         // Every byte was checked above, and `id` ends before the first `.`.
