@@ -5,7 +5,7 @@
 //! handshake itself (`Sec-WebSocket-Key`, version). The inner service does, and the
 //! cookie is only set when it accepts.
 
-use http::header::{ValueIter, CONNECTION, UPGRADE};
+use http::header::{CONNECTION, UPGRADE};
 use http::{Extensions, HeaderMap, HeaderValue, Method};
 
 /// How the client asked to upgrade, which decides what a successful answer is.
@@ -71,9 +71,9 @@ pub(crate) fn detect(
     if method == Method::CONNECT {
         return extended_connect(extensions, protocols);
     }
-    let mut upgrade = headers.get_all(UPGRADE).into_iter();
-    let first = upgrade.next()?;
-    http1_upgrade(first, upgrade, headers, protocols)
+    // `get` finds the first line with the cheapest lookup `HeaderMap` has.
+    let first = headers.get(UPGRADE)?;
+    http1_upgrade(first, headers, protocols)
 }
 
 fn extended_connect(extensions: &Extensions, protocols: &Protocols) -> Option<UpgradeKind> {
@@ -91,18 +91,18 @@ fn extended_connect(extensions: &Extensions, protocols: &Protocols) -> Option<Up
     }
 }
 
-/// The `Upgrade` lines (`first` and `rest`) name an accepted protocol and
+/// An `Upgrade` line (`first` is the first one) names an accepted protocol and
 /// `Connection` lists `upgrade`.
 fn http1_upgrade(
     first: &HeaderValue,
-    rest: ValueIter<'_, HeaderValue>,
     headers: &HeaderMap,
     protocols: &Protocols,
 ) -> Option<UpgradeKind> {
-    let wants_protocol = std::iter::once(first).chain(rest).any(|line| {
-        // What clients send: `Upgrade: websocket`, matched without splitting.
-        protocols.accepts(line.as_bytes())
-            || tokens(line.as_bytes()).any(|token| {
+    // What clients send, `Upgrade: websocket`, is matched whole; anything
+    // else is split, on every line.
+    let wants_protocol = protocols.accepts(first.as_bytes())
+        || headers.get_all(UPGRADE).iter().any(|line| {
+            tokens(line.as_bytes()).any(|token| {
                 // `protocol-name ["/" protocol-version]`: the version does not matter here.
                 let name = match token.iter().position(|&b| b == b'/') {
                     Some(slash) => &token[..slash],
@@ -110,7 +110,7 @@ fn http1_upgrade(
                 };
                 protocols.accepts(name)
             })
-    });
+        });
     let connection_upgrade = || {
         headers.get_all(CONNECTION).iter().any(|line| {
             // `Connection: Upgrade` (Chrome) is matched without splitting;
