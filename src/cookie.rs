@@ -220,27 +220,17 @@ impl CookieSpec {
     ///
     /// Linear in the header size and allocation-free.
     pub(crate) fn scan(&self, headers: &HeaderMap, codec: &Codec) -> Scan {
-        let name = self.name.as_bytes();
         let mut invalid = false;
         for line in headers.get_all(COOKIE) {
-            let mut rest = line.as_bytes();
-            loop {
-                let end = find_byte(rest, b';');
-                let pair = end.map_or(rest, |end| &rest[..end]);
-                if let Some(value) = value_if_named(pair, name) {
-                    match codec.decode(&self.name, trim_ows(value)) {
-                        Some(valid) => {
-                            return Scan {
-                                valid: Some(valid),
-                                invalid,
-                            }
+            for value in NamedValues::new(line.as_bytes(), self.name.as_bytes()) {
+                match codec.decode(&self.name, trim_ows(value)) {
+                    Some(valid) => {
+                        return Scan {
+                            valid: Some(valid),
+                            invalid,
                         }
-                        None => invalid = true,
                     }
-                }
-                match end {
-                    Some(end) => rest = &rest[end + 1..],
-                    None => break,
+                    None => invalid = true,
                 }
             }
         }
@@ -294,9 +284,61 @@ pub(crate) fn sets_cookie_named(line: &[u8], name: &[u8]) -> bool {
         .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
 }
 
-/// The value of a `Cookie` pair if its name is `name`: `name=value` with
-/// optional whitespace around the name and the `=`. Only the start of the pair
-/// is read, so long values of other cookies cost nothing here.
+/// The values of the pairs named `name` in one `Cookie` line, in order.
+///
+/// A pair is `name=value` with optional whitespace around the name and the
+/// `=`, pairs are separated by `;`. Rather than splitting the line into pairs,
+/// this searches for the first byte of the name (eight bytes at a time) and
+/// only looks closer where it starts a pair: a `Cookie` line is mostly other
+/// cookies' values, often hundreds of bytes of analytics ids, that need not be
+/// read pair by pair. Linear in the line: the look-behind from a candidate
+/// stops at the first byte that is not whitespace, and the name is compared
+/// only where a pair starts.
+struct NamedValues<'a> {
+    line: &'a [u8],
+    name: &'a [u8],
+    /// Where the search continues.
+    pos: usize,
+}
+
+impl<'a> NamedValues<'a> {
+    fn new(line: &'a [u8], name: &'a [u8]) -> Self {
+        Self { line, name, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for NamedValues<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let first = *self.name.first()?;
+        loop {
+            let at = self.pos + find_byte(self.line.get(self.pos..)?, first)?;
+            self.pos = at + 1;
+            if !starts_pair(self.line, at) {
+                continue;
+            }
+            let Some(value) = value_if_named(&self.line[at..], self.name) else {
+                continue;
+            };
+            let value = find_byte(value, b';').map_or(value, |end| &value[..end]);
+            return Some(value);
+        }
+    }
+}
+
+/// Whether `at` starts a pair: nothing but whitespace between it and the
+/// previous `;`, or the start of the line.
+fn starts_pair(line: &[u8], at: usize) -> bool {
+    line[..at]
+        .iter()
+        .rev()
+        .find(|&&b| b != b' ' && b != b'\t')
+        .map_or(true, |&b| b == b';')
+}
+
+/// The rest of `pair` after `name`, optional whitespace and `=`, if `pair`
+/// starts with them (after optional whitespace).
 fn value_if_named<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let rest = trim_start_ows(pair).strip_prefix(name)?;
     trim_start_ows(rest).strip_prefix(b"=")
@@ -309,11 +351,7 @@ fn trim_start_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// The index of the first `needle` in `haystack`.
-///
-/// Reads eight bytes at a time: a `Cookie` line is mostly values of other
-/// cookies (often hundreds of bytes of analytics ids) that the scan only has
-/// to skip, and a byte-at-a-time search is most of its cost.
+/// The index of the first `needle` in `haystack`, reading eight bytes at a time.
 fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
@@ -796,6 +834,49 @@ mod tests {
             find_byte(b"\x01\x00\x01\x01\x01\x01\x01\x01", 0x01),
             Some(0)
         );
+    }
+
+    /// The rule as first written: split on `;`, the name is everything
+    /// before the first `=`, trimmed.
+    fn named_values_by_splitting<'a>(line: &'a [u8], name: &[u8]) -> Vec<&'a [u8]> {
+        line.split(|&b| b == b';')
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (trim_ows(&pair[..eq]) == name).then(|| &pair[eq + 1..])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn named_values_agree_with_splitting_on_every_short_line() {
+        // Every line of up to 7 bytes over an alphabet that makes near
+        // misses: the name, its first byte, separators, whitespace.
+        let alphabet = [b'W', b'S', b'=', b';', b' ', b'\t', b'x'];
+        let name = b"WS";
+        let mut line = Vec::new();
+        for len in 0..=7u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                line.clear();
+                for _ in 0..len {
+                    line.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                let found: Vec<_> = NamedValues::new(&line, name).collect();
+                assert_eq!(
+                    found,
+                    named_values_by_splitting(&line, name),
+                    "{:?}",
+                    String::from_utf8_lossy(&line)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn named_values_skip_the_name_inside_other_values() {
+        let line = b"a=WS=1; WSa=2;b=x WS=3; WS =4;\tWS\t= 5 ;WS";
+        let found: Vec<_> = NamedValues::new(line, b"WS").collect();
+        assert_eq!(found, [&b"4"[..], &b" 5 "[..]]);
     }
 
     #[test]
