@@ -60,15 +60,14 @@ pin_project! {
     }
 }
 
-/// What to add to the response of an accepted upgrade.
+/// What to add to the response of an accepted upgrade. Kept small: it is part
+/// of every response future, plain requests included.
 pub(crate) struct SetCookie {
-    kind: UpgradeKind,
-    /// For the logs.
-    id: SessionId,
     /// `NAME=VALUE; attributes`.
     value: HeaderValue,
-    /// The length of `NAME` at the start of `value`.
-    name_len: usize,
+    /// The length of `NAME` at the start of `value` (at most 256 bytes).
+    name_len: u16,
+    kind: UpgradeKind,
 }
 
 /// An upgrade the layer answers itself.
@@ -106,6 +105,7 @@ where
 {
     type Output = Result<Response<B>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Inner { future, set_cookie } => {
@@ -134,14 +134,15 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 impl SetCookie {
     /// Renders the cookie for `id`; `None` (logged) only if the header value
     /// could not be built, which the build-time checks rule out.
-    pub(crate) fn render(kind: UpgradeKind, id: SessionId, config: &Config) -> Option<Self> {
+    pub(crate) fn render(kind: UpgradeKind, id: &SessionId, config: &Config) -> Option<Self> {
         let cookie = &config.cookie;
-        match cookie.render(&config.codec, &id) {
-            Some(value) => Some(Self {
-                kind,
-                id,
+        let value = cookie.render(&config.codec, id);
+        let name_len = u16::try_from(cookie.name.len()).ok();
+        match value.zip(name_len) {
+            Some((value, name_len)) => Some(Self {
                 value,
-                name_len: cookie.name.len(),
+                name_len,
+                kind,
             }),
             None => {
                 tracing::error!(session = %id, "could not render the affinity cookie");
@@ -150,24 +151,46 @@ impl SetCookie {
         }
     }
 
+    fn name(&self) -> &[u8] {
+        let name_len = usize::from(self.name_len);
+        self.value.as_bytes().get(..name_len).unwrap_or_default()
+    }
+
+    /// The session id in the value (`NAME=ID[.NODE][.SIGNATURE]; …`), for the
+    /// logs; only computed when they are enabled.
+    fn session(&self) -> &str {
+        let value = self.value.as_bytes();
+        let after = value
+            .get(usize::from(self.name_len) + 1..)
+            .unwrap_or_default();
+        let end = after
+            .iter()
+            .position(|&b| b == b'.' || b == b';')
+            .unwrap_or(after.len());
+        std::str::from_utf8(&after[..end]).unwrap_or_default()
+    }
+
     fn apply<B>(self, res: &mut Response<B>) {
         if !self.kind.is_success(res.status()) {
-            tracing::debug!(status = res.status().as_u16(), session = %self.id, "upgrade refused by the service: no affinity cookie");
+            tracing::debug!(
+                status = res.status().as_u16(),
+                session = self.session(),
+                "upgrade refused by the service: no affinity cookie"
+            );
             return;
         }
-        let name = self
-            .value
-            .as_bytes()
-            .get(..self.name_len)
-            .unwrap_or_default();
         // One lookup both checks for the service's own cookie and appends.
         match res.headers_mut().entry(SET_COOKIE) {
             Entry::Occupied(mut lines) => {
+                let name = self.name();
                 if lines
                     .iter()
                     .any(|line| sets_cookie_named(line.as_bytes(), name))
                 {
-                    tracing::debug!(session = %self.id, "the service set the affinity cookie itself: left as is");
+                    tracing::debug!(
+                        session = self.session(),
+                        "the service set the affinity cookie itself: left as is"
+                    );
                     return;
                 }
                 lines.append(self.value);
@@ -197,5 +220,25 @@ impl Reject {
             }
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StickyUpgradeLayer;
+
+    #[test]
+    fn set_cookie_reads_name_and_session_back_from_its_value() {
+        let id = SessionId::new("abc-1").unwrap();
+        for layer in [
+            StickyUpgradeLayer::new(),
+            StickyUpgradeLayer::builder().node_id("n1").build().unwrap(),
+        ] {
+            let set_cookie =
+                SetCookie::render(UpgradeKind::Http1, &id, &layer.shared.config).unwrap();
+            assert_eq!(set_cookie.name(), b"WS_SESSION_ID");
+            assert_eq!(set_cookie.session(), "abc-1");
+        }
     }
 }
