@@ -9,7 +9,7 @@
 //! Groups:
 //! - `plain`: a non-upgrade request carrying several cookies;
 //! - `upgrade_kept`: an upgrade with a valid affinity cookie (re-sent, the default
-//!   `Refresh::EveryUpgrade`);
+//!   `Refresh::EveryUpgrade`; `sticky_refresh_on_change` does not re-send it);
 //! - `upgrade_issued`: an upgrade without one: a new UUID v4 is issued;
 //! - `upgrade_migrated`: an upgrade with another node's cookie (layer with a node id);
 //! - `drain`: signalling 10,000 tracked sockets to close.
@@ -35,7 +35,7 @@ use tower::{service_fn, Layer, Service};
 use tower_cookies::cookie::SameSite;
 use tower_cookies::{Cookie, CookieManagerLayer, Cookies};
 use tower_sticky_upgrade::{
-    Drain, IdGenerator, StickySession, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
+    Drain, IdGenerator, Refresh, StickySession, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
 };
 
 /// Stands in for hyper's `OnUpgrade`, which hyper inserts into the extensions of
@@ -198,6 +198,10 @@ fn overhead(c: &mut Criterion) {
         .node_id("node-1")
         .build()
         .expect("valid configuration");
+    let on_change = StickyUpgradeLayer::builder()
+        .refresh(Refresh::OnChange)
+        .build()
+        .expect("valid configuration");
     let id = UuidV4.generate();
 
     let plain = cookie_line(Some(id.as_str()));
@@ -232,6 +236,11 @@ fn overhead(c: &mut Criterion) {
         );
         let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
         bench_service(&mut g, "tower_cookies", tc, &make, true);
+        if group == "upgrade_kept" {
+            // A kept cookie is not sent again: no Set-Cookie to render.
+            let svc = on_change.layer(service_fn(handshake));
+            bench_service(&mut g, "sticky_refresh_on_change", svc, &make, false);
+        }
         g.finish();
     }
 
