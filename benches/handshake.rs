@@ -3,12 +3,16 @@
 //!
 //! Run with `cargo bench --bench handshake`.
 //!
-//! Two servers on `127.0.0.1:0` run the same WebSocket handler; one is wrapped
-//! in `StickyUpgradeLayer` (defaults: every handshake issues a session id, sets
-//! the cookie, and the handler takes a `DrainGuard` for the socket, as an app
-//! would). A few tokio-tungstenite clients open sockets, one handshake each
-//! (TCP connect, HTTP upgrade, `101`), then drop them. Rounds alternate
-//! A B B A ... so that drift in the machine's load hits both sides alike.
+//! Three servers on `127.0.0.1:0` run the same WebSocket handler: `bare`;
+//! `sticky`, wrapped in `StickyUpgradeLayer` (defaults: every handshake issues a
+//! session id and sets the cookie, and the handler takes a `DrainGuard` for the
+//! socket, as an app would); and `by_hand`, doing the same job without the
+//! layer (a UUID cookie set by the handler, a guard), which tells the cost of
+//! the job from the cost of the layer. A few tokio-tungstenite clients open
+//! sockets, one handshake each (TCP connect, HTTP upgrade, `101`), then drop
+//! them. Rounds alternate A B C / C B A so that drift in the machine's load
+//! hits every server alike. Client and servers share the machine, so the
+//! client's work (parsing the longer response) counts too.
 //! Everything is bounded: the number of rounds, each handshake (5 s), and the
 //! whole run (120 s).
 //!
@@ -34,7 +38,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tower::{service_fn, Layer, Service};
-use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+use tower_sticky_upgrade::{Drain, DrainGuard, StickySession, StickyUpgradeLayer};
 
 const CLIENTS: usize = 4;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,17 +46,22 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Accepts every WebSocket handshake; the socket task reads until the client
 /// goes away. Holds the session's drain guard for the socket's lifetime.
-async fn websocket(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
-        let mut res = Response::new(Empty::new());
-        *res.status_mut() = StatusCode::BAD_REQUEST;
-        return Ok(res);
-    };
-    let accept = derive_accept_key(key.as_bytes());
+async fn websocket(req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
     let guard = req
         .extensions()
         .get::<StickySession>()
         .map(StickySession::guard);
+    Ok(accept(req, guard))
+}
+
+/// Answers the handshake and spawns the socket task, which holds `guard`.
+fn accept(mut req: Request<Incoming>, guard: Option<DrainGuard>) -> Response<Empty<Bytes>> {
+    let mut res = Response::new(Empty::new());
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+        return res;
+    };
+    let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
@@ -62,13 +71,31 @@ async fn websocket(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>,
         }
         drop(guard);
     });
-    let mut res = Response::new(Empty::new());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(accept) = HeaderValue::from_str(&accept) {
         h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    res
+}
+
+/// The same job without the layer, the way an app would do it by hand: the
+/// handler sets the same cookie with a new UUID v4 on every 101 and tracks the
+/// socket with a drain guard. Separates what the job costs (a longer response
+/// for the client to parse, the guard) from what the layer adds.
+async fn websocket_by_hand(
+    req: Request<Incoming>,
+    drain: Drain,
+) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let mut res = accept(req, Some(drain.guard()));
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let cookie = format!("WS_SESSION_ID={id}; Path=/; Secure; HttpOnly; SameSite=Lax");
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(SET_COOKIE, cookie);
+        }
     }
     Ok(res)
 }
@@ -184,52 +211,64 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let bare = start(service_fn(websocket)).await;
-        let sticky = start(StickyUpgradeLayer::new().layer(service_fn(websocket))).await;
-        assert!(!handshake(bare).await, "the bare server sets no cookie");
-        assert!(handshake(sticky).await, "the layer sets the cookie on the 101");
+        let drain = Drain::new();
+        let by_hand = service_fn(move |req| websocket_by_hand(req, drain.clone()));
+        let servers = [
+            ("bare", start(service_fn(websocket)).await),
+            ("by_hand", start(by_hand).await),
+            ("sticky", start(StickyUpgradeLayer::new().layer(service_fn(websocket))).await),
+        ];
+        for (name, addr) in servers {
+            let sets_cookie = handshake(addr).await;
+            assert_eq!(sets_cookie, name != "bare", "{name}: cookie on the 101");
+        }
 
         println!(
-            "handshake: {cores} cores, {CLIENTS} clients, {rounds} rounds x {per_round} handshakes per side, order A B B A"
+            "handshake: {cores} cores, {CLIENTS} clients, {rounds} rounds x {per_round} handshakes per server, order A B C / C B A"
         );
         // Warm-up: connection pools, allocator, branch predictors.
-        round(bare, per_round / 2).await;
-        round(sticky, per_round / 2).await;
+        for (_, addr) in servers {
+            round(addr, per_round / 2).await;
+        }
 
         let run = Instant::now();
-        let (mut bare_rates, mut sticky_rates) = (Vec::new(), Vec::new());
-        let (mut bare_time, mut sticky_time) = (Duration::ZERO, Duration::ZERO);
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        let mut times = [Duration::ZERO; 3];
         for i in 0..rounds {
             if run.elapsed() > RUN_LIMIT {
                 println!("time limit reached after {i} rounds");
                 break;
             }
-            let order = if i % 2 == 0 { [bare, sticky] } else { [sticky, bare] };
-            for addr in order {
-                let t = round(addr, per_round).await;
-                let rate = per_round as f64 / t.as_secs_f64();
-                if addr == bare {
-                    bare_rates.push(rate);
-                    bare_time += t;
-                } else {
-                    sticky_rates.push(rate);
-                    sticky_time += t;
-                }
+            let order = if i % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+            for s in order {
+                let t = round(servers[s].1, per_round).await;
+                rates[s].push(per_round as f64 / t.as_secs_f64());
+                times[s] += t;
             }
             println!(
-                "round {i:>2}: bare {:>8.0}/s  sticky {:>8.0}/s",
-                bare_rates[i], sticky_rates[i]
+                "round {i:>2}: bare {:>7.0}/s  by_hand {:>7.0}/s  sticky {:>7.0}/s",
+                rates[0][i], rates[1][i], rates[2][i]
             );
         }
-        let total = |rates: &Vec<f64>, t: Duration| (rates.len() * per_round) as f64 / t.as_secs_f64();
-        let (bare_total, sticky_total) = (total(&bare_rates, bare_time), total(&sticky_rates, sticky_time));
-        let (bare_median, sticky_median) = (median(bare_rates), median(sticky_rates));
-        println!("bare:   {bare_total:>8.0} handshakes/s overall, median round {bare_median:>8.0}/s");
-        println!("sticky: {sticky_total:>8.0} handshakes/s overall, median round {sticky_median:>8.0}/s");
+        let overall: Vec<f64> = (0..3)
+            .map(|s| (rates[s].len() * per_round) as f64 / times[s].as_secs_f64())
+            .collect();
+        let medians: Vec<f64> = rates.into_iter().map(median).collect();
+        for (s, (name, _)) in servers.iter().enumerate() {
+            println!(
+                "{name:<8} {:>7.0} handshakes/s overall, median round {:>7.0}/s",
+                overall[s], medians[s]
+            );
+        }
         println!(
-            "sticky / bare: {:.3} overall, {:.3} by medians (target >= 0.97)",
-            sticky_total / bare_total,
-            sticky_median / bare_median
+            "sticky / bare:    {:.3} overall, {:.3} by medians (target >= 0.97)",
+            overall[2] / overall[0],
+            medians[2] / medians[0]
+        );
+        println!(
+            "sticky / by_hand: {:.3} overall, {:.3} by medians",
+            overall[2] / overall[1],
+            medians[2] / medians[1]
         );
     });
 }
