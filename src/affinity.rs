@@ -429,7 +429,8 @@ pub struct UuidV4;
 impl IdGenerator for UuidV4 {
     fn generate(&self) -> SessionId {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let uuid =
+            uuid::Builder::from_random_bytes(rand::random::<u128>().to_le_bytes()).into_uuid();
         let text = uuid.hyphenated().encode_lower(&mut buf);
         SessionId(InlineStr::new(text.as_bytes()))
     }
