@@ -11,14 +11,14 @@
 //! the job from the cost of the layer. A few tokio-tungstenite clients open
 //! sockets, one handshake each (TCP connect, HTTP upgrade, `101`), then drop
 //! them. Rounds alternate A B C / C B A so that drift in the machine's load
-//! hits every server alike, and the ratios are taken per round (servers run
-//! back to back) before their median. Client and servers share the machine, so the
-//! client's work (parsing the longer response) counts too.
+//! hits every server alike, and the ratios are taken per round (the servers
+//! run back to back) before their median. Client and servers share the
+//! machine, so the client's work (parsing the longer response) counts too.
 //! Everything is bounded: the number of rounds, each handshake (5 s), and the
 //! whole run (120 s).
 //!
-//! Environment: `HANDSHAKE_ROUNDS` (default 10 per side) and
-//! `HANDSHAKE_PER_ROUND` (default 500).
+//! Environment: `HANDSHAKE_ROUNDS` (default 10) and `HANDSHAKE_PER_ROUND`
+//! (handshakes per server per round, default 500).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
