@@ -83,9 +83,15 @@ impl SessionId {
     }
 
     pub(crate) fn from_bytes(id: &[u8]) -> Option<Self> {
-        let ok = !id.is_empty()
-            && id.len() <= Self::MAX_LEN
-            && id.iter().all(|&b| is_cookie_octet(b) && b != b'.');
+        if !all_cookie_octets(id) || id.contains(&b'.') {
+            return None;
+        }
+        Self::from_cookie_octets(id)
+    }
+
+    /// `id` is known to be cookie-octets other than `.`; only the length is checked.
+    fn from_cookie_octets(id: &[u8]) -> Option<Self> {
+        let ok = !id.is_empty() && id.len() <= Self::MAX_LEN;
         ok.then(|| Self(InlineStr::new(id)))
     }
 
@@ -394,7 +400,14 @@ where
 }
 
 /// The default [`IdGenerator`]: random (version 4) UUIDs, lower-case and
-/// hyphenated, from the operating system's CSPRNG.
+/// hyphenated.
+///
+/// The 122 random bits come from `rand`'s thread-local generator: ChaCha12, a
+/// CSPRNG seeded from the operating system and reseeded every 64 KiB of output.
+/// Asking the OS for every id would cost a system call per new session, more
+/// than the rest of the layer's work. Like any user-space CSPRNG it is not
+/// reseeded when the process forks: a server that forks after handing out ids
+/// (rare with tokio) should use its own [`IdGenerator`] in the child.
 ///
 /// It only accepts ids of exactly that shape, so an upper-case look-alike or a
 /// UUID of another version is invalid.
@@ -416,25 +429,52 @@ pub struct UuidV4;
 impl IdGenerator for UuidV4 {
     fn generate(&self) -> SessionId {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        let uuid =
+            uuid::Builder::from_random_bytes(rand::random::<u128>().to_le_bytes()).into_uuid();
+        let text = uuid.hyphenated().encode_lower(&mut buf);
         SessionId(InlineStr::new(text.as_bytes()))
     }
 
     fn accepts(&self, id: &SessionId) -> bool {
-        let b = id.0.as_bytes();
-        b.len() == uuid::fmt::Hyphenated::LENGTH
-            && b.iter().enumerate().all(|(i, &c)| match i {
-                8 | 13 | 18 | 23 => c == b'-',
-                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
-            })
+        let Ok(b) = <&[u8; uuid::fmt::Hyphenated::LENGTH]>::try_from(id.0.as_bytes()) else {
+            return false;
+        };
+        // Fixed positions and one branch-free pass over the digits: this runs
+        // on every upgrade that carries a cookie.
+        let lower_hex = |c: u8| c.is_ascii_digit() | (b'a'..=b'f').contains(&c);
+        let digits = [&b[..8], &b[9..13], &b[14..18], &b[19..23], &b[24..]];
+        b[8] == b'-'
+            && b[13] == b'-'
+            && b[18] == b'-'
+            && b[23] == b'-'
             && b[14] == b'4'
             && matches!(b[19], b'8' | b'9' | b'a' | b'b')
+            && digits.iter().fold(true, |ok, group| {
+                ok & group.iter().fold(true, |ok, &c| ok & lower_hex(c))
+            })
     }
 }
 
 /// `cookie-octet` of RFC 6265bis: `%x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`.
 pub(crate) fn is_cookie_octet(b: u8) -> bool {
-    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+    COOKIE_OCTETS[usize::from(b)]
+}
+
+/// [`is_cookie_octet`] as a table: the range test compiles to a chain of
+/// branches, the table to one load per byte.
+static COOKIE_OCTETS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < table.len() {
+        table[b] = matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        b += 1;
+    }
+    table
+};
+
+/// Whether every byte is a cookie-octet; branch-free, as values are short.
+fn all_cookie_octets(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| ok & is_cookie_octet(b))
 }
 
 /// A cookie value the codec accepted.
@@ -467,7 +507,18 @@ impl fmt::Debug for Codec {
 impl Codec {
     /// Parses a cookie value; `None` when it is not a value this codec writes.
     pub(crate) fn decode(&self, name: &str, value: &[u8]) -> Option<Decoded> {
-        if value.len() > MAX_VALUE_LEN || !value.iter().all(|&b| is_cookie_octet(b)) {
+        if value.len() > MAX_VALUE_LEN {
+            return None;
+        }
+        // One pass: every byte a cookie-octet, and where the first `.` is.
+        // Backwards, so the last `.` seen is the first one; branch-free.
+        let mut octets = true;
+        let mut dot = value.len();
+        for (i, &b) in value.iter().enumerate().rev() {
+            octets &= is_cookie_octet(b);
+            dot = if b == b'.' { i } else { dot };
+        }
+        if !octets {
             return None;
         }
         #[cfg(feature = "signed")]
@@ -477,11 +528,14 @@ impl Codec {
         };
         #[cfg(not(feature = "signed"))]
         let (stale_key, _) = (false, name);
-        let (id, node) = match value.iter().position(|&b| b == b'.') {
-            Some(dot) => (&value[..dot], Some(NodeId::from_bytes(&value[dot + 1..])?)),
+        // A signature is cut off the end, so a `.` past what is left was the
+        // one before it.
+        let (id, node) = match value.get(dot + 1..) {
+            Some(node) => (&value[..dot], Some(NodeId::from_bytes(node)?)),
             None => (value, None),
         };
-        let id = SessionId::from_bytes(id)?;
+        // Every byte was checked above, and `id` ends before the first `.`.
+        let id = SessionId::from_cookie_octets(id)?;
         self.generator.accepts(&id).then_some(Decoded {
             id,
             node,
@@ -633,6 +687,25 @@ mod tests {
         let generator = || SessionId::new("fixed").unwrap();
         assert_eq!(generator.generate().as_str(), "fixed");
         assert!(generator.accepts(&SessionId::new("other").unwrap()));
+    }
+
+    #[test]
+    fn uuid_v4_rejects_any_byte_out_of_place() {
+        let id = UuidV4.generate();
+        for i in 0..id.as_str().len() {
+            for bad in [b'g', b'A', b'-', b'.', b'_'] {
+                let mut text = id.as_str().as_bytes().to_vec();
+                if text[i] == bad {
+                    continue;
+                }
+                text[i] = bad;
+                if let Some(candidate) = SessionId::from_bytes(&text) {
+                    assert!(!UuidV4.accepts(&candidate), "{candidate:?}");
+                }
+            }
+        }
+        let short = SessionId::new(&id.as_str()[..35]).unwrap();
+        assert!(!UuidV4.accepts(&short));
     }
 
     #[test]

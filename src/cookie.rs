@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{COOKIE, SET_COOKIE};
+use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 
 use crate::affinity::{Codec, Decoded, SessionId};
@@ -220,17 +220,10 @@ impl CookieSpec {
     ///
     /// Linear in the header size and allocation-free.
     pub(crate) fn scan(&self, headers: &HeaderMap, codec: &Codec) -> Scan {
-        let name = self.name.as_bytes();
         let mut invalid = false;
         for line in headers.get_all(COOKIE) {
-            for pair in line.as_bytes().split(|&b| b == b';') {
-                let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                    continue;
-                };
-                if trim_ows(&pair[..eq]) != name {
-                    continue;
-                }
-                match codec.decode(&self.name, trim_ows(&pair[eq + 1..])) {
+            for value in NamedValues::new(line.as_bytes(), self.name.as_bytes()) {
+                match codec.decode(&self.name, trim_ows(value)) {
                     Some(valid) => {
                         return Scan {
                             valid: Some(valid),
@@ -248,13 +241,12 @@ impl CookieSpec {
     }
 
     /// Whether a response already sets a cookie with this name.
+    #[cfg(test)]
     pub(crate) fn is_set_in(&self, headers: &HeaderMap) -> bool {
-        let name = self.name.as_bytes();
-        headers.get_all(SET_COOKIE).iter().any(|line| {
-            let line = trim_ows(line.as_bytes());
-            line.strip_prefix(name)
-                .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
-        })
+        headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .any(|line| sets_cookie_named(line.as_bytes(), self.name.as_bytes()))
     }
 
     /// Renders `NAME=VALUE; attributes` for `id` into one exactly sized buffer.
@@ -285,6 +277,104 @@ impl CookieSpec {
     }
 }
 
+/// Whether a `Set-Cookie` line sets the cookie `name`.
+pub(crate) fn sets_cookie_named(line: &[u8], name: &[u8]) -> bool {
+    trim_ows(line)
+        .strip_prefix(name)
+        .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
+}
+
+/// The values of the pairs named `name` in one `Cookie` line, in order.
+///
+/// A pair is `name=value` with optional whitespace around the name and the
+/// `=`, pairs are separated by `;`. Rather than splitting the line into pairs,
+/// this searches for the first byte of the name (eight bytes at a time) and
+/// only looks closer where it starts a pair: a `Cookie` line is mostly other
+/// cookies' values, often hundreds of bytes of analytics ids, that need not be
+/// read pair by pair. Linear in the line: the look-behind from a candidate
+/// stops at the first byte that is not whitespace, and the name is compared
+/// only where a pair starts.
+struct NamedValues<'a> {
+    line: &'a [u8],
+    name: &'a [u8],
+    /// Where the search continues.
+    pos: usize,
+}
+
+impl<'a> NamedValues<'a> {
+    fn new(line: &'a [u8], name: &'a [u8]) -> Self {
+        Self { line, name, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for NamedValues<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let first = *self.name.first()?;
+        loop {
+            let at = self.pos + find_byte(self.line.get(self.pos..)?, first)?;
+            self.pos = at + 1;
+            if !starts_pair(self.line, at) {
+                continue;
+            }
+            let Some(value) = value_if_named(&self.line[at..], self.name) else {
+                continue;
+            };
+            let value = find_byte(value, b';').map_or(value, |end| &value[..end]);
+            return Some(value);
+        }
+    }
+}
+
+/// Whether `at` starts a pair: nothing but whitespace between it and the
+/// previous `;`, or the start of the line.
+fn starts_pair(line: &[u8], at: usize) -> bool {
+    line[..at]
+        .iter()
+        .rev()
+        .find(|&&b| b != b' ' && b != b'\t')
+        .map_or(true, |&b| b == b';')
+}
+
+/// The rest of `pair` after `name`, optional whitespace and `=`, if `pair`
+/// starts with them (after optional whitespace).
+fn value_if_named<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let rest = trim_start_ows(pair).strip_prefix(name)?;
+    trim_start_ows(rest).strip_prefix(b"=")
+}
+
+fn trim_start_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The index of the first `needle` in `haystack`, reading eight bytes at a time.
+fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        // Bytes equal to `needle` become zero; the classic zero-byte test then
+        // sets the high bit of the first zero byte (and maybe of later ones,
+        // never of earlier ones), so the lowest set bit marks the first match.
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(offset + (zeros.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter().position(|&b| b == needle).map(|i| offset + i)
+}
+
 /// `now + after` as an HTTP date, or `None` when the clock is outside what an
 /// HTTP date can express (before 1970, after 9999), rather than panic.
 fn expiry_date(after: Duration) -> Option<httpdate::HttpDate> {
@@ -307,6 +397,7 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 mod tests {
     use super::*;
     use crate::affinity::{IdGenerator, NodeId, UuidV4};
+    use http::header::SET_COOKIE;
     use std::sync::Arc;
 
     fn codec() -> Codec {
@@ -716,5 +807,89 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with(&format!("WS_SESSION_ID={id}.n1; ")));
+    }
+
+    #[test]
+    fn find_byte_agrees_with_a_plain_search() {
+        // Every length around the 8-byte word size, the needle at every
+        // position, and bytes that differ from it by one bit or by the high bit.
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut hay: Vec<u8> = (0..len)
+                    .map(|i| [b'a', b':', 0xbb, b'{', 0x00][i % 5])
+                    .collect();
+                if at < len {
+                    hay[at] = b';';
+                    if at + 3 < len {
+                        hay[at + 3] = b';';
+                    }
+                }
+                let expected = hay.iter().position(|&b| b == b';');
+                assert_eq!(find_byte(&hay, b';'), expected, "{hay:?}");
+            }
+        }
+        assert_eq!(find_byte(&[0x80; 17], 0x00), None);
+        assert_eq!(find_byte(&[0xff; 9], 0x7f), None);
+        assert_eq!(
+            find_byte(b"\x01\x00\x01\x01\x01\x01\x01\x01", 0x01),
+            Some(0)
+        );
+    }
+
+    /// The rule as first written: split on `;`, the name is everything
+    /// before the first `=`, trimmed.
+    fn named_values_by_splitting<'a>(line: &'a [u8], name: &[u8]) -> Vec<&'a [u8]> {
+        line.split(|&b| b == b';')
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (trim_ows(&pair[..eq]) == name).then(|| &pair[eq + 1..])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn named_values_agree_with_splitting_on_every_short_line() {
+        // Every line of up to 7 bytes over an alphabet that makes near
+        // misses: the name, its first byte, separators, whitespace.
+        let alphabet = [b'W', b'S', b'=', b';', b' ', b'\t', b'x'];
+        let name = b"WS";
+        let mut line = Vec::new();
+        for len in 0..=7u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                line.clear();
+                for _ in 0..len {
+                    line.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                let found: Vec<_> = NamedValues::new(&line, name).collect();
+                assert_eq!(
+                    found,
+                    named_values_by_splitting(&line, name),
+                    "{:?}",
+                    String::from_utf8_lossy(&line)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn named_values_skip_the_name_inside_other_values() {
+        let line = b"a=WS=1; WSa=2;b=x WS=3; WS =4;\tWS\t= 5 ;WS";
+        let found: Vec<_> = NamedValues::new(line, b"WS").collect();
+        assert_eq!(found, [&b"4"[..], &b" 5 "[..]]);
+    }
+
+    #[test]
+    fn value_if_named_matches_the_whole_name() {
+        let name = b"WS";
+        assert_eq!(value_if_named(b"WS=v", name), Some(&b"v"[..]));
+        assert_eq!(value_if_named(b" \tWS \t= v ", name), Some(&b" v "[..]));
+        assert_eq!(value_if_named(b"WS=", name), Some(&b""[..]));
+        assert_eq!(value_if_named(b"WSX=v", name), None);
+        assert_eq!(value_if_named(b"XWS=v", name), None);
+        assert_eq!(value_if_named(b"WS", name), None);
+        assert_eq!(value_if_named(b"WS v=1", name), None);
+        assert_eq!(value_if_named(b"=WS", name), None);
+        assert_eq!(value_if_named(b"", name), None);
     }
 }

@@ -2,15 +2,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::header::{CONNECTION, RETRY_AFTER, SET_COOKIE};
+use http::header::{Entry, CONNECTION, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use crate::affinity::SessionId;
-use crate::layer::Shared;
+use crate::cookie::sets_cookie_named;
+use crate::layer::Config;
 use crate::upgrade::UpgradeKind;
 
 pin_project! {
@@ -60,11 +60,14 @@ pin_project! {
     }
 }
 
-/// What to add to the response of an accepted upgrade.
+/// What to add to the response of an accepted upgrade. Kept small: it is part
+/// of every response future, plain requests included.
 pub(crate) struct SetCookie {
+    /// `NAME=VALUE; attributes`.
+    value: HeaderValue,
+    /// The length of `NAME` at the start of `value` (at most 256 bytes).
+    name_len: u16,
     kind: UpgradeKind,
-    id: SessionId,
-    shared: Arc<Shared>,
 }
 
 /// An upgrade the layer answers itself.
@@ -102,6 +105,7 @@ where
 {
     type Output = Result<Response<B>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Inner { future, set_cookie } => {
@@ -128,25 +132,72 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl SetCookie {
-    pub(crate) fn new(kind: UpgradeKind, id: SessionId, shared: Arc<Shared>) -> Self {
-        Self { kind, id, shared }
+    /// Renders the cookie for `id`; `None` (logged) only if the header value
+    /// could not be built, which the build-time checks rule out.
+    pub(crate) fn render(kind: UpgradeKind, id: &SessionId, config: &Config) -> Option<Self> {
+        let cookie = &config.cookie;
+        let value = cookie.render(&config.codec, id);
+        let name_len = u16::try_from(cookie.name.len()).ok();
+        match value.zip(name_len) {
+            Some((value, name_len)) => Some(Self {
+                value,
+                name_len,
+                kind,
+            }),
+            None => {
+                tracing::error!(session = %id, "could not render the affinity cookie");
+                None
+            }
+        }
+    }
+
+    fn name(&self) -> &[u8] {
+        let name_len = usize::from(self.name_len);
+        self.value.as_bytes().get(..name_len).unwrap_or_default()
+    }
+
+    /// The session id in the value (`NAME=ID[.NODE][.SIGNATURE]; …`), for the
+    /// logs; only computed when they are enabled.
+    fn session(&self) -> &str {
+        let value = self.value.as_bytes();
+        let after = value
+            .get(usize::from(self.name_len) + 1..)
+            .unwrap_or_default();
+        let end = after
+            .iter()
+            .position(|&b| b == b'.' || b == b';')
+            .unwrap_or(after.len());
+        std::str::from_utf8(&after[..end]).unwrap_or_default()
     }
 
     fn apply<B>(self, res: &mut Response<B>) {
-        let cookie = &self.shared.config.cookie;
         if !self.kind.is_success(res.status()) {
-            tracing::debug!(status = res.status().as_u16(), session = %self.id, "upgrade refused by the service: no affinity cookie");
+            tracing::debug!(
+                status = res.status().as_u16(),
+                session = self.session(),
+                "upgrade refused by the service: no affinity cookie"
+            );
             return;
         }
-        if cookie.is_set_in(res.headers()) {
-            tracing::debug!(session = %self.id, "the service set the affinity cookie itself: left as is");
-            return;
-        }
-        match cookie.render(&self.shared.config.codec, &self.id) {
-            Some(value) => {
-                res.headers_mut().append(SET_COOKIE, value);
+        // One lookup both checks for the service's own cookie and appends.
+        match res.headers_mut().entry(SET_COOKIE) {
+            Entry::Occupied(mut lines) => {
+                let name = self.name();
+                if lines
+                    .iter()
+                    .any(|line| sets_cookie_named(line.as_bytes(), name))
+                {
+                    tracing::debug!(
+                        session = self.session(),
+                        "the service set the affinity cookie itself: left as is"
+                    );
+                    return;
+                }
+                lines.append(self.value);
             }
-            None => tracing::error!(session = %self.id, "could not render the affinity cookie"),
+            Entry::Vacant(slot) => {
+                slot.insert(self.value);
+            }
         }
     }
 }
@@ -169,5 +220,25 @@ impl Reject {
             }
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StickyUpgradeLayer;
+
+    #[test]
+    fn set_cookie_reads_name_and_session_back_from_its_value() {
+        let id = SessionId::new("abc-1").unwrap();
+        for layer in [
+            StickyUpgradeLayer::new(),
+            StickyUpgradeLayer::builder().node_id("n1").build().unwrap(),
+        ] {
+            let set_cookie =
+                SetCookie::render(UpgradeKind::Http1, &id, &layer.shared.config).unwrap();
+            assert_eq!(set_cookie.name(), b"WS_SESSION_ID");
+            assert_eq!(set_cookie.session(), "abc-1");
+        }
     }
 }

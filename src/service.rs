@@ -1,14 +1,16 @@
 //! [`StickyUpgrade`], the service made by [`StickyUpgradeLayer`].
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response, Version};
+use http::{HeaderMap, Request, Response, Version};
 use tower_service::Service;
 
 use crate::affinity::Affinity;
 use crate::future::{Reject, ResponseFuture, SetCookie};
-use crate::layer::Refresh;
+use crate::layer::{Refresh, Shared};
 use crate::stats::Counters;
+use crate::upgrade::UpgradeKind;
 use crate::{upgrade, Drain, Stats, StickySession, StickyUpgradeLayer};
 
 /// Middleware that gives upgrade requests a [`StickySession`] and sets the
@@ -84,76 +86,110 @@ where
         self.inner.poll_ready(cx)
     }
 
+    /// Inlined so that a plain request costs its caller one header lookup
+    /// and nothing else; upgrades are decided out of line.
+    #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.layer.shared;
-        let config = &shared.config;
-        let Some(kind) = upgrade::detect(
+        let kind = upgrade::detect(
             req.method(),
             req.headers(),
             req.extensions(),
-            &config.protocols,
-        ) else {
-            return ResponseFuture::inner(self.inner.call(req), None);
-        };
-        let counters = &shared.counters;
-        Counters::bump(&counters.upgrades);
-
-        if let Some(origins) = &config.origins {
-            if !origins.allows(req.headers()) {
-                Counters::bump(&counters.rejected_origin);
-                tracing::debug!(origin = ?req.headers().get(http::header::ORIGIN), "upgrade refused: origin not allowed");
-                return ResponseFuture::reject(Reject::Forbidden);
-            }
-        }
-        if let Some(retry_after) = &config.refuse_while_draining {
-            if shared.drain.is_draining() {
-                Counters::bump(&counters.refused_draining);
-                tracing::debug!("upgrade refused: draining");
-                return ResponseFuture::reject(Reject::Draining {
-                    retry_after: retry_after.clone(),
-                    // `Connection` is a connection-specific field that HTTP/2 and
-                    // HTTP/3 forbid.
-                    close_connection: req.version() <= Version::HTTP_11,
-                });
-            }
-        }
-
-        let scan = config.cookie.scan(req.headers(), &config.codec);
-        if scan.invalid {
-            Counters::bump(&counters.invalid_cookies);
-        }
-        let (id, affinity, changed) = match scan.valid {
-            None => (config.codec.generator.generate(), Affinity::Issued, true),
-            Some(cookie) => {
-                let affinity = match (cookie.node, config.codec.node) {
-                    (Some(from), Some(here)) if from != here => Affinity::Migrated { from },
-                    _ => Affinity::Kept,
-                };
-                // Re-tag a value from a node-less setup (or the reverse) and
-                // re-sign one signed with a retired key.
-                let changed = cookie.node != config.codec.node || cookie.stale_key;
-                (cookie.id, affinity, changed)
-            }
-        };
-        Counters::bump(match affinity {
-            Affinity::Issued => &counters.issued,
-            Affinity::Kept => &counters.kept,
-            Affinity::Migrated { .. } => &counters.migrated,
-        });
-        tracing::debug!(
-            session = %id,
-            affinity = affinity.as_str(),
-            from = affinity.migrated_from().map(|n| n.as_str()),
-            invalid_cookie = scan.invalid,
-            "upgrade request"
+            &shared.config.protocols,
         );
-
-        let emit = changed || config.refresh == Refresh::EveryUpgrade;
-        let set_cookie = emit.then(|| SetCookie::new(kind, id, shared.clone()));
-        req.extensions_mut()
-            .insert(StickySession::new(id, affinity, shared.clone()));
-        ResponseFuture::inner(self.inner.call(req), set_cookie)
+        match kind {
+            None => ResponseFuture::inner(self.inner.call(req), None),
+            Some(kind) => match upgrade(shared, kind, &mut req) {
+                Ok(set_cookie) => ResponseFuture::inner(self.inner.call(req), set_cookie),
+                Err(reject) => ResponseFuture::reject(reject),
+            },
+        }
     }
+}
+
+/// Gives an upgrade request its session; what to set on the response.
+#[inline(never)]
+fn upgrade<B>(
+    shared: &Arc<Shared>,
+    kind: UpgradeKind,
+    req: &mut Request<B>,
+) -> Result<Option<SetCookie>, Reject> {
+    let (session, set_cookie) = decide(shared, kind, req.headers(), req.version())?;
+    req.extensions_mut().insert(session);
+    Ok(set_cookie)
+}
+
+/// Decides the session of an upgrade request and renders its cookie, or
+/// refuses the upgrade. Not generic, so compiled once whatever the services
+/// and bodies, and the request is not moved around.
+fn decide(
+    shared: &Arc<Shared>,
+    kind: UpgradeKind,
+    headers: &HeaderMap,
+    version: Version,
+) -> Result<(StickySession, Option<SetCookie>), Reject> {
+    let config = &shared.config;
+    let counters = &shared.counters;
+
+    if let Some(origins) = &config.origins {
+        if !origins.allows(headers) {
+            Counters::bump(&counters.rejected_origin);
+            tracing::debug!(origin = ?headers.get(http::header::ORIGIN), "upgrade refused: origin not allowed");
+            return Err(Reject::Forbidden);
+        }
+    }
+    if let Some(retry_after) = &config.refuse_while_draining {
+        if shared.drain.is_draining() {
+            Counters::bump(&counters.refused_draining);
+            tracing::debug!("upgrade refused: draining");
+            return Err(Reject::Draining {
+                retry_after: retry_after.clone(),
+                // `Connection` is a connection-specific field that HTTP/2 and
+                // HTTP/3 forbid.
+                close_connection: version <= Version::HTTP_11,
+            });
+        }
+    }
+
+    let scan = config.cookie.scan(headers, &config.codec);
+    if scan.invalid {
+        Counters::bump(&counters.invalid_cookies);
+    }
+    let (id, affinity, changed) = match scan.valid {
+        None => (config.codec.generator.generate(), Affinity::Issued, true),
+        Some(cookie) => {
+            let affinity = match (cookie.node, config.codec.node) {
+                (Some(from), Some(here)) if from != here => Affinity::Migrated { from },
+                _ => Affinity::Kept,
+            };
+            // Re-tag a value from a node-less setup (or the reverse) and
+            // re-sign one signed with a retired key.
+            let changed = cookie.node != config.codec.node || cookie.stale_key;
+            (cookie.id, affinity, changed)
+        }
+    };
+    Counters::bump(match affinity {
+        Affinity::Issued => &counters.issued,
+        Affinity::Kept => &counters.kept,
+        Affinity::Migrated { .. } => &counters.migrated,
+    });
+    tracing::debug!(
+        session = %id,
+        affinity = affinity.as_str(),
+        from = affinity.migrated_from().map(|n| n.as_str()),
+        invalid_cookie = scan.invalid,
+        "upgrade request"
+    );
+
+    let emit = changed || config.refresh == Refresh::EveryUpgrade;
+    // Rendered now, while the configuration is at hand, so the response
+    // future needs no reference to it (no reference count to bump and drop).
+    let set_cookie = if emit {
+        SetCookie::render(kind, &id, config)
+    } else {
+        None
+    };
+    Ok((StickySession::new(id, affinity, shared.clone()), set_cookie))
 }
 
 #[cfg(test)]

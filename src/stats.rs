@@ -41,9 +41,10 @@ pub struct Stats {
     pub active: usize,
 }
 
+/// One counter per outcome: every upgrade bumps exactly one, so `upgrades` is
+/// their sum and costs no atomic operation of its own on the request path.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) upgrades: AtomicU64,
     pub(crate) issued: AtomicU64,
     pub(crate) kept: AtomicU64,
     pub(crate) migrated: AtomicU64,
@@ -60,15 +61,82 @@ impl Counters {
 
     pub(crate) fn snapshot(&self, active: usize) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (issued, kept, migrated) = (get(&self.issued), get(&self.kept), get(&self.migrated));
+        let refused_draining = get(&self.refused_draining);
+        let rejected_origin = get(&self.rejected_origin);
         Stats {
-            upgrades: get(&self.upgrades),
-            issued: get(&self.issued),
-            kept: get(&self.kept),
-            migrated: get(&self.migrated),
+            upgrades: issued + kept + migrated + refused_draining + rejected_origin,
+            issued,
+            kept,
+            migrated,
             invalid_cookies: get(&self.invalid_cookies),
-            refused_draining: get(&self.refused_draining),
-            rejected_origin: get(&self.rejected_origin),
+            refused_draining,
+            rejected_origin,
             active,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::header::{CONNECTION, COOKIE, ORIGIN, UPGRADE};
+    use http::{Request, Response, StatusCode};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use crate::{IdGenerator, StickyUpgradeLayer, UuidV4};
+
+    fn upgrade() -> http::request::Builder {
+        Request::get("/ws")
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, "websocket")
+    }
+
+    #[tokio::test]
+    async fn every_upgrade_counts_once_and_plain_requests_not_at_all() {
+        let layer = StickyUpgradeLayer::builder()
+            .node_id("a")
+            .allowed_origins(["https://ok.example"], false)
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|_: Request<()>| async {
+            let mut res = Response::new(());
+            *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            Ok::<_, Infallible>(res)
+        }));
+        let id = UuidV4.generate();
+        let requests = [
+            Request::get("/").body(()).unwrap(),
+            upgrade().body(()).unwrap(),
+            upgrade()
+                .header(COOKIE, format!("WS_SESSION_ID={id}.a"))
+                .body(())
+                .unwrap(),
+            upgrade()
+                .header(COOKIE, format!("WS_SESSION_ID={id}.b"))
+                .body(())
+                .unwrap(),
+            upgrade()
+                .header(COOKIE, "WS_SESSION_ID=forged")
+                .body(())
+                .unwrap(),
+            upgrade()
+                .header(ORIGIN, "https://evil.example")
+                .body(())
+                .unwrap(),
+        ];
+        for req in requests {
+            svc.clone().oneshot(req).await.unwrap();
+        }
+        layer.drain().start();
+        let res = svc.oneshot(upgrade().body(()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let stats = layer.stats();
+        assert_eq!(stats.upgrades, 6);
+        assert_eq!((stats.issued, stats.kept, stats.migrated), (2, 1, 1));
+        assert_eq!((stats.rejected_origin, stats.refused_draining), (1, 1));
+        assert_eq!(stats.invalid_cookies, 1);
     }
 }

@@ -6,7 +6,7 @@
 //! cookie is only set when it accepts.
 
 use http::header::{CONNECTION, UPGRADE};
-use http::{Extensions, HeaderMap, Method};
+use http::{Extensions, HeaderMap, HeaderValue, Method};
 
 /// How the client asked to upgrade, which decides what a successful answer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +42,12 @@ impl Protocols {
     }
 
     fn accepts(&self, name: &[u8]) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.as_bytes().eq_ignore_ascii_case(name))
+        // Names are stored lower-case, as clients send them: try an exact
+        // match before the case-insensitive one.
+        self.0.iter().any(|p| {
+            let p = p.as_bytes();
+            p == name || p.eq_ignore_ascii_case(name)
+        })
     }
 }
 
@@ -57,7 +60,8 @@ impl Default for Protocols {
 /// Decides whether a request asks to upgrade to one of `protocols`.
 ///
 /// The common case, a request that is neither `CONNECT` nor carries `Upgrade`,
-/// costs one comparison and one header lookup.
+/// costs one comparison and one header lookup, inlined into the caller.
+#[inline]
 pub(crate) fn detect(
     method: &Method,
     headers: &HeaderMap,
@@ -65,36 +69,55 @@ pub(crate) fn detect(
     protocols: &Protocols,
 ) -> Option<UpgradeKind> {
     if method == Method::CONNECT {
-        #[cfg(feature = "http2")]
-        {
-            let protocol = extensions.get::<hyper::ext::Protocol>()?;
-            return protocols
-                .accepts(protocol.as_str().as_bytes())
-                .then_some(UpgradeKind::ExtendedConnect);
-        }
-        #[cfg(not(feature = "http2"))]
-        {
-            let _ = extensions;
-            return None;
-        }
+        return extended_connect(extensions, protocols);
     }
-    let mut upgrade = headers.get_all(UPGRADE).iter().peekable();
-    upgrade.peek()?;
-    let wants_protocol = upgrade.any(|line| {
-        tokens(line.as_bytes()).any(|token| {
-            // `protocol-name ["/" protocol-version]`: the version does not matter here.
-            let name = match token.iter().position(|&b| b == b'/') {
-                Some(slash) => &token[..slash],
-                None => token,
-            };
-            protocols.accepts(name)
-        })
-    });
+    // `get` finds the first line with the cheapest lookup `HeaderMap` has.
+    let first = headers.get(UPGRADE)?;
+    http1_upgrade(first, headers, protocols)
+}
+
+fn extended_connect(extensions: &Extensions, protocols: &Protocols) -> Option<UpgradeKind> {
+    #[cfg(feature = "http2")]
+    {
+        let protocol = extensions.get::<hyper::ext::Protocol>()?;
+        protocols
+            .accepts(protocol.as_str().as_bytes())
+            .then_some(UpgradeKind::ExtendedConnect)
+    }
+    #[cfg(not(feature = "http2"))]
+    {
+        let _ = (extensions, protocols);
+        None
+    }
+}
+
+/// An `Upgrade` line (`first` is the first one) names an accepted protocol and
+/// `Connection` lists `upgrade`.
+fn http1_upgrade(
+    first: &HeaderValue,
+    headers: &HeaderMap,
+    protocols: &Protocols,
+) -> Option<UpgradeKind> {
+    // What clients send, `Upgrade: websocket`, is matched whole; anything
+    // else is split, on every line.
+    let wants_protocol = protocols.accepts(first.as_bytes())
+        || headers.get_all(UPGRADE).iter().any(|line| {
+            tokens(line.as_bytes()).any(|token| {
+                // `protocol-name ["/" protocol-version]`: the version does not matter here.
+                let name = match token.iter().position(|&b| b == b'/') {
+                    Some(slash) => &token[..slash],
+                    None => token,
+                };
+                protocols.accepts(name)
+            })
+        });
     let connection_upgrade = || {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|line| tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade")))
+        headers.get_all(CONNECTION).iter().any(|line| {
+            // `Connection: Upgrade` (Chrome) is matched without splitting;
+            // `keep-alive, Upgrade` (Firefox) is split.
+            line.as_bytes().eq_ignore_ascii_case(b"upgrade")
+                || tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        })
     };
     (wants_protocol && connection_upgrade()).then_some(UpgradeKind::Http1)
 }

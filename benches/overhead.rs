@@ -1,0 +1,354 @@
+//! Time the layer adds to a request, measured against the same service without
+//! it in the same run, and the same job done with tower-cookies.
+//!
+//! Run with `cargo bench --bench overhead`; one case with e.g.
+//! `cargo bench --bench overhead -- upgrade_issued`. Compare the `bare` line of
+//! a group with the others of the same group: the difference is what the layer
+//! adds. Absolute numbers depend on the machine and its load.
+//!
+//! Groups:
+//! - `plain`: a non-upgrade request carrying several cookies; beside the layer,
+//!   tower's `MapResponseLayer` with an identity closure shows what any layer
+//!   with its own response future costs here;
+//! - `upgrade_kept`: an upgrade with a valid affinity cookie (re-sent, the default
+//!   `Refresh::EveryUpgrade`; `sticky_refresh_on_change` does not re-send it);
+//! - `upgrade_issued`: an upgrade without one: a new UUID v4 is issued;
+//! - `upgrade_migrated`: an upgrade with another node's cookie (layer with a node id);
+//! - `drain`: signalling 10,000 tracked sockets to close.
+//!
+//! Each timed iteration calls `poll_ready` and `call`, polls the future once with
+//! a no-op waker (every service here answers at once, so no runtime is needed),
+//! and drops the response, so the time includes freeing what the layer
+//! allocated. Requests are built outside the timed section, 64 at a time (see
+//! `batch_size`).
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::header::{CONNECTION, COOKIE, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower::util::MapResponseLayer;
+use tower::{service_fn, Layer, Service};
+use tower_cookies::cookie::SameSite;
+use tower_cookies::{Cookie, CookieManagerLayer, Cookies};
+use tower_sticky_upgrade::{
+    Drain, IdGenerator, Refresh, StickySession, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
+};
+
+/// Stands in for hyper's `OnUpgrade`, which hyper inserts into the extensions of
+/// every upgrade request before the service sees it. Inserting it here mirrors
+/// production: the extension map already exists, so the layer's
+/// `Extensions::insert` boxes its `StickySession` but does not allocate the map
+/// (which would be two more allocations, see `tests/alloc.rs`).
+#[derive(Clone)]
+struct OnUpgradeStandIn;
+
+/// The inner service: answers like a WebSocket handshake would. An upgrade
+/// gets `101` with `Connection`, `Upgrade` and `Sec-WebSocket-Accept`; anything
+/// else `200`. The accept value is the fixed one of RFC 6455's example: a real
+/// server hashes the key, which costs the same with or without the layer and
+/// would only blur the difference. It reads the session like an app would.
+fn handshake(req: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
+    let session = req.extensions().get::<StickySession>().map(|s| *s.id());
+    black_box(session);
+    ready(Ok(respond(&req)))
+}
+
+fn respond(req: &Request<()>) -> Response<()> {
+    let mut res = Response::new(());
+    if req.headers().contains_key(UPGRADE) {
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = res.headers_mut();
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            "sec-websocket-accept",
+            HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        );
+    }
+    res
+}
+
+/// The same job done the way it is commonly done today: `CookieManagerLayer`
+/// parses the cookies, and the WebSocket handler reads the session cookie,
+/// issues a UUID v4 if it is missing or not one, and sets it again with the
+/// layer's default attributes (the layer also re-sends a kept cookie on every
+/// upgrade by default).
+fn tower_cookies_handshake(req: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
+    if req.headers().contains_key(UPGRADE) {
+        if let Some(cookies) = req.extensions().get::<Cookies>() {
+            let kept = cookies
+                .get(DEFAULT_COOKIE_NAME)
+                .and_then(|c| uuid::Uuid::try_parse(c.value()).ok())
+                .filter(|id| id.get_version_num() == 4);
+            let id = kept.unwrap_or_else(uuid::Uuid::new_v4);
+            black_box(&id);
+            cookies.add(
+                Cookie::build((DEFAULT_COOKIE_NAME, id.to_string()))
+                    .path("/")
+                    .secure(true)
+                    .http_only(true)
+                    .same_site(SameSite::Lax)
+                    .build(),
+            );
+        }
+    }
+    ready(Ok(respond(&req)))
+}
+
+/// Cookies a browser typically sends along: analytics, preferences, CSRF.
+const OTHER_COOKIES: &str =
+    "_ga=GA1.2.1234567890.1700000000; theme=dark; lang=en-GB; csrftoken=Zm9vYmFyYmF6cXV4cXV1eA";
+
+/// A request as hyper would hand it over. `cookie` is the whole `Cookie` line.
+fn request(upgrade: bool, cookie: &HeaderValue) -> Request<()> {
+    let mut req = Request::new(());
+    *req.uri_mut() = http::Uri::from_static(if upgrade { "/ws" } else { "/api/items" });
+    let h = req.headers_mut();
+    h.insert("host", HeaderValue::from_static("example.com"));
+    h.insert(
+        "user-agent",
+        HeaderValue::from_static("Mozilla/5.0 (bench)"),
+    );
+    h.insert(COOKIE, cookie.clone());
+    if upgrade {
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            "sec-websocket-key",
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        h.insert("origin", HeaderValue::from_static("https://example.com"));
+        req.extensions_mut().insert(OnUpgradeStandIn);
+    }
+    req
+}
+
+/// A waker that does nothing: every future here is ready on its first poll.
+/// (`Waker::noop` needs Rust 1.85.)
+fn noop_waker() -> Waker {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    Waker::from(Arc::new(Noop))
+}
+
+/// `poll_ready`, `call`, one poll with a no-op waker; the services here never
+/// return `Pending`.
+fn call<S>(svc: &mut S, req: Request<()>, waker: &Waker) -> Response<()>
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(waker);
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the services here are always ready"),
+    }
+    match pin!(svc.call(req)).poll(&mut cx) {
+        Poll::Ready(res) => res.expect("the services here do not fail"),
+        Poll::Pending => panic!("the services here answer at once"),
+    }
+}
+
+fn cookie_line(affinity: Option<&str>) -> HeaderValue {
+    let line = match affinity {
+        Some(value) => format!("{OTHER_COOKIES}; {DEFAULT_COOKIE_NAME}={value}"),
+        None => OTHER_COOKIES.to_owned(),
+    };
+    HeaderValue::from_str(&line).expect("valid cookie line")
+}
+
+/// Requests built per timed batch.
+///
+/// Small on purpose: hyper calls the service right after parsing the request,
+/// so its headers are in cache. `BatchSize::SmallInput` builds a tenth of a
+/// sample's iterations at once (thousands of requests, megabytes), and the
+/// timed part then starts with cache misses on every header it reads: that
+/// penalises whatever reads headers (the layer: Upgrade, Connection, Cookie)
+/// far more than a bare handler. 64 requests stay in L2. Set
+/// `OVERHEAD_COLD_REQUESTS=1` to measure with `SmallInput` anyway.
+fn batch_size() -> BatchSize {
+    if std::env::var_os("OVERHEAD_COLD_REQUESTS").is_some() {
+        BatchSize::SmallInput
+    } else {
+        BatchSize::NumIterations(64)
+    }
+}
+
+/// Benchmarks `svc` on requests made by `make`, checking first that the
+/// response is what the group is about.
+fn bench_service<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut svc: S,
+    make: &dyn Fn() -> Request<()>,
+    expect_set_cookie: bool,
+) where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let waker = noop_waker();
+    let res = call(&mut svc, make(), &waker);
+    assert_eq!(
+        res.headers().contains_key(http::header::SET_COOKIE),
+        expect_set_cookie,
+        "{name}: the bench must exercise the path it is named after"
+    );
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            make,
+            |req| drop(black_box(call(&mut svc, req, &waker))),
+            batch_size(),
+        )
+    });
+}
+
+fn overhead(c: &mut Criterion) {
+    let layer = StickyUpgradeLayer::new();
+    let nodes = StickyUpgradeLayer::builder()
+        .node_id("node-1")
+        .build()
+        .expect("valid configuration");
+    let on_change = StickyUpgradeLayer::builder()
+        .refresh(Refresh::OnChange)
+        .build()
+        .expect("valid configuration");
+    let id = UuidV4.generate();
+
+    let plain = cookie_line(Some(id.as_str()));
+    let kept = cookie_line(Some(id.as_str()));
+    let none = cookie_line(None);
+    let migrated = cookie_line(Some(&format!("{id}.node-2")));
+
+    let mut g = c.benchmark_group("plain");
+    let make = || request(false, &plain);
+    bench_service(&mut g, "bare", service_fn(handshake), &make, false);
+    bench_service(
+        &mut g,
+        "sticky",
+        layer.layer(service_fn(handshake)),
+        &make,
+        false,
+    );
+    let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
+    bench_service(&mut g, "tower_cookies", tc, &make, false);
+    // The floor for any layer with its own response future: one more call,
+    // the request moved once more, the future wrapped and polled through.
+    let identity = MapResponseLayer::new(|res: Response<()>| res);
+    let svc = identity.layer(service_fn(handshake));
+    bench_service(&mut g, "identity_map_response", svc, &make, false);
+    g.finish();
+
+    for (group, cookie) in [("upgrade_kept", &kept), ("upgrade_issued", &none)] {
+        let mut g = c.benchmark_group(group);
+        let make = || request(true, cookie);
+        bench_service(&mut g, "bare", service_fn(handshake), &make, false);
+        bench_service(
+            &mut g,
+            "sticky",
+            layer.layer(service_fn(handshake)),
+            &make,
+            true,
+        );
+        let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
+        bench_service(&mut g, "tower_cookies", tc, &make, true);
+        if group == "upgrade_kept" {
+            // A kept cookie is not sent again: no Set-Cookie to render.
+            let svc = on_change.layer(service_fn(handshake));
+            bench_service(&mut g, "sticky_refresh_on_change", svc, &make, false);
+        }
+        g.finish();
+    }
+
+    let mut g = c.benchmark_group("upgrade_migrated");
+    let make = || request(true, &migrated);
+    bench_service(&mut g, "bare", service_fn(handshake), &make, false);
+    bench_service(
+        &mut g,
+        "sticky",
+        nodes.layer(service_fn(handshake)),
+        &make,
+        true,
+    );
+    g.finish();
+}
+
+/// Tracked sockets in the drain benchmark.
+const SOCKETS: usize = 10_000;
+
+/// `Drain::start` until every one of 10,000 socket tasks, each awaiting
+/// `DrainGuard::closing` with a zero close spread, has finished. On a
+/// current-thread runtime everything runs on this thread, so the wall time is
+/// the CPU time spent (as long as the machine does not preempt it).
+fn drain(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("drain");
+    g.sample_size(20);
+    g.bench_function("signal_10k_sockets", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += rt.block_on(signal_all(SOCKETS));
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+async fn signal_all(sockets: usize) -> Duration {
+    let drain = Drain::with_close_spread(Duration::ZERO);
+    let waiting = Arc::new(AtomicUsize::new(0));
+    for _ in 0..sockets {
+        let mut guard = drain.guard();
+        let waiting = Arc::clone(&waiting);
+        tokio::spawn(async move {
+            waiting.fetch_add(1, Ordering::Relaxed);
+            // Registers and returns `Pending` in the same poll as the count.
+            guard.closing().await;
+            drop(guard);
+        });
+    }
+    // Bounded: every task is polled once within a few scheduler ticks.
+    for _ in 0..sockets {
+        if waiting.load(Ordering::Relaxed) == sockets {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        waiting.load(Ordering::Relaxed),
+        sockets,
+        "tasks not started"
+    );
+    assert_eq!(drain.active(), sockets);
+
+    let started = Instant::now();
+    drain.start();
+    drain.closed().await;
+    let elapsed = started.elapsed();
+    assert_eq!(drain.active(), 0);
+    elapsed
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = overhead, drain
+}
+criterion_main!(benches);
