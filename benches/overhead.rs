@@ -313,7 +313,7 @@ async fn signal_all(sockets: usize) -> Duration {
     let drain = Drain::with_close_spread(Duration::ZERO);
     let waiting = Arc::new(AtomicUsize::new(0));
     for _ in 0..sockets {
-        let mut guard = drain.guard();
+        let guard = drain.guard();
         let waiting = Arc::clone(&waiting);
         tokio::spawn(async move {
             waiting.fetch_add(1, Ordering::Relaxed);

@@ -394,7 +394,7 @@ fn welcome(node: &str, session: &StickySession) -> String {
 async fn serve_socket<S>(
     mut ws: WebSocketStream<S>,
     session: StickySession,
-    mut guard: DrainGuard,
+    guard: DrainGuard,
     node: &str,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -364,7 +364,7 @@ fn welcome(node: &str, session: &StickySession) -> String {
 }
 
 async fn serve_socket(mut socket: WebSocket, session: StickySession, state: Arc<AppState>) {
-    let mut guard = session.guard();
+    let guard = session.guard();
     let node = &state.node;
     let id = session.id();
     eprintln!(

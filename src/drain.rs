@@ -16,12 +16,14 @@
 //!
 //! # How it works
 //!
-//! The controller holds the sending side of a `tokio::sync::watch` channel and
-//! each guard holds a receiver, so the number of receivers *is* the number of
-//! tracked sockets: no registry, no lock, nothing allocated per socket. A guard
-//! is 32 bytes. Each guard gets a fixed offset in the spread window from a
+//! The controller is an atomic count of live guards, the instant draining
+//! started, and two `tokio::sync::Notify`s (one for the start, one for the last
+//! guard leaving): no registry, no lock, nothing allocated per socket while
+//! serving. A guard is 24 bytes and the future of [`DrainGuard::closing`] 88
+//! bytes. Each guard gets a fixed offset in the spread window from a
 //! golden-ratio sequence over its creation order, which spaces any run of
-//! guards evenly however many there are.
+//! guards evenly however many there are. Once draining starts, each socket
+//! still waiting for its turn holds one boxed timer until it closes.
 //!
 //! # Example
 //!
@@ -32,7 +34,7 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let drain = Drain::with_close_spread(Duration::from_secs(2));
-//! let mut guard = drain.guard(); // normally taken from a `StickySession`
+//! let guard = drain.guard(); // normally taken from a `StickySession`
 //! let socket = tokio::spawn(async move {
 //!     guard.closing().await;
 //!     // send Close 1001 on the socket here, then drop the guard
@@ -48,11 +50,11 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::HealthService;
@@ -82,10 +84,16 @@ pub struct Drain {
 }
 
 struct Inner {
-    /// Mirrors `state.is_some()` so the per-request check is one atomic load.
+    /// Set by the first `start()`; the per-request check is one atomic load.
     draining: AtomicBool,
-    /// `None` while serving, the instant draining began after.
-    state: watch::Sender<Option<Instant>>,
+    /// When draining started; set once, right after `draining`.
+    started: OnceLock<Instant>,
+    /// Wakes the guards waiting for the start.
+    start_signal: Notify,
+    /// Live guards.
+    active: AtomicUsize,
+    /// Wakes `closed()` when `active` drops to zero.
+    all_closed: Notify,
     close_spread: Duration,
     next_slot: AtomicU64,
 }
@@ -132,11 +140,13 @@ impl Drain {
     /// other nodes absorb the reconnects: clients reconnect at about
     /// `open sockets / window` per second.
     pub fn with_close_spread(window: Duration) -> Self {
-        let (state, _) = watch::channel(None);
         Self {
             inner: Arc::new(Inner {
                 draining: AtomicBool::new(false),
-                state,
+                started: OnceLock::new(),
+                start_signal: Notify::new(),
+                active: AtomicUsize::new(0),
+                all_closed: Notify::new(),
                 close_spread: window,
                 next_slot: AtomicU64::new(0),
             }),
@@ -154,7 +164,10 @@ impl Drain {
         if self.inner.draining.swap(true, Ordering::AcqRel) {
             return false;
         }
-        self.inner.state.send_replace(Some(Instant::now()));
+        // Only the caller that flipped `draining` gets here, so this is the
+        // one and only `set`.
+        let _ = self.inner.started.set(Instant::now());
+        self.inner.start_signal.notify_waiters();
         tracing::info!(
             active = self.active(),
             close_spread_ms = self.inner.close_spread.as_millis() as u64,
@@ -171,28 +184,42 @@ impl Drain {
 
     /// How many sockets are tracked: guards alive right now.
     pub fn active(&self) -> usize {
-        self.inner.state.receiver_count()
+        self.inner.active.load(Ordering::Acquire)
     }
 
     /// A guard for one upgraded socket; see [`DrainGuard`]. Usually taken with
     /// [`StickySession::guard`](crate::StickySession::guard).
     pub fn guard(&self) -> DrainGuard {
-        let rx = self.inner.state.subscribe();
+        self.inner.active.fetch_add(1, Ordering::AcqRel);
         // A guard taken after draining began closes at once.
-        let offset = if rx.borrow().is_some() {
+        let offset = if self.inner.started.get().is_some() {
             Duration::ZERO
         } else {
             let slot = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
             spread_offset(slot, self.inner.close_spread)
         };
-        DrainGuard { rx, offset }
+        DrainGuard {
+            inner: Arc::clone(&self.inner),
+            offset,
+        }
     }
 
     /// Resolves when no socket is tracked (at once if none is). Usually awaited
     /// after [`start`](Self::start). The future does not borrow `self`.
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         let inner = Arc::clone(&self.inner);
-        async move { inner.state.closed().await }
+        async move {
+            loop {
+                // Created before the check: a `Notified` receives
+                // `notify_waiters` from then on, so a guard dropped in between
+                // still wakes this waiter.
+                let notified = inner.all_closed.notified();
+                if inner.active.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
     }
 
     /// Waits until no socket is tracked, or until `deadline` passes, whichever
@@ -258,7 +285,7 @@ fn spread_offset(slot: u64, window: Duration) -> Duration {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let drain = Drain::with_close_spread(Duration::ZERO);
-/// let mut guard = drain.guard();
+/// let guard = drain.guard();
 /// assert_eq!(drain.active(), 1);
 ///
 /// drain.start();
@@ -269,35 +296,49 @@ fn spread_offset(slot: u64, window: Duration) -> Duration {
 /// # }
 /// ```
 pub struct DrainGuard {
-    rx: watch::Receiver<Option<Instant>>,
+    inner: Arc<Inner>,
     offset: Duration,
 }
 
 impl DrainGuard {
     /// Whether draining started.
     pub fn is_draining(&self) -> bool {
-        self.rx.borrow().is_some()
+        self.inner.started.get().is_some()
     }
 
     /// When this socket should close, once draining started.
     pub fn close_at(&self) -> Option<Instant> {
-        self.rx.borrow().map(|start| start + self.offset)
+        self.inner.started.get().map(|&start| start + self.offset)
     }
 
     /// Resolves when this socket should close: its place in the spread window
     /// after [`Drain::start`], or at once for a guard taken after draining began.
     ///
     /// Cancel-safe: the close time is fixed when draining starts, so calling it
-    /// again (as in a `tokio::select!` loop) waits for the same instant. Never
-    /// resolves if every [`Drain`] handle is dropped without starting.
-    pub async fn closing(&mut self) {
-        let start = match self.rx.wait_for(Option::is_some).await {
-            Ok(state) => *state,
-            Err(_) => None,
+    /// again (as in a `tokio::select!` loop) waits for the same instant.
+    pub async fn closing(&self) {
+        let start = loop {
+            // A `Notified` receives `notify_waiters` from the moment it is
+            // created, so a `start()` between here and the check still wakes it.
+            let notified = self.inner.start_signal.notified();
+            if let Some(&start) = self.inner.started.get() {
+                break start;
+            }
+            notified.await;
         };
-        match start {
-            Some(start) => tokio::time::sleep_until(start + self.offset).await,
-            None => std::future::pending().await,
+        let close_at = start + self.offset;
+        if Instant::now() < close_at {
+            // Boxed so that a socket waiting for the drain to start (all its
+            // life, usually) does not carry a timer inline in its task.
+            Box::pin(tokio::time::sleep_until(close_at)).await;
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.all_closed.notify_waiters();
         }
     }
 }
@@ -350,7 +391,7 @@ mod tests {
     async fn closing_waits_for_start_then_its_offset() {
         let drain = Drain::with_close_spread(Duration::from_secs(10));
         let _first = drain.guard(); // slot 0 closes at offset 0
-        let mut guard = drain.guard(); // slot 1: offset ~6.18 s
+        let guard = drain.guard(); // slot 1: offset ~6.18 s
         let offset = guard.offset;
         assert!(offset > Duration::from_secs(6) && offset < Duration::from_secs(7));
 
@@ -374,7 +415,7 @@ mod tests {
         let drain = Drain::with_close_spread(Duration::from_secs(60));
         drain.start();
         let started = Instant::now();
-        let mut late = drain.guard();
+        let late = drain.guard();
         late.closing().await;
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
@@ -382,10 +423,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn zero_window_closes_everything_at_once() {
         let drain = Drain::with_close_spread(Duration::ZERO);
-        let mut guards: Vec<_> = (0..100).map(|_| drain.guard()).collect();
+        let guards: Vec<_> = (0..100).map(|_| drain.guard()).collect();
         drain.start();
         let started = Instant::now();
-        for g in &mut guards {
+        for g in &guards {
             g.closing().await;
         }
         assert_eq!(started.elapsed(), Duration::ZERO);
@@ -424,7 +465,7 @@ mod tests {
     async fn wait_resolves_when_the_last_guard_drops() {
         let drain = Drain::with_close_spread(Duration::from_secs(1));
         for _ in 0..1000 {
-            let mut guard = drain.guard();
+            let guard = drain.guard();
             tokio::spawn(async move {
                 guard.closing().await;
                 drop(guard);
@@ -439,6 +480,20 @@ mod tests {
 
     #[test]
     fn guard_is_small() {
-        assert!(std::mem::size_of::<DrainGuard>() <= 32);
+        assert!(std::mem::size_of::<DrainGuard>() <= 24);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_wakes_when_the_last_guard_drops_later() {
+        let drain = Drain::new();
+        let guard = drain.guard();
+        let closed = tokio::spawn(drain.closed());
+        tokio::task::yield_now().await;
+        assert!(!closed.is_finished());
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(1), closed)
+            .await
+            .expect("closed() resolves once the last guard is gone")
+            .unwrap();
     }
 }

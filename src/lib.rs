@@ -85,7 +85,7 @@
 //!     let session = session.map(|s| s.0);
 //!     upgrade.on_upgrade(move |mut socket| async move {
 //!         let Some(session) = session else { return };
-//!         let mut guard = session.guard();
+//!         let guard = session.guard();
 //!         loop {
 //!             tokio::select! {
 //!                 _ = guard.closing() => {

@@ -36,7 +36,7 @@ async fn ws(upgrade: WebSocketUpgrade, session: Option<Extension<StickySession>>
 }
 
 /// Welcome, echo, and on `closing()` a Close 1001 and a bounded close handshake.
-async fn serve(mut socket: WebSocket, session: StickySession, mut guard: DrainGuard) {
+async fn serve(mut socket: WebSocket, session: StickySession, guard: DrainGuard) {
     if socket
         .send(Message::Text(welcome_text(&session).into()))
         .await

@@ -144,7 +144,7 @@ async fn ws(
 
 async fn serve_socket(
     mut socket: WebSocket,
-    mut guard: tower_sticky_upgrade::DrainGuard,
+    guard: tower_sticky_upgrade::DrainGuard,
     counts: Arc<ServerCounts>,
 ) {
     loop {

@@ -364,7 +364,7 @@ pub fn welcome_text(session: &StickySession) -> String {
 async fn serve_socket<S>(
     mut ws: WebSocketStream<S>,
     session: StickySession,
-    mut guard: DrainGuard,
+    guard: DrainGuard,
     state: &State,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
