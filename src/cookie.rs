@@ -59,6 +59,13 @@ pub(crate) const MAX_NAME_LEN: usize = 256;
 /// Browsers cap cookie lifetimes at 400 days (RFC 6265bis).
 pub(crate) const MAX_AGE_LIMIT: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 
+/// At most this many pairs named like the affinity cookie are decoded per
+/// request; later ones are ignored, as if absent. Browsers repeat a name only for
+/// cookies set with different `Path` or `Domain`, a handful at most, while each
+/// decode can cost one HMAC per signing key: the cap bounds what a header full
+/// of forged pairs can cost.
+pub(crate) const MAX_CANDIDATES: usize = 16;
+
 /// `; Expires=` followed by an IMF-fixdate, which is always 29 bytes long.
 const EXPIRES_LEN: usize = "; Expires=".len() + 29;
 
@@ -216,13 +223,22 @@ pub(crate) struct Scan {
 
 impl CookieSpec {
     /// Scans every `Cookie` line (HTTP/2 may split them, RFC 9113 §8.2.3) for
-    /// pairs named like the affinity cookie; the first valid one wins.
+    /// pairs named like the affinity cookie; the first valid one among the
+    /// first [`MAX_CANDIDATES`] wins.
     ///
     /// Linear in the header size and allocation-free.
     pub(crate) fn scan(&self, headers: &HeaderMap, codec: &Codec) -> Scan {
         let mut invalid = false;
+        let mut candidates = 0;
         for line in headers.get_all(COOKIE) {
             for value in NamedValues::new(line.as_bytes(), self.name.as_bytes()) {
+                if candidates == MAX_CANDIDATES {
+                    return Scan {
+                        valid: None,
+                        invalid,
+                    };
+                }
+                candidates += 1;
                 match codec.decode(&self.name, trim_ows(value)) {
                     Some(valid) => {
                         return Scan {
@@ -755,6 +771,25 @@ mod tests {
             let scan = spec.scan(&headers(&[line]), &codec());
             assert_eq!(scan.valid, None, "{line:?}");
         }
+    }
+
+    #[test]
+    fn scan_decodes_at_most_max_candidates() {
+        let spec = attrs().build().unwrap();
+        let id = UuidV4.generate();
+        let forged = |n: usize| "WS_SESSION_ID=forged; ".repeat(n);
+        let within = format!("{}WS_SESSION_ID={id}", forged(MAX_CANDIDATES - 1));
+        let scan = spec.scan(&headers(&[within.as_bytes()]), &codec());
+        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        let beyond = format!("{}WS_SESSION_ID={id}", forged(MAX_CANDIDATES));
+        let scan = spec.scan(&headers(&[beyond.as_bytes()]), &codec());
+        assert_eq!(
+            scan,
+            Scan {
+                valid: None,
+                invalid: true
+            }
+        );
     }
 
     #[test]

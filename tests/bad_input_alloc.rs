@@ -178,11 +178,19 @@ fn invalid_affinity_pairs_allocate_nothing_per_pair() {
         s.push_str(&format!("WS_SESSION_ID={id}"));
         s
     };
-    let (small, res_small) = layered(&layer, request(true, &invalid(9)));
-    let (large, res_large) = layered(&layer, request(true, &invalid(999)));
+    // Within the 16 pairs the layer decodes, the valid one is kept whatever
+    // number of invalid ones come first.
+    let (small, res_small) = layered(&layer, request(true, &invalid(3)));
+    let (large, res_large) = layered(&layer, request(true, &invalid(15)));
     assert_eq!(session_value(&res_small), id.as_str());
     assert_eq!(session_value(&res_large), id.as_str());
     assert_eq!(small, large);
+    // Past them, a new id is issued, for the cost of issuing with no cookie.
+    let _ = layered(&layer, request(true, "")); // warms the thread's CSPRNG
+    let (none, _) = layered(&layer, request(true, ""));
+    let (flood, res_flood) = layered(&layer, request(true, &invalid(999)));
+    assert_ne!(session_value(&res_flood), id.as_str());
+    assert_eq!(flood, none);
 }
 
 #[cfg(feature = "signed")]
@@ -203,9 +211,14 @@ fn signed_verification_allocates_nothing_per_pair() {
         s.push_str(&format!("WS_SESSION_ID={value}"));
         s
     };
-    let (small, res_small) = layered(&layer, request(true, &forged(9)));
-    let (large, res_large) = layered(&layer, request(true, &forged(999)));
+    let (small, res_small) = layered(&layer, request(true, &forged(3)));
+    let (large, res_large) = layered(&layer, request(true, &forged(15)));
     assert_eq!(session_value(&res_small), value);
     assert_eq!(session_value(&res_large), value);
     assert_eq!(small, large);
+    // Past the 16 decoded pairs: issued, for the cost of issuing with no cookie.
+    let (none, _) = layered(&layer, request(true, ""));
+    let (flood, res_flood) = layered(&layer, request(true, &forged(999)));
+    assert_ne!(session_value(&res_flood), value);
+    assert_eq!(flood, none);
 }

@@ -93,13 +93,21 @@ pub fn oracle_with(
     name: &str,
     rule: IdRule,
 ) -> (Option<(String, Option<String>)>, bool) {
+    // The layer decodes at most this many pairs with the name (its
+    // `MAX_CANDIDATES`); later ones count as absent.
+    const MAX_CANDIDATES: usize = 16;
     let mut refused = false;
+    let mut candidates = 0;
     for field in fields {
         let text = rfc_whitespace(&String::from_utf8_lossy(field));
         for cookie in cookie::Cookie::split_parse(text.as_str()).flatten() {
             if cookie.name() != name {
                 continue;
             }
+            if candidates == MAX_CANDIDATES {
+                return (None, refused);
+            }
+            candidates += 1;
             match reference_decode_with(cookie.value().as_bytes(), rule) {
                 Some(found) => return (Some(found), refused),
                 None => refused = true,
