@@ -155,7 +155,7 @@ impl std::error::Error for InvalidSessionId {}
 ///
 /// let node = NodeId::new("eu-west-1a_7").unwrap();
 /// assert_eq!(node.as_str(), "eu-west-1a_7");
-/// assert!(NodeId::new("with.dot").is_none());
+/// assert!(NodeId::new("with.dot").is_err());
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(InlineStr<{ NodeId::MAX_LEN }>);
@@ -164,9 +164,14 @@ impl NodeId {
     /// The longest node id, in bytes.
     pub const MAX_LEN: usize = 32;
 
-    /// Checks and wraps `node`; `None` when it breaks the rules above.
-    pub fn new(node: &str) -> Option<Self> {
-        Self::from_bytes(node.as_bytes())
+    /// Checks and wraps `node`.
+    ///
+    /// # Errors
+    ///
+    /// When `node` is empty, longer than [`MAX_LEN`](Self::MAX_LEN), or holds a
+    /// character outside `A-Z a-z 0-9 - _`.
+    pub fn new(node: &str) -> Result<Self, InvalidNodeId> {
+        Self::from_bytes(node.as_bytes()).ok_or(InvalidNodeId(()))
     }
 
     fn from_bytes(node: &[u8]) -> Option<Self> {
@@ -195,6 +200,31 @@ impl fmt::Display for NodeId {
         f.write_str(self.as_str())
     }
 }
+
+/// The error returned by [`NodeId::new`] for a string that cannot be a node id.
+///
+/// # Example
+///
+/// ```
+/// use tower_sticky_upgrade::NodeId;
+///
+/// let err = NodeId::new("node 1").unwrap_err();
+/// assert!(err.to_string().contains("node id"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidNodeId(());
+
+impl fmt::Display for InvalidNodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a node id must be 1 to {} characters of A-Z, a-z, 0-9, '-' or '_'",
+            NodeId::MAX_LEN
+        )
+    }
+}
+
+impl std::error::Error for InvalidNodeId {}
 
 /// How the session of an upgrade request was decided.
 ///
@@ -331,6 +361,7 @@ impl StickySession {
     /// A guard that counts this socket in [`Drain::active`](crate::Drain::active)
     /// until dropped and tells it when to close. Move it into the task that owns
     /// the upgraded socket.
+    #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
         self.shared.drain.guard()
     }
@@ -579,7 +610,7 @@ mod tests {
 
     fn codec(node: Option<&str>) -> Codec {
         Codec {
-            node: node.and_then(NodeId::new),
+            node: node.and_then(|n| NodeId::new(n).ok()),
             generator: Arc::new(UuidV4),
             #[cfg(feature = "signed")]
             signer: None,
@@ -611,7 +642,7 @@ mod tests {
         assert_eq!(value, format!("{id}.node-1").as_bytes());
         let d = c.decode("WS", &value).unwrap();
         assert_eq!(d.id, id);
-        assert_eq!(d.node, NodeId::new("node-1"));
+        assert_eq!(d.node, NodeId::new("node-1").ok());
     }
 
     #[test]
@@ -676,10 +707,10 @@ mod tests {
 
     #[test]
     fn node_id_rules() {
-        assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN)).is_some());
-        assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN + 1)).is_none());
-        assert!(NodeId::new("").is_none());
-        assert!(NodeId::new("a=b").is_none());
+        assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN)).is_ok());
+        assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN + 1)).is_err());
+        assert!(NodeId::new("").is_err());
+        assert!(NodeId::new("a=b").is_err());
     }
 
     #[test]

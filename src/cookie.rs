@@ -833,7 +833,7 @@ mod tests {
     fn render_carries_node_tag() {
         let spec = attrs().build().unwrap();
         let codec = Codec {
-            node: NodeId::new("n1"),
+            node: NodeId::new("n1").ok(),
             ..codec()
         };
         let id = UuidV4.generate();

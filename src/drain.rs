@@ -50,7 +50,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -84,9 +84,8 @@ pub struct Drain {
 }
 
 struct Inner {
-    /// Set by the first `start()`; the per-request check is one atomic load.
-    draining: AtomicBool,
-    /// When draining started; set once, right after `draining`.
+    /// When draining started: set once, by the first `start()`. Whether it is
+    /// set is the one "draining" flag, and checking it is one atomic load.
     started: OnceLock<Instant>,
     /// Wakes the guards waiting for the start.
     start_signal: Notify,
@@ -142,7 +141,6 @@ impl Drain {
     pub fn with_close_spread(window: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
-                draining: AtomicBool::new(false),
                 started: OnceLock::new(),
                 start_signal: Notify::new(),
                 active: AtomicUsize::new(0),
@@ -161,12 +159,9 @@ impl Drain {
     /// Starts draining. Returns `true` for the call that started it; later
     /// calls, from any thread, change nothing and return `false`.
     pub fn start(&self) -> bool {
-        if self.inner.draining.swap(true, Ordering::AcqRel) {
+        if self.inner.started.set(Instant::now()).is_err() {
             return false;
         }
-        // Only the caller that flipped `draining` gets here, so this is the
-        // one and only `set`.
-        let _ = self.inner.started.set(Instant::now());
         self.inner.start_signal.notify_waiters();
         tracing::info!(
             active = self.active(),
@@ -179,7 +174,7 @@ impl Drain {
     /// Whether [`start`](Self::start) was called.
     #[inline]
     pub fn is_draining(&self) -> bool {
-        self.inner.draining.load(Ordering::Acquire)
+        self.inner.started.get().is_some()
     }
 
     /// How many sockets are tracked: guards alive right now.
@@ -189,6 +184,7 @@ impl Drain {
 
     /// A guard for one upgraded socket; see [`DrainGuard`]. Usually taken with
     /// [`StickySession::guard`](crate::StickySession::guard).
+    #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
         self.inner.active.fetch_add(1, Ordering::AcqRel);
         // A guard taken after draining began closes at once.
@@ -240,6 +236,7 @@ impl Drain {
 
     /// A health-check service that answers `200 ok` while serving and
     /// `503 draining` once draining started.
+    #[must_use]
     pub fn health_service(&self) -> HealthService {
         HealthService::new(self.clone())
     }
@@ -295,6 +292,7 @@ fn spread_offset(slot: u64, window: Duration) -> Duration {
 /// assert_eq!(drain.active(), 0);
 /// # }
 /// ```
+#[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
 pub struct DrainGuard {
     inner: Arc<Inner>,
     offset: Duration,

@@ -7,7 +7,6 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
-use crate::upgrade::{self, Protocols};
 use crate::StickySession;
 
 /// Extracts the [`StickySession`] that [`StickyUpgradeLayer`](crate::StickyUpgradeLayer)
@@ -41,13 +40,10 @@ impl<S: Send + Sync> FromRequestParts<S> for StickySession {
         if let Some(session) = parts.extensions.get::<StickySession>() {
             return Ok(session.clone());
         }
-        let is_upgrade = upgrade::detect(
-            &parts.method,
-            &parts.headers,
-            &parts.extensions,
-            &Protocols::default(),
-        )
-        .is_some();
+        // The layer's own protocol list is unknown here (it may not be
+        // installed at all), so any upgrade attempt counts as one.
+        let is_upgrade = parts.method == http::Method::CONNECT
+            || parts.headers.contains_key(http::header::UPGRADE);
         Err(MissingStickySession { is_upgrade })
     }
 }

@@ -375,7 +375,7 @@ impl StickyUpgradeBuilder {
         let cookie = self.cookie.build()?;
         let node = self
             .node
-            .map(|n| NodeId::new(&n).ok_or(BuildError::InvalidNodeId { node: n }))
+            .map(|n| NodeId::new(&n).map_err(|_| BuildError::InvalidNodeId { node: n }))
             .transpose()?;
         if self.protocols.is_empty() {
             return Err(BuildError::NoProtocols);
@@ -391,7 +391,10 @@ impl StickyUpgradeBuilder {
         }
         let protocols = Protocols::new(self.protocols.into_iter().map(Into::into));
         let refuse_while_draining = if self.refuse_while_draining {
-            let secs = self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0);
+            let secs = self
+                .retry_after
+                .as_secs()
+                .saturating_add(u64::from(self.retry_after.subsec_nanos() > 0));
             if secs == 0 {
                 return Err(BuildError::RetryAfterZero);
             }
@@ -524,6 +527,15 @@ mod tests {
                 .build()
                 .unwrap_err(),
             BuildError::RetryAfterZero
+        );
+        // Huge values saturate instead of overflowing.
+        let layer = StickyUpgradeLayer::builder()
+            .retry_after(Duration::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(
+            layer.shared.config.refuse_while_draining,
+            Some(HeaderValue::from(u64::MAX))
         );
         // Zero is fine when upgrades pass through while draining.
         assert!(StickyUpgradeLayer::builder()
