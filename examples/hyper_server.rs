@@ -408,37 +408,43 @@ async fn serve_socket<S>(
     {
         return;
     }
-    let reason = loop {
-        tokio::select! {
-            () = guard.closing() => {
-                let close = CloseFrame { code: CloseCode::Away, reason: "going away".into() };
-                if ws.send(Message::Close(Some(close))).await.is_ok() {
-                    // Finish the close handshake, bounded: read until the
-                    // client's close frame (tungstenite then ends the stream).
-                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                        while let Some(Ok(_)) = ws.next().await {}
-                    })
-                    .await;
-                }
-                break "drained (1001)";
-            }
-            msg = ws.next() => match msg {
-                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if ws.send(msg).await.is_err() {
-                        break "send failed";
+    // Made once, outside the loop: its close time is fixed, and re-making it
+    // for every message would re-arm its timer each time during the spread.
+    let reason = {
+        let closing = guard.closing();
+        tokio::pin!(closing);
+        loop {
+            tokio::select! {
+                () = &mut closing => {
+                    let close = CloseFrame { code: CloseCode::Away, reason: "going away".into() };
+                    if ws.send(Message::Close(Some(close))).await.is_ok() {
+                        // Finish the close handshake, bounded: read until the
+                        // client's close frame (tungstenite then ends the stream).
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
                     }
+                    break "drained (1001)";
                 }
-                // tungstenite answers pings and close frames itself, but only
-                // sends the close answer when polled again: read on (bounded)
-                // rather than drop the socket and leave the client with 1006.
-                Some(Ok(Message::Close(_))) => {
-                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, ws.next()).await;
-                    break "closed by client";
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) => break "error",
-                None => break "gone",
-            },
+                msg = ws.next() => match msg {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if ws.send(msg).await.is_err() {
+                            break "send failed";
+                        }
+                    }
+                    // tungstenite answers pings and close frames itself, but only
+                    // sends the close answer when polled again: read on (bounded)
+                    // rather than drop the socket and leave the client with 1006.
+                    Some(Ok(Message::Close(_))) => {
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, ws.next()).await;
+                        break "closed by client";
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break "error",
+                    None => break "gone",
+                },
+            }
         }
     };
     eprintln!("[{node}] socket closed: session {id}: {reason}");

@@ -35,7 +35,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use tower_sticky_upgrade::{Drain, DrainOutcome, StickySession, StickyUpgradeLayer};
+use tower_sticky_upgrade::{Drain, DrainGuard, DrainOutcome, StickySession, StickyUpgradeLayer};
 
 /// How long a socket waits for the client's answer to our close frame.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -348,7 +348,10 @@ async fn ws(
     let Some(Extension(session)) = session else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no sticky session").into_response();
     };
-    upgrade.on_upgrade(move |socket| serve_socket(socket, session, state))
+    // Counted before the 101 goes out, so a drain that starts now still waits
+    // for (and closes) this socket.
+    let guard = session.guard();
+    upgrade.on_upgrade(move |socket| serve_socket(socket, session, guard, state))
 }
 
 fn welcome(node: &str, session: &StickySession) -> String {
@@ -363,8 +366,12 @@ fn welcome(node: &str, session: &StickySession) -> String {
     welcome.to_string()
 }
 
-async fn serve_socket(mut socket: WebSocket, session: StickySession, state: Arc<AppState>) {
-    let guard = session.guard();
+async fn serve_socket(
+    mut socket: WebSocket,
+    session: StickySession,
+    guard: DrainGuard,
+    state: Arc<AppState>,
+) {
     let node = &state.node;
     let id = session.id();
     eprintln!(
@@ -385,47 +392,53 @@ async fn serve_socket(mut socket: WebSocket, session: StickySession, state: Arc<
         let start = tokio::time::Instant::now() + state.ping_interval;
         tokio::time::interval_at(start, state.ping_interval)
     });
-    let reason = loop {
-        tokio::select! {
-            () = guard.closing() => {
-                let close = CloseFrame { code: 1001, reason: "going away".into() };
-                if socket.send(Message::Close(Some(close))).await.is_ok() {
-                    // Finish the close handshake: wait (bounded) for the
-                    // client's close frame, ignoring anything sent before it.
-                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                        while let Some(Ok(msg)) = socket.recv().await {
-                            if matches!(msg, Message::Close(_)) {
-                                break;
+    // Made once, outside the loop: its close time is fixed, and re-making it
+    // for every message would re-arm its timer each time during the spread.
+    let reason = {
+        let closing = guard.closing();
+        tokio::pin!(closing);
+        loop {
+            tokio::select! {
+                () = &mut closing => {
+                    let close = CloseFrame { code: 1001, reason: "going away".into() };
+                    if socket.send(Message::Close(Some(close))).await.is_ok() {
+                        // Finish the close handshake: wait (bounded) for the
+                        // client's close frame, ignoring anything sent before it.
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                            while let Some(Ok(msg)) = socket.recv().await {
+                                if matches!(msg, Message::Close(_)) {
+                                    break;
+                                }
                             }
-                        }
-                    })
-                    .await;
+                        })
+                        .await;
+                    }
+                    break "drained (1001)";
                 }
-                break "drained (1001)";
-            }
-            () = next_tick(ping.as_mut()) => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break "ping failed";
-                }
-            }
-            msg = socket.recv() => match msg {
-                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if socket.send(msg).await.is_err() {
-                        break "send failed";
+                () = next_tick(ping.as_mut()) => {
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break "ping failed";
                     }
                 }
-                // Pings are answered by the library; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) => {
-                    // The library has queued our answer to the close; reading
-                    // on sends it, then reports the end of the stream.
-                    // Dropping the socket now would leave the client with 1006.
-                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
-                    break "closed by client";
-                }
-                Some(Err(_)) => break "error",
-                None => break "gone",
-            },
+                msg = socket.recv() => match msg {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if socket.send(msg).await.is_err() {
+                            break "send failed";
+                        }
+                    }
+                    // Pings are answered by the library; pongs need nothing.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => {
+                        // The library has queued our answer to the close; reading
+                        // on sends it, then reports the end of the stream.
+                        // Dropping the socket now would leave the client with 1006.
+                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
+                        break "closed by client";
+                    }
+                    Some(Err(_)) => break "error",
+                    None => break "gone",
+                },
+            }
         }
     };
     eprintln!("[{node}] socket closed: session {id}: {reason}");

@@ -75,20 +75,24 @@
 //! ```
 //!
 //! With axum, add the layer to the router and take the session in the handler
-//! (feature `axum`: `StickySession` is then an extractor):
+//! (with feature `axum`, `StickySession` is an extractor itself). Take the
+//! [`DrainGuard`] before answering, so the socket counts for draining from the
+//! `101` on:
 //!
 //! ```
-//! use axum::{extract::WebSocketUpgrade, extract::ws::{Message, CloseFrame}, response::Response, routing::get, Router};
+//! use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+//! use axum::{response::Response, routing::get, Extension, Router};
 //! use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
 //!
-//! async fn ws(upgrade: WebSocketUpgrade, session: Option<axum::Extension<StickySession>>) -> Response {
-//!     let session = session.map(|s| s.0);
+//! async fn ws(upgrade: WebSocketUpgrade, Extension(session): Extension<StickySession>) -> Response {
+//!     let guard = session.guard();
 //!     upgrade.on_upgrade(move |mut socket| async move {
-//!         let Some(session) = session else { return };
-//!         let guard = session.guard();
+//!         // Made once: re-made per message it would re-arm its timer each time.
+//!         let closing = guard.closing();
+//!         tokio::pin!(closing);
 //!         loop {
 //!             tokio::select! {
-//!                 _ = guard.closing() => {
+//!                 () = &mut closing => {
 //!                     let close = CloseFrame { code: 1001, reason: "going away".into() };
 //!                     let _ = socket.send(Message::Close(Some(close))).await;
 //!                     break;
@@ -99,6 +103,7 @@
 //!                 },
 //!             }
 //!         }
+//!         // `guard` drops here, with the socket: it no longer counts.
 //!     })
 //! }
 //!
@@ -207,6 +212,8 @@
 //!
 //! # Features
 //!
+//! - `http2` (default): detect HTTP/2 extended CONNECT (RFC 8441) through
+//!   `hyper::ext::Protocol`.
 //! - `axum`: [`StickySession`] and `Option<StickySession>` are axum extractors.
 //! - `signed`: HMAC-SHA256 signed values with key rotation.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -235,7 +242,8 @@ mod stats;
 mod upgrade;
 
 pub use affinity::{
-    Affinity, IdGenerator, InvalidSessionId, NodeId, SessionId, StickySession, UuidV4,
+    Affinity, IdGenerator, InvalidNodeId, InvalidSessionId, NodeId, SessionId, StickySession,
+    UuidV4,
 };
 pub use cookie::SameSite;
 pub use drain::{Drain, DrainGuard, DrainOutcome, DEFAULT_CLOSE_SPREAD};
