@@ -107,9 +107,8 @@ impl Chromium {
 impl Drop for Chromium {
     fn drop(&mut self) {
         // The group id is the browser's pid (`process_group(0)`).
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -KILL -{}", self.child.id())])
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();

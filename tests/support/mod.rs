@@ -172,12 +172,12 @@ impl Drop for Server {
     }
 }
 
-/// Sends signal `sig` (e.g. `"TERM"`) to `pid` with kill(1).
+/// Sends signal `sig` (e.g. `"TERM"`) to `pid` with the shell's `kill`
+/// builtin, so no separate `kill` program (procps) is needed.
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {pid}")])
         .status()
-        .expect("run kill");
+        .expect("run sh -c kill");
     assert!(status.success(), "kill -{sig} {pid} failed");
 }
