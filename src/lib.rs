@@ -258,3 +258,8 @@ pub use stats::Stats;
 
 /// The default name of the affinity cookie.
 pub const DEFAULT_COOKIE_NAME: &str = "WS_SESSION_ID";
+
+/// The README's Rust examples, compiled by `cargo test` so they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
