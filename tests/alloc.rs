@@ -7,8 +7,6 @@
 //! layer wrapping that same function, polling the futures with a no-op waker
 //! (no runtime), and compares the counts.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
@@ -22,46 +20,14 @@ use tower_sticky_upgrade::{
     Drain, DrainGuard, IdGenerator, Refresh, StickySession, StickyUpgradeLayer, UuidV4,
 };
 
-struct Counting;
-
-thread_local! {
-    // `const` and no destructor: reading it never allocates, so the allocator
-    // can use it.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// Every allocation and reallocation on this thread counts once.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        System.alloc(layout)
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
-        System.alloc_zeroed(layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        System.realloc(ptr, layout, new_size)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn bump() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
+    counting_alloc::allocations() as u64
 }
 
 /// Stands in for hyper's `OnUpgrade`, which hyper puts in the extensions of

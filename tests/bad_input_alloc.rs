@@ -8,8 +8,6 @@
 //! built before counting starts; the layered call is polled once with a no-op
 //! waker (the handler is ready at once), so no runtime allocates meanwhile.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
 
 use futures_util::FutureExt;
@@ -18,55 +16,13 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{service_fn, Service};
 use tower_sticky_upgrade::{IdGenerator, StickyUpgradeLayer, UuidV4};
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-thread_local! {
-    /// `Some(n)` while counting on this thread.
-    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn bump() {
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting
-// only touches a `Cell` in a const-initialized thread-local, which does not
-// allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        System.alloc(layout)
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
-        System.alloc_zeroed(layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        System.realloc(ptr, layout, new_size)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
+use counting_alloc::count;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn count<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    COUNT.with(|c| c.set(Some(0)));
-    let out = f();
-    let n = COUNT.with(|c| c.replace(None)).unwrap_or_default();
-    (n, out)
-}
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 fn handler(req: Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>> {
     let mut res = Response::new(());

@@ -3,64 +3,22 @@
 //! while serving; one boxed timer per socket still waiting once draining). Its own test binary because it installs a counting global
 //! allocator. Run with `--nocapture` to see the numbers.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::mem::{size_of, size_of_val};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use tower_sticky_upgrade::{Drain, DrainGuard};
 
-/// Counts allocations made by the thread that turned counting on, so the test
-/// harness's own threads do not disturb the numbers.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note(size: usize) {
-    if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(size, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
-/// Counts the allocations this thread makes until [`Counter::stop`].
+/// Counts the allocations (and bytes) this thread makes until [`Counter::stop`].
+/// The runtime below is current-thread, so the drain's work happens here too.
 struct Counter {
     allocations: usize,
     bytes: usize,
@@ -68,20 +26,17 @@ struct Counter {
 
 impl Counter {
     fn start() -> Counter {
-        let counter = Counter {
-            allocations: ALLOCATIONS.load(Ordering::Relaxed),
-            bytes: BYTES.load(Ordering::Relaxed),
-        };
-        COUNTING.with(|c| c.set(true));
-        counter
+        Counter {
+            allocations: counting_alloc::allocations(),
+            bytes: counting_alloc::bytes(),
+        }
     }
 
     /// `(allocations, bytes)` since `start`.
     fn stop(self) -> (usize, usize) {
-        COUNTING.with(|c| c.set(false));
         (
-            ALLOCATIONS.load(Ordering::Relaxed) - self.allocations,
-            BYTES.load(Ordering::Relaxed) - self.bytes,
+            counting_alloc::allocations() - self.allocations,
+            counting_alloc::bytes() - self.bytes,
         )
     }
 }
