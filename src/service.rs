@@ -250,6 +250,19 @@ mod tests {
         req
     }
 
+    /// An HTTP/2 extended CONNECT for `websocket`, as hyper hands it over.
+    #[cfg(feature = "http2")]
+    fn extended_connect() -> Request<()> {
+        let mut req = Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req
+    }
+
     fn layer(builder: StickyUpgradeBuilder) -> StickyUpgradeLayer {
         builder.build().unwrap()
     }
@@ -460,13 +473,7 @@ mod tests {
         let seen = Arc::new(Seen::default());
         let l = layer(StickyUpgradeLayer::builder());
         l.drain().start();
-        let mut req = Request::builder()
-            .method(http::Method::CONNECT)
-            .version(http::Version::HTTP_2)
-            .body(())
-            .unwrap();
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let req = extended_connect();
         let res = call(&l, &seen, req).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(res.headers().get(CONNECTION).is_none());
@@ -477,13 +484,7 @@ mod tests {
     async fn extended_connect_gets_the_cookie_on_200() {
         let seen = Arc::new(Seen::default());
         let l = layer(StickyUpgradeLayer::builder());
-        let mut req = Request::builder()
-            .method(http::Method::CONNECT)
-            .version(http::Version::HTTP_2)
-            .body(())
-            .unwrap();
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let req = extended_connect();
         let svc = StickyUpgrade::new(inner(seen.clone(), StatusCode::OK, &[]), l);
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(session(&seen).affinity(), Affinity::Issued);
