@@ -15,11 +15,6 @@ use std::sync::Arc;
 use crate::layer::Shared;
 use crate::DrainGuard;
 
-/// Longest cookie value accepted on a request; anything longer is invalid
-/// without further parsing. The longest value this crate writes is
-/// `64 + 1 + 32 + 1 + 32` = 130 bytes.
-pub(crate) const MAX_VALUE_LEN: usize = 256;
-
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct InlineStr<const N: usize> {
     len: u8,
@@ -177,9 +172,7 @@ impl NodeId {
     fn from_bytes(node: &[u8]) -> Option<Self> {
         let ok = !node.is_empty()
             && node.len() <= Self::MAX_LEN
-            && node
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && node.iter().all(|&b| is_node_char(b));
         ok.then(|| Self(InlineStr::new(node)))
     }
 
@@ -225,6 +218,11 @@ impl fmt::Display for InvalidNodeId {
 }
 
 impl std::error::Error for InvalidNodeId {}
+
+/// `A-Z a-z 0-9 - _`
+fn is_node_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
 
 /// How the session of an upgrade request was decided.
 ///
@@ -467,23 +465,53 @@ impl IdGenerator for UuidV4 {
     }
 
     fn accepts(&self, id: &SessionId) -> bool {
-        let Ok(b) = <&[u8; uuid::fmt::Hyphenated::LENGTH]>::try_from(id.0.as_bytes()) else {
-            return false;
-        };
-        // Fixed positions and one branch-free pass over the digits: this runs
-        // on every upgrade that carries a cookie.
-        let lower_hex = |c: u8| c.is_ascii_digit() | (b'a'..=b'f').contains(&c);
-        let digits = [&b[..8], &b[9..13], &b[14..18], &b[19..23], &b[24..]];
-        b[8] == b'-'
-            && b[13] == b'-'
-            && b[18] == b'-'
-            && b[23] == b'-'
-            && b[14] == b'4'
-            && matches!(b[19], b'8' | b'9' | b'a' | b'b')
-            && digits.iter().fold(true, |ok, group| {
-                ok & group.iter().fold(true, |ok, &c| ok & lower_hex(c))
-            })
+        <&[u8; UUID_LEN]>::try_from(id.0.as_bytes()).is_ok_and(is_uuid_v4_text)
     }
+}
+
+/// Length of a hyphenated UUID.
+const UUID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// Whether `b` is a lower-case hyphenated UUID of version 4 (RFC 9562 variant):
+/// `xxxxxxxx-xxxx-4xxx-Yxxx-xxxxxxxxxxxx`, `x` a lower-case hex digit and `Y`
+/// one of `89ab`.
+///
+/// This runs on every upgrade that carries a cookie, so the 32 digits are
+/// checked eight at a time: the four groups after the first are packed into
+/// three words.
+fn is_uuid_v4_text(b: &[u8; UUID_LEN]) -> bool {
+    let word = |parts: [&[u8]; 2]| {
+        let mut w = [0u8; 8];
+        w[..parts[0].len()].copy_from_slice(parts[0]);
+        w[parts[0].len()..].copy_from_slice(parts[1]);
+        u64::from_le_bytes(w)
+    };
+    let digits = [
+        word([&b[0..4], &b[4..8]]),
+        word([&b[9..13], &b[14..18]]),
+        word([&b[19..23], &b[24..28]]),
+        word([&b[28..32], &b[32..36]]),
+    ];
+    let shape = b[8] == b'-'
+        && b[13] == b'-'
+        && b[18] == b'-'
+        && b[23] == b'-'
+        && b[14] == b'4'
+        && matches!(b[19], b'8' | b'9' | b'a' | b'b');
+    shape & digits.iter().fold(true, |ok, &w| ok & all_lower_hex(w))
+}
+
+/// Whether all eight bytes of `w` are `0-9` or `a-f` (SWAR: one word at a time).
+fn all_lower_hex(w: u64) -> bool {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    // For a byte below 0x80, adding `0x80 - lo` sets its high bit exactly when
+    // the byte is at least `lo`, and never carries into the next byte. Bytes
+    // from 0x80 up are refused first, so their lanes need not make sense.
+    let at_least = |lo: u8| w.wrapping_add(ONES * u64::from(0x80 - lo));
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    let letter = at_least(b'a') & !at_least(b'f' + 1);
+    w & HIGHS == 0 && (digit | letter) & HIGHS == HIGHS
 }
 
 /// `cookie-octet` of RFC 6265bis: `%x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`.
@@ -517,10 +545,84 @@ pub(crate) struct Decoded {
     pub(crate) stale_key: bool,
 }
 
+/// Where session ids come from, and which ids a cookie may carry.
+#[derive(Clone)]
+pub(crate) enum Ids {
+    /// [`UuidV4`], the default; matched without a dynamic call.
+    UuidV4,
+    /// Any other generator.
+    Custom(Arc<dyn IdGenerator>),
+}
+
+impl Ids {
+    /// `generator`, or [`Ids::UuidV4`] when it is one.
+    pub(crate) fn new<G: IdGenerator>(generator: G) -> Self {
+        if std::any::TypeId::of::<G>() == std::any::TypeId::of::<UuidV4>() {
+            Self::UuidV4
+        } else {
+            Self::Custom(Arc::new(generator))
+        }
+    }
+
+    pub(crate) fn generate(&self) -> SessionId {
+        match self {
+            Self::UuidV4 => UuidV4.generate(),
+            Self::Custom(generator) => generator.generate(),
+        }
+    }
+
+    /// The session id at the start of `input`, if it is one the generator
+    /// could have made, and its length. The id ends at the first byte that
+    /// cannot be part of one (for UUIDs: after 36 bytes).
+    fn parse(&self, input: &[u8]) -> Option<(SessionId, usize)> {
+        match self {
+            Self::UuidV4 => {
+                let text = <&[u8; UUID_LEN]>::try_from(input.get(..UUID_LEN)?).ok()?;
+                // Lower-case hex and `-` are cookie-octets.
+                is_uuid_v4_text(text).then(|| (SessionId(InlineStr::new(text)), UUID_LEN))
+            }
+            Self::Custom(generator) => {
+                let len = run(input, SessionId::MAX_LEN, |b| {
+                    b != b'.' && is_cookie_octet(b)
+                });
+                let id = SessionId::from_cookie_octets(&input[..len])?;
+                generator.accepts(&id).then_some((id, len))
+            }
+        }
+    }
+}
+
+/// The length of the run of bytes matching `part_of` at the start of `input`,
+/// read up to one byte past `max` (a longer run is too long for any part).
+fn run(input: &[u8], max: usize, part_of: impl Fn(u8) -> bool) -> usize {
+    input
+        .iter()
+        .take(max + 1)
+        .position(|&b| !part_of(b))
+        .unwrap_or(input.len().min(max + 1))
+}
+
+/// The node-tag characters (which include lower-case hex, so signatures too)
+/// after a `.` at `at`: their start and end. `None` without the `.`.
+fn segment(input: &[u8], at: usize) -> Option<(usize, usize)> {
+    if input.get(at) != Some(&b'.') {
+        return None;
+    }
+    let start = at + 1;
+    Some((
+        start,
+        start + run(&input[start..], NodeId::MAX_LEN, is_node_char),
+    ))
+}
+
+// A signature is read as a segment: it must fit in one.
+#[cfg(feature = "signed")]
+const _: () = assert!(crate::signed::SIGNATURE_HEX_LEN <= NodeId::MAX_LEN);
+
 /// Reads and writes cookie values.
 pub(crate) struct Codec {
     pub(crate) node: Option<NodeId>,
-    pub(crate) generator: Arc<dyn IdGenerator>,
+    pub(crate) ids: Ids,
     #[cfg(feature = "signed")]
     pub(crate) signer: Option<crate::signed::Signer>,
 }
@@ -537,41 +639,50 @@ impl fmt::Debug for Codec {
 
 impl Codec {
     /// Parses a cookie value; `None` when it is not a value this codec writes.
+    #[cfg(test)]
     pub(crate) fn decode(&self, name: &str, value: &[u8]) -> Option<Decoded> {
-        if value.len() > MAX_VALUE_LEN {
-            return None;
-        }
-        // One pass: every byte a cookie-octet, and where the first `.` is.
-        // Backwards, so the last `.` seen is the first one; branch-free.
-        let mut octets = true;
-        let mut dot = value.len();
-        for (i, &b) in value.iter().enumerate().rev() {
-            octets &= is_cookie_octet(b);
-            dot = if b == b'.' { i } else { dot };
-        }
-        if !octets {
-            return None;
-        }
+        let (decoded, len) = self.decode_prefix(name, value)?;
+        (len == value.len()).then_some(decoded)
+    }
+
+    /// Parses the value at the start of `input`: what it says and its length.
+    /// Whatever follows is left to the caller, which checks that the value
+    /// ends there (at a `;` or the end of the line). The value is read in one
+    /// pass, without looking for where it ends first.
+    ///
+    /// Every byte is checked by the part it belongs to (id, node tag,
+    /// signature), and all of them before the signature's MAC is computed.
+    pub(crate) fn decode_prefix(&self, name: &str, input: &[u8]) -> Option<(Decoded, usize)> {
+        let (id, id_len) = self.ids.parse(input)?;
         #[cfg(feature = "signed")]
-        let (value, stale_key) = match &self.signer {
-            Some(signer) => signer.verify(name, value)?,
-            None => (value, false),
-        };
+        if let Some(signer) = &self.signer {
+            // `ID[.NODE].SIGNATURE`
+            let first = segment(input, id_len)?;
+            let (node, (start, end)) = match segment(input, first.1) {
+                Some(second) => (Some(NodeId::from_bytes(&input[first.0..first.1])?), second),
+                None => (None, first),
+            };
+            // The payload ends before the `.` of the signature.
+            let stale_key = signer.verify(name, &input[..start - 1], &input[start..end])?;
+            let decoded = Decoded {
+                id,
+                node,
+                stale_key,
+            };
+            return Some((decoded, end));
+        }
         #[cfg(not(feature = "signed"))]
-        let (stale_key, _) = (false, name);
-        // A signature is cut off the end, so a `.` past what is left was the
-        // one before it.
-        let (id, node) = match value.get(dot + 1..) {
-            Some(node) => (&value[..dot], Some(NodeId::from_bytes(node)?)),
-            None => (value, None),
+        let _ = name;
+        let (node, len) = match segment(input, id_len) {
+            Some((start, end)) => (Some(NodeId::from_bytes(&input[start..end])?), end),
+            None => (None, id_len),
         };
-        // Every byte was checked above, and `id` ends before the first `.`.
-        let id = SessionId::from_cookie_octets(id)?;
-        self.generator.accepts(&id).then_some(Decoded {
+        let decoded = Decoded {
             id,
             node,
-            stale_key,
-        })
+            stale_key: false,
+        };
+        Some((decoded, len))
     }
 
     /// Length of the value [`encode`](Self::encode) writes for `id`.
@@ -611,7 +722,7 @@ mod tests {
     fn codec(node: Option<&str>) -> Codec {
         Codec {
             node: node.and_then(|n| NodeId::new(n).ok()),
-            generator: Arc::new(UuidV4),
+            ids: Ids::UuidV4,
             #[cfg(feature = "signed")]
             signer: None,
         }
@@ -667,7 +778,7 @@ mod tests {
             "not-a-uuid".into(),
             // UUID of version 1, same shape otherwise.
             "6ba7b810-9dad-11d1-80b4-00c04fd430c8".into(),
-            "x".repeat(MAX_VALUE_LEN + 1),
+            "x".repeat(300),
         ] {
             assert_eq!(c.decode("WS", bad.as_bytes()), None, "{bad:?}");
         }
@@ -737,6 +848,62 @@ mod tests {
         }
         let short = SessionId::new(&id.as_str()[..35]).unwrap();
         assert!(!UuidV4.accepts(&short));
+    }
+
+    /// The rule spelled out byte by byte, to check the word-at-a-time version.
+    fn is_uuid_v4_by_bytes(b: &[u8]) -> bool {
+        b.len() == UUID_LEN
+            && b.iter().enumerate().all(|(i, &c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                14 => c == b'4',
+                19 => matches!(c, b'8' | b'9' | b'a' | b'b'),
+                _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+            })
+    }
+
+    #[test]
+    fn uuid_v4_check_agrees_with_the_bytewise_rule_on_every_byte_everywhere() {
+        let id = UuidV4.generate();
+        let mut text = [0u8; UUID_LEN];
+        text.copy_from_slice(id.as_str().as_bytes());
+        assert!(is_uuid_v4_text(&text));
+        for i in 0..UUID_LEN {
+            for byte in 0..=255u8 {
+                let mut candidate = text;
+                candidate[i] = byte;
+                assert_eq!(
+                    is_uuid_v4_text(&candidate),
+                    is_uuid_v4_by_bytes(&candidate),
+                    "byte {byte:#x} at {i}"
+                );
+            }
+        }
+        // Two bytes changed at once, across word boundaries.
+        for (i, j) in [
+            (0, 35),
+            (3, 4),
+            (7, 9),
+            (12, 14),
+            (22, 24),
+            (27, 28),
+            (31, 32),
+        ] {
+            for (a, b) in [(0x80, b'0'), (b'/', b':'), (b'`', b'g'), (0xff, 0x7f)] {
+                let mut candidate = text;
+                candidate[i] = a;
+                candidate[j] = b;
+                assert_eq!(is_uuid_v4_text(&candidate), is_uuid_v4_by_bytes(&candidate));
+            }
+        }
+    }
+
+    #[test]
+    fn uuid_v4_given_explicitly_is_the_built_in_check() {
+        assert!(matches!(Ids::new(UuidV4), Ids::UuidV4));
+        assert!(matches!(
+            Ids::new(|| SessionId::new("x").unwrap()),
+            Ids::Custom(_)
+        ));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 
 use crate::affinity::{Codec, Decoded, SessionId};
-use crate::upgrade::trim_ows;
+use crate::find::find_byte;
+use crate::upgrade::{other_lines, trim_ows};
 use crate::BuildError;
 
 /// The `SameSite` attribute of the affinity cookie.
@@ -230,8 +231,9 @@ impl CookieSpec {
     pub(crate) fn scan(&self, headers: &HeaderMap, codec: &Codec) -> Scan {
         let mut invalid = false;
         let mut candidates = 0;
-        for line in headers.get_all(COOKIE) {
-            for value in NamedValues::new(line.as_bytes(), self.name.as_bytes()) {
+        let first = headers.get(&COOKIE);
+        for line in first.into_iter().chain(other_lines(headers, &COOKIE)) {
+            for rest in NamedValues::new(line.as_bytes(), self.name.as_bytes()) {
                 if candidates == MAX_CANDIDATES {
                     return Scan {
                         valid: None,
@@ -239,7 +241,7 @@ impl CookieSpec {
                     };
                 }
                 candidates += 1;
-                match codec.decode(&self.name, trim_ows(value)) {
+                match decode_pair_value(codec, &self.name, rest) {
                     Some(valid) => {
                         return Scan {
                             valid: Some(valid),
@@ -284,6 +286,18 @@ impl CookieSpec {
     }
 }
 
+/// Decodes the value at the start of `rest` (what follows `NAME=`), which must
+/// be all of the pair's value: optional whitespace around it, then `;` or the
+/// end of the line.
+fn decode_pair_value(codec: &Codec, name: &str, rest: &[u8]) -> Option<Decoded> {
+    let rest = trim_start_ows(rest);
+    let (decoded, len) = codec.decode_prefix(name, rest)?;
+    match trim_start_ows(&rest[len..]).first() {
+        None | Some(b';') => Some(decoded),
+        Some(_) => None,
+    }
+}
+
 /// Whether a `Set-Cookie` line sets the cookie `name`.
 pub(crate) fn sets_cookie_named(line: &[u8], name: &[u8]) -> bool {
     trim_ows(line)
@@ -291,16 +305,19 @@ pub(crate) fn sets_cookie_named(line: &[u8], name: &[u8]) -> bool {
         .is_some_and(|rest| trim_ows(rest).first() == Some(&b'='))
 }
 
-/// The values of the pairs named `name` in one `Cookie` line, in order.
+/// Where the values of the pairs named `name` start in one `Cookie` line, in
+/// order: the rest of the line after each `name=`. The value ends at the next
+/// `;`; the decoder finds that end as it reads, rather than searching for it
+/// first.
 ///
 /// A pair is `name=value` with optional whitespace around the name and the
 /// `=`, pairs are separated by `;`. Rather than splitting the line into pairs,
-/// this searches for the first byte of the name (eight bytes at a time) and
-/// only looks closer where it starts a pair: a `Cookie` line is mostly other
-/// cookies' values, often hundreds of bytes of analytics ids, that need not be
-/// read pair by pair. Linear in the line: the look-behind from a candidate
-/// stops at the first byte that is not whitespace, and the name is compared
-/// only where a pair starts.
+/// this searches for the first byte of the name (a block of bytes at a time,
+/// see [`find_byte`]) and only looks closer where it starts a pair: a `Cookie`
+/// line is mostly other cookies' values, often hundreds of bytes of analytics
+/// ids, that need not be read pair by pair. Linear in the line: the
+/// look-behind from a candidate stops at the first byte that is not
+/// whitespace, and the name is compared only where a pair starts.
 struct NamedValues<'a> {
     line: &'a [u8],
     name: &'a [u8],
@@ -325,11 +342,9 @@ impl<'a> Iterator for NamedValues<'a> {
             if !starts_pair(self.line, at) {
                 continue;
             }
-            let Some(value) = value_if_named(&self.line[at..], self.name) else {
-                continue;
-            };
-            let value = find_byte(value, b';').map_or(value, |end| &value[..end]);
-            return Some(value);
+            if let Some(rest) = value_if_named(&self.line[at..], self.name) {
+                return Some(rest);
+            }
         }
     }
 }
@@ -358,30 +373,6 @@ fn trim_start_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// The index of the first `needle` in `haystack`, reading eight bytes at a time.
-fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    let pattern = ONES * u64::from(needle);
-    let mut chunks = haystack.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        // Bytes equal to `needle` become zero; the classic zero-byte test then
-        // sets the high bit of the first zero byte (and maybe of later ones,
-        // never of earlier ones), so the lowest set bit marks the first match.
-        let x = u64::from_le_bytes(word) ^ pattern;
-        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zeros != 0 {
-            return Some(offset + (zeros.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    let tail = chunks.remainder();
-    tail.iter().position(|&b| b == needle).map(|i| offset + i)
-}
-
 /// `now + after` as an HTTP date, or `None` when the clock is outside what an
 /// HTTP date can express (before 1970, after 9999), rather than panic.
 fn expiry_date(after: Duration) -> Option<httpdate::HttpDate> {
@@ -404,12 +395,11 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 mod tests {
     use super::*;
     use crate::affinity::{IdGenerator, NodeId, UuidV4};
-    use std::sync::Arc;
 
     fn codec() -> Codec {
         Codec {
             node: None,
-            generator: Arc::new(UuidV4),
+            ids: crate::affinity::Ids::UuidV4,
             #[cfg(feature = "signed")]
             signer: None,
         }
@@ -829,31 +819,12 @@ mod tests {
             .starts_with(&format!("WS_SESSION_ID={id}.n1; ")));
     }
 
-    #[test]
-    fn find_byte_agrees_with_a_plain_search() {
-        // Every length around the 8-byte word size, the needle at every
-        // position, and bytes that differ from it by one bit or by the high bit.
-        for len in 0..40 {
-            for at in 0..=len {
-                let mut hay: Vec<u8> = (0..len)
-                    .map(|i| [b'a', b':', 0xbb, b'{', 0x00][i % 5])
-                    .collect();
-                if at < len {
-                    hay[at] = b';';
-                    if at + 3 < len {
-                        hay[at + 3] = b';';
-                    }
-                }
-                let expected = hay.iter().position(|&b| b == b';');
-                assert_eq!(find_byte(&hay, b';'), expected, "{hay:?}");
-            }
-        }
-        assert_eq!(find_byte(&[0x80; 17], 0x00), None);
-        assert_eq!(find_byte(&[0xff; 9], 0x7f), None);
-        assert_eq!(
-            find_byte(b"\x01\x00\x01\x01\x01\x01\x01\x01", 0x01),
-            Some(0)
-        );
+    /// The values as [`NamedValues`] finds them, each cut at the next `;`
+    /// as the decoder does.
+    fn named_values<'a>(line: &'a [u8], name: &'a [u8]) -> Vec<&'a [u8]> {
+        NamedValues::new(line, name)
+            .map(|rest| rest.split(|&b| b == b';').next().unwrap_or_default())
+            .collect()
     }
 
     /// The rule as first written: split on `;`, the name is everything
@@ -881,7 +852,7 @@ mod tests {
                     line.push(alphabet[n % alphabet.len()]);
                     n /= alphabet.len();
                 }
-                let found: Vec<_> = NamedValues::new(&line, name).collect();
+                let found = named_values(&line, name);
                 assert_eq!(
                     found,
                     named_values_by_splitting(&line, name),
@@ -895,7 +866,7 @@ mod tests {
     #[test]
     fn named_values_skip_the_name_inside_other_values() {
         let line = b"a=WS=1; WSa=2;b=x WS=3; WS =4;\tWS\t= 5 ;WS";
-        let found: Vec<_> = NamedValues::new(line, b"WS").collect();
+        let found = named_values(line, b"WS");
         assert_eq!(found, [&b"4"[..], &b" 5 "[..]]);
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use tower_layer::Layer;
 
-use crate::affinity::{Codec, IdGenerator, NodeId, UuidV4};
+use crate::affinity::{Codec, IdGenerator, Ids, NodeId};
 use crate::cookie::{CookieAttributes, CookieSpec, SameSite};
 use crate::origin::OriginPolicy;
 use crate::stats::Counters;
@@ -189,7 +189,7 @@ impl<S> Layer<S> for StickyUpgradeLayer {
 pub struct StickyUpgradeBuilder {
     cookie: CookieAttributes,
     node: Option<String>,
-    generator: Arc<dyn IdGenerator>,
+    ids: Ids,
     refresh: Refresh,
     protocols: Vec<String>,
     refuse_while_draining: bool,
@@ -205,7 +205,7 @@ impl Default for StickyUpgradeBuilder {
         Self {
             cookie: CookieAttributes::default(),
             node: None,
-            generator: Arc::new(UuidV4),
+            ids: Ids::UuidV4,
             refresh: Refresh::default(),
             protocols: vec!["websocket".to_owned()],
             refuse_while_draining: true,
@@ -288,9 +288,9 @@ impl StickyUpgradeBuilder {
         self
     }
 
-    /// The session id generator. Default: [`UuidV4`].
+    /// The session id generator. Default: [`UuidV4`](crate::UuidV4).
     pub fn id_generator(mut self, generator: impl IdGenerator) -> Self {
-        self.generator = Arc::new(generator);
+        self.ids = Ids::new(generator);
         self
     }
 
@@ -423,7 +423,7 @@ impl StickyUpgradeBuilder {
         };
         let codec = Codec {
             node,
-            generator: self.generator,
+            ids: self.ids,
             #[cfg(feature = "signed")]
             signer,
         };

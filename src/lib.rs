@@ -231,6 +231,7 @@ pub mod drain;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod find;
 pub mod future;
 mod health;
 mod layer;

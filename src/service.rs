@@ -156,7 +156,7 @@ fn decide(
         Counters::bump(&counters.invalid_cookies);
     }
     let (id, affinity, changed) = match scan.valid {
-        None => (config.codec.generator.generate(), Affinity::Issued, true),
+        None => (config.codec.ids.generate(), Affinity::Issued, true),
         Some(cookie) => {
             let affinity = match (cookie.node, config.codec.node) {
                 (Some(from), Some(here)) if from != here => Affinity::Migrated { from },

@@ -6,7 +6,7 @@
 //! cookie is only set when it accepts.
 
 use http::header::{CONNECTION, UPGRADE};
-use http::{Extensions, HeaderMap, HeaderValue, Method};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method};
 
 /// How the client asked to upgrade, which decides what a successful answer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(crate) fn detect(
         return extended_connect(extensions, protocols);
     }
     // `get` finds the first line with the cheapest lookup `HeaderMap` has.
-    let first = headers.get(UPGRADE)?;
+    let first = headers.get(&UPGRADE)?;
     http1_upgrade(first, headers, protocols)
 }
 
@@ -99,27 +99,46 @@ fn http1_upgrade(
     protocols: &Protocols,
 ) -> Option<UpgradeKind> {
     // What clients send, `Upgrade: websocket`, is matched whole; anything
-    // else is split, on every line.
-    let wants_protocol = protocols.accepts(first.as_bytes())
-        || headers.get_all(UPGRADE).iter().any(|line| {
-            tokens(line.as_bytes()).any(|token| {
-                // `protocol-name ["/" protocol-version]`: the version does not matter here.
-                let name = match token.iter().position(|&b| b == b'/') {
-                    Some(slash) => &token[..slash],
-                    None => token,
-                };
-                protocols.accepts(name)
-            })
-        });
-    let connection_upgrade = || {
-        headers.get_all(CONNECTION).iter().any(|line| {
-            // `Connection: Upgrade` (Chrome) is matched without splitting;
-            // `keep-alive, Upgrade` (Firefox) is split.
-            line.as_bytes().eq_ignore_ascii_case(b"upgrade")
-                || tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+    // else is split.
+    let names_protocol = |line: &HeaderValue| {
+        tokens(line.as_bytes()).any(|token| {
+            // `protocol-name ["/" protocol-version]`: the version does not matter here.
+            let name = match token.iter().position(|&b| b == b'/') {
+                Some(slash) => &token[..slash],
+                None => token,
+            };
+            protocols.accepts(name)
         })
     };
-    (wants_protocol && connection_upgrade()).then_some(UpgradeKind::Http1)
+    let wants_protocol = protocols.accepts(first.as_bytes())
+        || names_protocol(first)
+        || other_lines(headers, &UPGRADE).any(names_protocol);
+    if !wants_protocol {
+        return None;
+    }
+    // `Connection: Upgrade` (Chrome) is matched without splitting;
+    // `keep-alive, Upgrade` (Firefox) is split.
+    let lists_upgrade = |line: &HeaderValue| {
+        line.as_bytes().eq_ignore_ascii_case(b"upgrade")
+            || tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+    };
+    let first = headers.get(&CONNECTION)?;
+    (lists_upgrade(first) || other_lines(headers, &CONNECTION).any(lists_upgrade))
+        .then_some(UpgradeKind::Http1)
+}
+
+/// The lines of the field `name` after the first one, which callers read with
+/// `HeaderMap::get`, the cheapest lookup. A repeated field is rare, so its
+/// other lines are only looked up when some field of the map is repeated.
+pub(crate) fn other_lines<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'a HeaderValue> {
+    let repeated = headers.len() != headers.keys_len();
+    repeated
+        .then(|| headers.get_all(name).iter().skip(1))
+        .into_iter()
+        .flatten()
 }
 
 /// Splits an RFC 9110 comma-separated list, trimming optional whitespace and
