@@ -23,57 +23,34 @@
 //! `batch_size`).
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::{ready, Ready};
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use http::header::{CONNECTION, COOKIE, UPGRADE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::UPGRADE;
+use http::{HeaderValue, Request, Response};
 use tower::util::MapResponseLayer;
 use tower::{service_fn, Layer, Service};
 use tower_cookies::cookie::SameSite;
 use tower_cookies::{Cookie, CookieManagerLayer, Cookies};
 use tower_sticky_upgrade::{
-    Drain, IdGenerator, Refresh, StickySession, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
+    Drain, IdGenerator, Refresh, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
 };
 
-/// Stands in for hyper's `OnUpgrade`, which hyper inserts into the extensions of
-/// every upgrade request before the service sees it. Inserting it here mirrors
-/// production: the extension map already exists, so the layer's
-/// `Extensions::insert` boxes its `StickySession` but does not allocate the map
-/// (which would be two more allocations, see `tests/alloc.rs`).
-#[derive(Clone)]
-struct OnUpgradeStandIn;
+/// The request, the inner service (`handshake`) and the way it is called,
+/// shared with `tests/alloc.rs`.
+#[path = "../tests/support/handshake_fixture.rs"]
+mod fixture;
 
-/// The inner service: answers like a WebSocket handshake would. An upgrade
-/// gets `101` with `Connection`, `Upgrade` and `Sec-WebSocket-Accept`; anything
-/// else `200`. The accept value is the fixed one of RFC 6455's example: a real
-/// server hashes the key, which costs the same with or without the layer and
-/// would only blur the difference. It reads the session like an app would.
-fn handshake(req: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
-    let session = req.extensions().get::<StickySession>().map(|s| *s.id());
-    black_box(session);
-    ready(Ok(respond(&req)))
-}
+use fixture::{call_once as call, handshake, noop_waker, respond, OTHER_COOKIES};
 
-fn respond(req: &Request<()>) -> Response<()> {
-    let mut res = Response::new(());
-    if req.headers().contains_key(UPGRADE) {
-        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = res.headers_mut();
-        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(
-            "sec-websocket-accept",
-            HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-        );
-    }
-    res
+/// A request as hyper would hand it over, with hyper's `OnUpgrade` stand-in
+/// on upgrades.
+fn request(upgrade: bool, cookie: &HeaderValue) -> Request<()> {
+    fixture::request(upgrade, cookie, upgrade)
 }
 
 /// The same job done the way it is commonly done today: `CookieManagerLayer`
@@ -101,63 +78,6 @@ fn tower_cookies_handshake(req: Request<()>) -> Ready<Result<Response<()>, Infal
         }
     }
     ready(Ok(respond(&req)))
-}
-
-/// Cookies a browser typically sends along: analytics, preferences, CSRF.
-const OTHER_COOKIES: &str =
-    "_ga=GA1.2.1234567890.1700000000; theme=dark; lang=en-GB; csrftoken=Zm9vYmFyYmF6cXV4cXV1eA";
-
-/// A request as hyper would hand it over. `cookie` is the whole `Cookie` line.
-fn request(upgrade: bool, cookie: &HeaderValue) -> Request<()> {
-    let mut req = Request::new(());
-    *req.uri_mut() = http::Uri::from_static(if upgrade { "/ws" } else { "/api/items" });
-    let h = req.headers_mut();
-    h.insert("host", HeaderValue::from_static("example.com"));
-    h.insert(
-        "user-agent",
-        HeaderValue::from_static("Mozilla/5.0 (bench)"),
-    );
-    h.insert(COOKIE, cookie.clone());
-    if upgrade {
-        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(
-            "sec-websocket-key",
-            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
-        );
-        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
-        h.insert("origin", HeaderValue::from_static("https://example.com"));
-        req.extensions_mut().insert(OnUpgradeStandIn);
-    }
-    req
-}
-
-/// A waker that does nothing: every future here is ready on its first poll.
-/// (`Waker::noop` needs Rust 1.85.)
-fn noop_waker() -> Waker {
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    Waker::from(Arc::new(Noop))
-}
-
-/// `poll_ready`, `call`, one poll with a no-op waker; the services here never
-/// return `Pending`.
-fn call<S>(svc: &mut S, req: Request<()>, waker: &Waker) -> Response<()>
-where
-    S: Service<Request<()>, Response = Response<()>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(waker);
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the services here are always ready"),
-    }
-    match pin!(svc.call(req)).poll(&mut cx) {
-        Poll::Ready(res) => res.expect("the services here do not fail"),
-        Poll::Pending => panic!("the services here answer at once"),
-    }
 }
 
 fn cookie_line(affinity: Option<&str>) -> HeaderValue {

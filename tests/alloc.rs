@@ -7,52 +7,25 @@
 //! layer wrapping that same function, polling the futures with a no-op waker
 //! (no runtime), and compares the counts.
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Waker;
 
-use http::header::{CONNECTION, COOKIE, SET_COOKIE, UPGRADE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Request, Response};
 use tower::{service_fn, Layer, Service};
-use tower_sticky_upgrade::{
-    Drain, DrainGuard, IdGenerator, Refresh, StickySession, StickyUpgradeLayer, UuidV4,
-};
+use tower_sticky_upgrade::{Drain, DrainGuard, IdGenerator, Refresh, StickyUpgradeLayer, UuidV4};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/handshake_fixture.rs"]
+mod fixture;
+
+use fixture::{call_once, handshake, noop_waker, request, OTHER_COOKIES};
 
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 fn allocs() -> u64 {
     counting_alloc::allocations() as u64
-}
-
-/// Stands in for hyper's `OnUpgrade`, which hyper puts in the extensions of
-/// every upgrade request it hands to a service. With it, the extension map
-/// exists before the layer inserts its `StickySession`, as in production.
-#[derive(Clone)]
-struct OnUpgradeStandIn;
-
-/// Answers like a WebSocket handshake: `101` with the usual headers for an
-/// upgrade, `200` otherwise. Reads the session like an app would.
-fn handshake(req: Request<()>) -> Ready<Result<Response<()>, Infallible>> {
-    let session = req.extensions().get::<StickySession>().map(|s| *s.id());
-    std::hint::black_box(session);
-    let mut res = Response::new(());
-    if req.headers().contains_key(UPGRADE) {
-        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = res.headers_mut();
-        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(
-            "sec-websocket-accept",
-            HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-        );
-    }
-    ready(Ok(res))
 }
 
 /// Calls `svc` once and polls the future to completion with a no-op waker;
@@ -62,50 +35,9 @@ where
     S: Service<Request<()>, Response = Response<()>>,
     S::Error: std::fmt::Debug,
 {
-    let mut cx = Context::from_waker(waker);
     let before = allocs();
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    let res = match pin!(svc.call(req)).poll(&mut cx) {
-        Poll::Ready(res) => res.expect("the handshake service does not fail"),
-        Poll::Pending => panic!("the handshake service answers at once"),
-    };
+    let res = call_once(svc, req, waker);
     (allocs() - before, res)
-}
-
-/// A waker that does nothing: every future here is ready on its first poll.
-/// Made once, before any measurement (`Waker::noop` needs Rust 1.85).
-fn noop_waker() -> Waker {
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    Waker::from(Arc::new(Noop))
-}
-
-/// Cookies a browser typically sends along: analytics, preferences, CSRF.
-const OTHER_COOKIES: &str =
-    "_ga=GA1.2.1234567890.1700000000; theme=dark; lang=en-GB; csrftoken=Zm9vYmFyYmF6cXV4cXV1eA";
-
-fn request(upgrade: bool, cookie: &str, hyper_extension: bool) -> Request<()> {
-    let mut req = Request::get(if upgrade { "/ws" } else { "/api/items" })
-        .header("host", "example.com")
-        .header(COOKIE, cookie)
-        .body(())
-        .expect("valid request");
-    if upgrade {
-        let h = req.headers_mut();
-        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(
-            "sec-websocket-key",
-            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
-        );
-        h.insert("sec-websocket-version", HeaderValue::from_static("13"));
-    }
-    if hyper_extension {
-        req.extensions_mut().insert(OnUpgradeStandIn);
-    }
-    req
 }
 
 struct Case {
@@ -245,7 +177,8 @@ fn layer_adds_no_allocation_on_plain_requests_and_at_most_two_on_upgrades() {
         "case", "bare", "layered", "added", "budget"
     );
     for case in &cases {
-        let req = || request(case.upgrade, &case.cookie, case.hyper_extension);
+        let cookie = HeaderValue::from_str(&case.cookie).expect("valid cookie line");
+        let req = || request(case.upgrade, &cookie, case.hyper_extension);
         let mut bare = service_fn(handshake);
         let mut layered = case.layer.layer(service_fn(handshake));
         // Warm up once: lazily initialised statics (the OS RNG, tracing
