@@ -7,7 +7,9 @@
 //!   hex digits, HMAC-SHA256 over `NAME=ID[.NODE]` truncated to 128 bits.
 //!
 //! Every byte is a cookie-octet (RFC 6265bis) and nothing is percent-encoded, since
-//! AWS ALB does not support URL-encoded cookie values.
+//! AWS ALB does not support URL-encoded cookie values. The longest value is
+//! `64 + 1 + 32 + 1 + 32` = 130 bytes; reading a value stops at the first byte
+//! that cannot belong to it, so a longer one is refused without reading on.
 
 use std::fmt;
 use std::sync::Arc;

@@ -144,9 +144,9 @@
 //!
 //! The value is `ID[.NODE][.SIGNATURE]` in cookie-octets, never percent-encoded
 //! (ALB does not support encoded values). It is read from every `Cookie` field
-//! in one linear, allocation-free pass; a value over 256 bytes, outside
-//! cookie-octets, of the wrong shape, or with a bad signature is treated as
-//! absent and a new id is issued.
+//! in one linear, allocation-free pass; a value longer than any this layer
+//! writes (130 bytes at most), outside cookie-octets, of the wrong shape, or
+//! with a bad signature is treated as absent and a new id is issued.
 //!
 //! **The id is a routing key, not a credential.** It tells the load balancer
 //! where to send a reconnect and lets the app find state it keeps per session.
