@@ -56,6 +56,10 @@ impl Chromium {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
+        // Chromium's own scratch directories (`org.chromium.Chromium.*`) go in
+        // the profile too, which is removed after the browser is killed;
+        // otherwise every run leaves a few in /tmp.
+        .env("TMPDIR", profile.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
