@@ -29,12 +29,12 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request};
 use tower::{service_fn, Layer, Service};
-use tower_sticky_upgrade::{IdGenerator, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME};
+use tower_sticky_upgrade::{IdGenerator, StickyUpgradeLayer, UuidV4};
 
 #[path = "../tests/support/handshake_fixture.rs"]
 mod fixture;
 
-use fixture::{call_once, handshake, noop_waker, request, OTHER_COOKIES};
+use fixture::{call_once, cookie_line, handshake, noop_waker, request};
 
 const CASES: [&str; 3] = ["plain", "kept", "issued"];
 
@@ -44,11 +44,7 @@ const PER_ROUND: usize = 256;
 
 /// The request of `case`: whether it upgrades, and its `Cookie` line.
 fn case_request(case: &str, id: &str) -> (bool, HeaderValue) {
-    let line = match case {
-        "issued" => OTHER_COOKIES.to_owned(),
-        _ => format!("{OTHER_COOKIES}; {DEFAULT_COOKIE_NAME}={id}"),
-    };
-    let cookie = HeaderValue::from_str(&line).expect("valid cookie line");
+    let cookie = cookie_line((case != "issued").then_some(id));
     (case != "plain", cookie)
 }
 

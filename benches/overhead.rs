@@ -36,16 +36,14 @@ use tower::util::MapResponseLayer;
 use tower::{service_fn, Layer, Service};
 use tower_cookies::cookie::SameSite;
 use tower_cookies::{Cookie, CookieManagerLayer, Cookies};
-use tower_sticky_upgrade::{
-    Drain, IdGenerator, Refresh, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
-};
+use tower_sticky_upgrade::{Drain, IdGenerator, UuidV4, DEFAULT_COOKIE_NAME};
 
 /// The request, the inner service (`handshake`) and the way it is called,
 /// shared with `tests/alloc.rs`.
 #[path = "../tests/support/handshake_fixture.rs"]
 mod fixture;
 
-use fixture::{call_once as call, handshake, noop_waker, respond, OTHER_COOKIES};
+use fixture::{call_once as call, cookie_line, handshake, noop_waker, respond, Layers};
 
 /// A request as hyper would hand it over, with hyper's `OnUpgrade` stand-in
 /// on upgrades.
@@ -78,14 +76,6 @@ fn tower_cookies_handshake(req: Request<()>) -> Ready<Result<Response<()>, Infal
         }
     }
     ready(Ok(respond(&req)))
-}
-
-fn cookie_line(affinity: Option<&str>) -> HeaderValue {
-    let line = match affinity {
-        Some(value) => format!("{OTHER_COOKIES}; {DEFAULT_COOKIE_NAME}={value}"),
-        None => OTHER_COOKIES.to_owned(),
-    };
-    HeaderValue::from_str(&line).expect("valid cookie line")
 }
 
 /// Requests built per timed batch.
@@ -134,24 +124,20 @@ fn bench_service<S>(
 }
 
 fn overhead(c: &mut Criterion) {
-    let layer = StickyUpgradeLayer::new();
-    let nodes = StickyUpgradeLayer::builder()
-        .node_id("node-1")
-        .build()
-        .expect("valid configuration");
-    let on_change = StickyUpgradeLayer::builder()
-        .refresh(Refresh::OnChange)
-        .build()
-        .expect("valid configuration");
+    let Layers {
+        defaults: layer,
+        nodes,
+        on_change,
+    } = Layers::new();
     let id = UuidV4.generate();
 
-    let plain = cookie_line(Some(id.as_str()));
+    // Plain requests carry the same cookies as kept upgrades.
     let kept = cookie_line(Some(id.as_str()));
     let none = cookie_line(None);
     let migrated = cookie_line(Some(&format!("{id}.node-2")));
 
     let mut g = c.benchmark_group("plain");
-    let make = || request(false, &plain);
+    let make = || request(false, &kept);
     bench_service(&mut g, "bare", service_fn(handshake), &make, false);
     bench_service(
         &mut g,

@@ -12,14 +12,16 @@ use std::task::Waker;
 use http::header::SET_COOKIE;
 use http::{HeaderValue, Request, Response};
 use tower::{service_fn, Layer, Service};
-use tower_sticky_upgrade::{Drain, DrainGuard, IdGenerator, Refresh, StickyUpgradeLayer, UuidV4};
+use tower_sticky_upgrade::{
+    Drain, DrainGuard, IdGenerator, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME,
+};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "support/handshake_fixture.rs"]
 mod fixture;
 
-use fixture::{call_once, handshake, noop_waker, request, OTHER_COOKIES};
+use fixture::{call_once, cookie_line, handshake, noop_waker, request, Layers};
 
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
@@ -44,7 +46,7 @@ struct Case {
     name: String,
     layer: StickyUpgradeLayer,
     upgrade: bool,
-    cookie: String,
+    cookie: HeaderValue,
     hyper_extension: bool,
     /// Allocations the layer may add.
     budget: u64,
@@ -57,25 +59,22 @@ struct Case {
 #[test]
 fn layer_adds_no_allocation_on_plain_requests_and_at_most_two_on_upgrades() {
     let waker = noop_waker();
-    let plain = StickyUpgradeLayer::new();
-    let nodes = StickyUpgradeLayer::builder()
-        .node_id("node-1")
-        .build()
-        .expect("valid configuration");
-    let on_change = StickyUpgradeLayer::builder()
-        .refresh(Refresh::OnChange)
-        .build()
-        .expect("valid configuration");
+    let Layers {
+        defaults: plain,
+        nodes,
+        on_change,
+    } = Layers::new();
     let id = UuidV4.generate();
-    let with = |value: &str| format!("{OTHER_COOKIES}; WS_SESSION_ID={value}");
+    let with = |value: &str| cookie_line(Some(value));
     let many: String = (0..1000)
         .map(|i| format!("c{i}=v{i}; "))
-        .chain([format!("WS_SESSION_ID={id}")])
+        .chain([format!("{DEFAULT_COOKIE_NAME}={id}")])
         .collect();
+    let many = HeaderValue::from_str(&many).expect("valid cookie line");
 
     let mut cases = Vec::new();
     let mut case =
-        |name: &str, layer: &StickyUpgradeLayer, upgrade, cookie: String, ext, budget| {
+        |name: &str, layer: &StickyUpgradeLayer, upgrade, cookie: HeaderValue, ext, budget| {
             cases.push(Case {
                 name: name.to_owned(),
                 layer: layer.clone(),
@@ -103,14 +102,7 @@ fn layer_adds_no_allocation_on_plain_requests_and_at_most_two_on_upgrades() {
         0,
     );
     case("upgrade kept", &plain, true, with(id.as_str()), true, 2);
-    case(
-        "upgrade issued",
-        &plain,
-        true,
-        OTHER_COOKIES.into(),
-        true,
-        2,
-    );
+    case("upgrade issued", &plain, true, cookie_line(None), true, 2);
     case(
         "upgrade issued, invalid cookie",
         &plain,
@@ -166,7 +158,7 @@ fn layer_adds_no_allocation_on_plain_requests_and_at_most_two_on_upgrades() {
         "upgrade issued, no extensions",
         &plain,
         true,
-        OTHER_COOKIES.into(),
+        cookie_line(None),
         false,
         4,
     );
@@ -177,8 +169,7 @@ fn layer_adds_no_allocation_on_plain_requests_and_at_most_two_on_upgrades() {
         "case", "bare", "layered", "added", "budget"
     );
     for case in &cases {
-        let cookie = HeaderValue::from_str(&case.cookie).expect("valid cookie line");
-        let req = || request(case.upgrade, &cookie, case.hyper_extension);
+        let req = || request(case.upgrade, &case.cookie, case.hyper_extension);
         let mut bare = service_fn(handshake);
         let mut layered = case.layer.layer(service_fn(handshake));
         // Warm up once: lazily initialised statics (the OS RNG, tracing

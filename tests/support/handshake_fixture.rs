@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use http::header::{CONNECTION, COOKIE, UPGRADE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower::Service;
-use tower_sticky_upgrade::StickySession;
+use tower_sticky_upgrade::{Refresh, StickySession, StickyUpgradeLayer, DEFAULT_COOKIE_NAME};
 
 /// Stands in for hyper's `OnUpgrade`, which hyper puts in the extensions of
 /// every upgrade request before the service sees it. With it, the extension
@@ -34,6 +34,42 @@ pub struct OnUpgradeStandIn;
 /// Cookies a browser typically sends along: analytics, preferences, CSRF.
 pub const OTHER_COOKIES: &str =
     "_ga=GA1.2.1234567890.1700000000; theme=dark; lang=en-GB; csrftoken=Zm9vYmFyYmF6cXV4cXV1eA";
+
+/// A `Cookie` line: [`OTHER_COOKIES`], then the affinity cookie with `value`
+/// if there is one.
+pub fn cookie_line(value: Option<&str>) -> HeaderValue {
+    let line = match value {
+        Some(value) => format!("{OTHER_COOKIES}; {DEFAULT_COOKIE_NAME}={value}"),
+        None => OTHER_COOKIES.to_owned(),
+    };
+    HeaderValue::from_str(&line).expect("valid cookie line")
+}
+
+/// The layer configurations the measurements compare.
+pub struct Layers {
+    /// The defaults.
+    pub defaults: StickyUpgradeLayer,
+    /// With the node id `node-1`.
+    pub nodes: StickyUpgradeLayer,
+    /// With `Refresh::OnChange`: a kept cookie is not sent again.
+    pub on_change: StickyUpgradeLayer,
+}
+
+impl Layers {
+    pub fn new() -> Self {
+        Self {
+            defaults: StickyUpgradeLayer::new(),
+            nodes: StickyUpgradeLayer::builder()
+                .node_id("node-1")
+                .build()
+                .expect("valid configuration"),
+            on_change: StickyUpgradeLayer::builder()
+                .refresh(Refresh::OnChange)
+                .build()
+                .expect("valid configuration"),
+        }
+    }
+}
 
 /// The inner service: answers like a WebSocket handshake would, and reads the
 /// session like an app would. See [`respond`].
