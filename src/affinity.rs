@@ -172,9 +172,16 @@ impl NodeId {
     }
 
     fn from_bytes(node: &[u8]) -> Option<Self> {
-        let ok = !node.is_empty()
-            && node.len() <= Self::MAX_LEN
-            && node.iter().all(|&b| is_node_char(b));
+        if !node.iter().all(|&b| is_node_char(b)) {
+            return None;
+        }
+        Self::from_node_chars(node)
+    }
+
+    /// `node` is known to be node-tag characters (a [`segment`] of a cookie
+    /// value); only the length is checked.
+    fn from_node_chars(node: &[u8]) -> Option<Self> {
+        let ok = !node.is_empty() && node.len() <= Self::MAX_LEN;
         ok.then(|| Self(InlineStr::new(node)))
     }
 
@@ -661,7 +668,10 @@ impl Codec {
             // `ID[.NODE].SIGNATURE`
             let first = segment(input, id_len)?;
             let (node, (start, end)) = match segment(input, first.1) {
-                Some(second) => (Some(NodeId::from_bytes(&input[first.0..first.1])?), second),
+                Some(second) => (
+                    Some(NodeId::from_node_chars(&input[first.0..first.1])?),
+                    second,
+                ),
                 None => (None, first),
             };
             // The payload ends before the `.` of the signature.
@@ -676,7 +686,7 @@ impl Codec {
         #[cfg(not(feature = "signed"))]
         let _ = name;
         let (node, len) = match segment(input, id_len) {
-            Some((start, end)) => (Some(NodeId::from_bytes(&input[start..end])?), end),
+            Some((start, end)) => (Some(NodeId::from_node_chars(&input[start..end])?), end),
             None => (None, id_len),
         };
         let decoded = Decoded {
