@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Cases: `plain`, `kept` (cookie re-sent, the default refresh), `issued`.
-//! Modes: `bare`, `sticky`.
+//! Modes: `bare`, `sticky`, and `floor` (`benches/support/floor.rs`: only the
+//! operations any implementation must perform, for comparison).
 //!
 //! Without arguments (`cargo bench --bench instructions`) it times every case:
 //! 400 rounds of 256 requests, bare and layered rounds interleaved, and prints
@@ -35,6 +36,11 @@ use tower_sticky_upgrade::{IdGenerator, StickyUpgradeLayer, UuidV4};
 mod fixture;
 
 use fixture::{call_once, cookie_line, handshake, noop_waker, request};
+
+#[path = "support/floor.rs"]
+mod floor;
+
+use floor::Floor;
 
 const CASES: [&str; 3] = ["plain", "kept", "issued"];
 
@@ -86,46 +92,45 @@ fn fixed(case: &str, mode: &str, n: &str) {
             &mut StickyUpgradeLayer::new().layer(service_fn(handshake)),
             reqs,
         ),
-        other => panic!("mode is bare or sticky, not {other}"),
+        "floor" => serve(&mut Floor::new(service_fn(handshake)), reqs),
+        other => panic!("mode is bare, sticky or floor, not {other}"),
     }
 }
 
-/// Interleaved rounds, bare and layered, for every case.
+/// Interleaved rounds, bare, layered and floor, for every case.
 fn timing() {
     let id = UuidV4.generate();
-    println!("ns per request: min / p25 / median, {ROUNDS} rounds of {PER_ROUND}");
+    println!("ns per request: min / p25 / median, {ROUNDS} rounds of {PER_ROUND}; added = median - bare median");
     for case in CASES {
         let (upgrade, cookie) = case_request(case, id.as_str());
         let mut bare = service_fn(handshake);
         let mut sticky = StickyUpgradeLayer::new().layer(service_fn(handshake));
-        let (mut times_bare, mut times_sticky) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS * 2 {
+        let mut floor = Floor::new(service_fn(handshake));
+        let mut times: [Vec<f64>; 3] = Default::default();
+        for round in 0..ROUNDS * times.len() {
             let reqs = requests(upgrade, &cookie, PER_ROUND);
+            let which = round % times.len();
             let start = Instant::now();
-            if round % 2 == 0 {
-                serve(&mut bare, reqs);
-                times_bare.push(start.elapsed().as_secs_f64() * 1e9 / PER_ROUND as f64);
-            } else {
-                serve(&mut sticky, reqs);
-                times_sticky.push(start.elapsed().as_secs_f64() * 1e9 / PER_ROUND as f64);
+            match which {
+                0 => serve(&mut bare, reqs),
+                1 => serve(&mut sticky, reqs),
+                _ => serve(&mut floor, reqs),
             }
+            times[which].push(start.elapsed().as_secs_f64() * 1e9 / PER_ROUND as f64);
         }
-        let quantiles = |times: &mut Vec<f64>| {
+        let [b, s, f] = times.map(|mut times| {
             times.sort_by(f64::total_cmp);
             let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
             [at(0.0), at(0.25), at(0.5)]
-        };
-        let b = quantiles(&mut times_bare);
-        let s = quantiles(&mut times_sticky);
-        println!(
-            "{case:7} bare {:6.1} {:6.1} {:6.1} | layer {:6.1} {:6.1} {:6.1} | added (median) {:+6.1}",
-            b[0],
-            b[1],
-            b[2],
-            s[0],
-            s[1],
-            s[2],
-            s[2] - b[2]
-        );
+        });
+        for (name, q) in [("bare", b), ("layer", s), ("floor", f)] {
+            println!(
+                "{case:7} {name:6} {:6.1} {:6.1} {:6.1} | added {:+6.1}",
+                q[0],
+                q[1],
+                q[2],
+                q[2] - b[2]
+            );
+        }
     }
 }

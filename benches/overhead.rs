@@ -14,6 +14,11 @@
 //!   `Refresh::EveryUpgrade`; `sticky_refresh_on_change` does not re-send it);
 //! - `upgrade_issued`: an upgrade without one: a new UUID v4 is issued;
 //! - `upgrade_migrated`: an upgrade with another node's cookie (layer with a node id);
+//! - in `plain`, `upgrade_kept` and `upgrade_issued`, a `floor` line: a service
+//!   doing only the `http` operations and allocations every implementation of
+//!   this job must perform, without parsing or checking anything
+//!   (`benches/support/floor.rs`). What the layer adds beyond the floor is
+//!   what it chose to do;
 //! - `drain`: signalling 10,000 tracked sockets to close.
 //!
 //! Each timed iteration calls `poll_ready` and `call`, polls the future once with
@@ -44,6 +49,13 @@ use tower_sticky_upgrade::{Drain, IdGenerator, UuidV4, DEFAULT_COOKIE_NAME};
 mod fixture;
 
 use fixture::{call_once as call, cookie_line, handshake, noop_waker, respond, Layers};
+
+/// The operations any implementation must perform, and nothing else (not a
+/// correct implementation; see the file).
+#[path = "support/floor.rs"]
+mod floor;
+
+use floor::Floor;
 
 /// A request as hyper would hand it over, with hyper's `OnUpgrade` stand-in
 /// on upgrades.
@@ -148,11 +160,19 @@ fn overhead(c: &mut Criterion) {
     );
     let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
     bench_service(&mut g, "tower_cookies", tc, &make, false);
-    // The floor for any layer with its own response future: one more call,
+    // What any layer with its own response future costs: one more call,
     // the request moved once more, the future wrapped and polled through.
     let identity = MapResponseLayer::new(|res: Response<()>| res);
     let svc = identity.layer(service_fn(handshake));
     bench_service(&mut g, "identity_map_response", svc, &make, false);
+    // The floor: the `Upgrade` lookup any implementation needs, on top of that.
+    bench_service(
+        &mut g,
+        "floor",
+        Floor::new(service_fn(handshake)),
+        &make,
+        false,
+    );
     g.finish();
 
     for (group, cookie) in [("upgrade_kept", &kept), ("upgrade_issued", &none)] {
@@ -168,6 +188,8 @@ fn overhead(c: &mut Criterion) {
         );
         let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
         bench_service(&mut g, "tower_cookies", tc, &make, true);
+        let floor = Floor::new(service_fn(handshake));
+        bench_service(&mut g, "floor", floor, &make, true);
         if group == "upgrade_kept" {
             // A kept cookie is not sent again: no Set-Cookie to render.
             let svc = on_change.layer(service_fn(handshake));
