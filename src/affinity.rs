@@ -545,13 +545,38 @@ fn all_cookie_octets(bytes: &[u8]) -> bool {
     bytes.iter().fold(true, |ok, &b| ok & is_cookie_octet(b))
 }
 
-/// A cookie value the codec accepted.
+/// A cookie value the codec accepted, borrowed from the `Cookie` line: the
+/// session id is only copied out once the request is decided, and a value
+/// that is sent back unchanged is copied straight from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Decoded {
-    pub(crate) id: SessionId,
-    pub(crate) node: Option<NodeId>,
+pub(crate) struct Decoded<'a> {
+    /// The whole value: `ID[.NODE][.SIGNATURE]`.
+    pub(crate) value: &'a [u8],
+    /// Its first `id_len` bytes are the id: checked cookie-octets without
+    /// `.`, 1 to [`SessionId::MAX_LEN`] of them, accepted by the generator.
+    id_len: usize,
+    /// The node tag: checked node characters, 1 to [`NodeId::MAX_LEN`] of them.
+    node: Option<&'a [u8]>,
     /// Signed with a key other than the current signing key (key rotation).
     pub(crate) stale_key: bool,
+}
+
+impl Decoded<'_> {
+    /// The session id. `None` cannot happen (the id was checked when it was
+    /// read), and callers treat it as no cookie rather than panic.
+    pub(crate) fn id(&self) -> Option<SessionId> {
+        SessionId::from_cookie_octets(self.value.get(..self.id_len)?)
+    }
+
+    /// Whether the value carries the node tag `node` (or none, like `None`).
+    pub(crate) fn has_node(&self, node: Option<&NodeId>) -> bool {
+        self.node == node.map(|n| n.0.as_bytes())
+    }
+
+    /// The node tag, when there is one.
+    pub(crate) fn node(&self) -> Option<NodeId> {
+        NodeId::from_node_chars(self.node?)
+    }
 }
 
 /// Where session ids come from, and which ids a cookie may carry.
@@ -580,22 +605,22 @@ impl Ids {
         }
     }
 
-    /// The session id at the start of `input`, if it is one the generator
-    /// could have made, and its length. The id ends at the first byte that
+    /// The length of the session id at the start of `input`, if it is one
+    /// the generator could have made. The id ends at the first byte that
     /// cannot be part of one (for UUIDs: after 36 bytes).
-    fn parse(&self, input: &[u8]) -> Option<(SessionId, usize)> {
+    fn parse(&self, input: &[u8]) -> Option<usize> {
         match self {
             Self::UuidV4 => {
                 let text = <&[u8; UUID_LEN]>::try_from(input.get(..UUID_LEN)?).ok()?;
                 // Lower-case hex and `-` are cookie-octets.
-                is_uuid_v4_text(text).then(|| (SessionId(InlineStr::new(text)), UUID_LEN))
+                is_uuid_v4_text(text).then_some(UUID_LEN)
             }
             Self::Custom(generator) => {
                 let len = run(input, SessionId::MAX_LEN, |b| {
                     b != b'.' && is_cookie_octet(b)
                 });
                 let id = SessionId::from_cookie_octets(&input[..len])?;
-                generator.accepts(&id).then_some((id, len))
+                generator.accepts(&id).then_some(len)
             }
         }
     }
@@ -624,6 +649,11 @@ fn segment(input: &[u8], at: usize) -> Option<(usize, usize)> {
     ))
 }
 
+/// `chars`, node characters read by [`segment`], if they are a node tag.
+fn node_tag(chars: &[u8]) -> Option<&[u8]> {
+    (!chars.is_empty() && chars.len() <= NodeId::MAX_LEN).then_some(chars)
+}
+
 // A signature is read as a segment: it must fit in one.
 #[cfg(feature = "signed")]
 const _: () = assert!(crate::signed::SIGNATURE_HEX_LEN <= NodeId::MAX_LEN);
@@ -649,52 +679,49 @@ impl fmt::Debug for Codec {
 impl Codec {
     /// Parses a cookie value; `None` when it is not a value this codec writes.
     #[cfg(test)]
-    pub(crate) fn decode(&self, name: &str, value: &[u8]) -> Option<Decoded> {
-        let (decoded, len) = self.decode_prefix(name, value)?;
-        (len == value.len()).then_some(decoded)
+    pub(crate) fn decode<'a>(&self, name: &str, value: &'a [u8]) -> Option<Decoded<'a>> {
+        let decoded = self.decode_prefix(name, value)?;
+        (decoded.value.len() == value.len()).then_some(decoded)
     }
 
-    /// Parses the value at the start of `input`: what it says and its length.
-    /// Whatever follows is left to the caller, which checks that the value
-    /// ends there (at a `;` or the end of the line). The value is read in one
-    /// pass, without looking for where it ends first.
+    /// Parses the value at the start of `input`. Whatever follows it is left
+    /// to the caller, which checks that the value ends there (at a `;` or the
+    /// end of the line). The value is read in one pass, without looking for
+    /// where it ends first.
     ///
     /// Every byte is checked by the part it belongs to (id, node tag,
     /// signature), and all of them before the signature's MAC is computed.
-    pub(crate) fn decode_prefix(&self, name: &str, input: &[u8]) -> Option<(Decoded, usize)> {
-        let (id, id_len) = self.ids.parse(input)?;
+    pub(crate) fn decode_prefix<'a>(&self, name: &str, input: &'a [u8]) -> Option<Decoded<'a>> {
+        let id_len = self.ids.parse(input)?;
         #[cfg(feature = "signed")]
         if let Some(signer) = &self.signer {
             // `ID[.NODE].SIGNATURE`
             let first = segment(input, id_len)?;
             let (node, (start, end)) = match segment(input, first.1) {
-                Some(second) => (
-                    Some(NodeId::from_node_chars(&input[first.0..first.1])?),
-                    second,
-                ),
+                Some(second) => (Some(node_tag(&input[first.0..first.1])?), second),
                 None => (None, first),
             };
             // The payload ends before the `.` of the signature.
             let stale_key = signer.verify(name, &input[..start - 1], &input[start..end])?;
-            let decoded = Decoded {
-                id,
+            return Some(Decoded {
+                value: &input[..end],
+                id_len,
                 node,
                 stale_key,
-            };
-            return Some((decoded, end));
+            });
         }
         #[cfg(not(feature = "signed"))]
         let _ = name;
         let (node, len) = match segment(input, id_len) {
-            Some((start, end)) => (Some(NodeId::from_node_chars(&input[start..end])?), end),
+            Some((start, end)) => (Some(node_tag(&input[start..end])?), end),
             None => (None, id_len),
         };
-        let decoded = Decoded {
-            id,
+        Some(Decoded {
+            value: &input[..len],
+            id_len,
             node,
             stale_key: false,
-        };
-        Some((decoded, len))
+        })
     }
 
     /// Length of the value [`encode`](Self::encode) writes for `id`.
@@ -754,7 +781,7 @@ mod tests {
         let value = encode(&c, &id);
         assert_eq!(value, id.as_str().as_bytes());
         let d = c.decode("WS", &value).unwrap();
-        assert_eq!((d.id, d.node, d.stale_key), (id, None, false));
+        assert_eq!((d.id(), d.node(), d.stale_key), (Some(id), None, false));
     }
 
     #[test]
@@ -764,8 +791,8 @@ mod tests {
         let value = encode(&c, &id);
         assert_eq!(value, format!("{id}.node-1").as_bytes());
         let d = c.decode("WS", &value).unwrap();
-        assert_eq!(d.id, id);
-        assert_eq!(d.node, NodeId::new("node-1").ok());
+        assert_eq!(d.id(), Some(id));
+        assert_eq!(d.node(), NodeId::new("node-1").ok());
     }
 
     #[test]

@@ -215,9 +215,9 @@ pub(crate) struct CookieSpec {
 
 /// What the `Cookie` headers of a request said about the affinity cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Scan {
+pub(crate) struct Scan<'a> {
     /// The first pair with the configured name that the codec accepted.
-    pub(crate) valid: Option<Decoded>,
+    pub(crate) valid: Option<Decoded<'a>>,
     /// At least one pair with the configured name was rejected.
     pub(crate) invalid: bool,
 }
@@ -228,7 +228,7 @@ impl CookieSpec {
     /// first [`MAX_CANDIDATES`] wins.
     ///
     /// Linear in the header size and allocation-free.
-    pub(crate) fn scan(&self, headers: &HeaderMap, codec: &Codec) -> Scan {
+    pub(crate) fn scan<'a>(&self, headers: &'a HeaderMap, codec: &Codec) -> Scan<'a> {
         let mut invalid = false;
         let mut candidates = 0;
         let first = headers.get(&COOKIE);
@@ -258,21 +258,32 @@ impl CookieSpec {
         }
     }
 
-    /// Renders `NAME=VALUE; attributes` for `id` into one exactly sized buffer.
+    /// Renders `NAME=VALUE; attributes` into one exactly sized buffer: VALUE
+    /// is `id` encoded, or `sent`, a value the client sent that the codec
+    /// accepted and would write the same (same node, current key), copied as is.
     ///
     /// `None` only if the header value could not be built, which the build-time
     /// checks rule out; the caller then sets no cookie rather than panic.
-    pub(crate) fn render(&self, codec: &Codec, id: &SessionId) -> Option<HeaderValue> {
+    pub(crate) fn render(
+        &self,
+        codec: &Codec,
+        id: &SessionId,
+        sent: Option<&[u8]>,
+    ) -> Option<HeaderValue> {
         let expires = self.expires_after.and_then(expiry_date);
+        let value_len = sent.map_or_else(|| codec.encoded_len(id), <[u8]>::len);
         let len = self.name.len()
             + 1
-            + codec.encoded_len(id)
+            + value_len
             + self.suffix.len()
             + expires.map_or(0, |_| EXPIRES_LEN);
         let mut buf = Vec::with_capacity(len);
         buf.extend_from_slice(self.name.as_bytes());
         buf.push(b'=');
-        codec.encode(&self.name, id, &mut buf);
+        match sent {
+            Some(value) => buf.extend_from_slice(value),
+            None => codec.encode(&self.name, id, &mut buf),
+        }
         buf.extend_from_slice(self.suffix.as_bytes());
         if let Some(date) = expires {
             use std::io::Write;
@@ -289,10 +300,10 @@ impl CookieSpec {
 /// Decodes the value at the start of `rest` (what follows `NAME=`), which must
 /// be all of the pair's value: optional whitespace around it, then `;` or the
 /// end of the line.
-fn decode_pair_value(codec: &Codec, name: &str, rest: &[u8]) -> Option<Decoded> {
+fn decode_pair_value<'a>(codec: &Codec, name: &str, rest: &'a [u8]) -> Option<Decoded<'a>> {
     let rest = trim_start_ows(rest);
-    let (decoded, len) = codec.decode_prefix(name, rest)?;
-    match trim_start_ows(&rest[len..]).first() {
+    let decoded = codec.decode_prefix(name, rest)?;
+    match trim_start_ows(&rest[decoded.value.len()..]).first() {
         None | Some(b';') => Some(decoded),
         Some(_) => None,
     }
@@ -318,20 +329,20 @@ pub(crate) fn sets_cookie_named(line: &[u8], name: &[u8]) -> bool {
 /// ids, that need not be read pair by pair. Linear in the line: the
 /// look-behind from a candidate stops at the first byte that is not
 /// whitespace, and the name is compared only where a pair starts.
-struct NamedValues<'a> {
+struct NamedValues<'a, 'n> {
     line: &'a [u8],
-    name: &'a [u8],
+    name: &'n [u8],
     /// Where the search continues.
     pos: usize,
 }
 
-impl<'a> NamedValues<'a> {
-    fn new(line: &'a [u8], name: &'a [u8]) -> Self {
+impl<'a, 'n> NamedValues<'a, 'n> {
+    fn new(line: &'a [u8], name: &'n [u8]) -> Self {
         Self { line, name, pos: 0 }
     }
 }
 
-impl<'a> Iterator for NamedValues<'a> {
+impl<'a> Iterator for NamedValues<'a, '_> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
@@ -422,7 +433,7 @@ mod tests {
     }
 
     fn render(spec: &CookieSpec, id: &SessionId) -> String {
-        let value = spec.render(&codec(), id).unwrap();
+        let value = spec.render(&codec(), id, None).unwrap();
         value.to_str().unwrap().to_owned()
     }
 
@@ -707,8 +718,9 @@ mod tests {
         let spec = attrs().build().unwrap();
         let id = UuidV4.generate();
         let line = format!("a=1; WS_SESSION_ID={id}; b=2");
-        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
-        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        let lines = headers(&[line.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
+        assert_eq!(scan.valid.and_then(|d| d.id()), Some(id));
         assert!(!scan.invalid);
     }
 
@@ -717,8 +729,9 @@ mod tests {
         let spec = attrs().build().unwrap();
         let id = UuidV4.generate();
         let second = format!("WS_SESSION_ID={id}");
-        let scan = spec.scan(&headers(&[b"a=1", second.as_bytes()]), &codec());
-        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        let lines = headers(&[b"a=1", second.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
+        assert_eq!(scan.valid.and_then(|d| d.id()), Some(id));
     }
 
     #[test]
@@ -726,8 +739,9 @@ mod tests {
         let spec = attrs().build().unwrap();
         let id = UuidV4.generate();
         let line = format!("WS_SESSION_ID=garbage; WS_SESSION_ID={id}");
-        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
-        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        let lines = headers(&[line.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
+        assert_eq!(scan.valid.and_then(|d| d.id()), Some(id));
         assert!(scan.invalid);
     }
 
@@ -748,7 +762,8 @@ mod tests {
             // that can reach the layer.
             b"WS_SESSION_ID=a\tb",
         ] {
-            let scan = spec.scan(&headers(&[line]), &codec());
+            let lines = headers(&[line]);
+            let scan = spec.scan(&lines, &codec());
             assert_eq!(scan.valid, None, "{line:?}");
         }
     }
@@ -759,10 +774,12 @@ mod tests {
         let id = UuidV4.generate();
         let forged = |n: usize| "WS_SESSION_ID=forged; ".repeat(n);
         let within = format!("{}WS_SESSION_ID={id}", forged(MAX_CANDIDATES - 1));
-        let scan = spec.scan(&headers(&[within.as_bytes()]), &codec());
-        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        let lines = headers(&[within.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
+        assert_eq!(scan.valid.and_then(|d| d.id()), Some(id));
         let beyond = format!("{}WS_SESSION_ID={id}", forged(MAX_CANDIDATES));
-        let scan = spec.scan(&headers(&[beyond.as_bytes()]), &codec());
+        let lines = headers(&[beyond.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
         assert_eq!(
             scan,
             Scan {
@@ -777,15 +794,17 @@ mod tests {
         let spec = attrs().build().unwrap();
         let id = UuidV4.generate();
         let line = format!("a=1;\tWS_SESSION_ID\t=\t{id}\t;");
-        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
-        assert_eq!(scan.valid.map(|d| d.id), Some(id));
+        let lines = headers(&[line.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
+        assert_eq!(scan.valid.and_then(|d| d.id()), Some(id));
     }
 
     #[test]
     fn scan_is_case_sensitive_on_the_name() {
         let spec = attrs().build().unwrap();
         let line = format!("ws_session_id={}", UuidV4.generate());
-        let scan = spec.scan(&headers(&[line.as_bytes()]), &codec());
+        let lines = headers(&[line.as_bytes()]);
+        let scan = spec.scan(&lines, &codec());
         assert_eq!(
             scan,
             Scan {
@@ -812,7 +831,7 @@ mod tests {
             ..codec()
         };
         let id = UuidV4.generate();
-        let value = spec.render(&codec, &id).unwrap();
+        let value = spec.render(&codec, &id, None).unwrap();
         assert!(value
             .to_str()
             .unwrap()

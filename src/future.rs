@@ -132,11 +132,17 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl SetCookie {
-    /// Renders the cookie for `id`; `None` (logged) only if the header value
-    /// could not be built, which the build-time checks rule out.
-    pub(crate) fn render(kind: UpgradeKind, id: &SessionId, config: &Config) -> Option<Self> {
+    /// Renders the cookie for `id`, re-sending `sent` as is when the client's
+    /// value is still the one this layer would write; `None` (logged) only if
+    /// the header value could not be built, which the build-time checks rule out.
+    pub(crate) fn render(
+        kind: UpgradeKind,
+        id: &SessionId,
+        sent: Option<&[u8]>,
+        config: &Config,
+    ) -> Option<Self> {
         let cookie = &config.cookie;
-        let value = cookie.render(&config.codec, id);
+        let value = cookie.render(&config.codec, id, sent);
         let name_len = u16::try_from(cookie.name.len()).ok();
         match value.zip(name_len) {
             Some((value, name_len)) => Some(Self {
@@ -236,7 +242,7 @@ mod tests {
             StickyUpgradeLayer::builder().node_id("n1").build().unwrap(),
         ] {
             let set_cookie =
-                SetCookie::render(UpgradeKind::Http1, &id, &layer.shared.config).unwrap();
+                SetCookie::render(UpgradeKind::Http1, &id, None, &layer.shared.config).unwrap();
             assert_eq!(set_cookie.name(), b"WS_SESSION_ID");
             assert_eq!(set_cookie.session(), "abc-1");
         }

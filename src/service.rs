@@ -155,17 +155,21 @@ fn decide(
     if scan.invalid {
         Counters::bump(&counters.invalid_cookies);
     }
-    let (id, affinity, changed) = match scan.valid {
-        None => (config.codec.ids.generate(), Affinity::Issued, true),
-        Some(cookie) => {
-            let affinity = match (cookie.node, config.codec.node) {
-                (Some(from), Some(here)) if from != here => Affinity::Migrated { from },
+    // `None` from `id()` cannot happen; it would count as no cookie.
+    let kept = scan.valid.and_then(|cookie| Some((cookie.id()?, cookie)));
+    let (id, affinity, unchanged) = match kept {
+        None => (config.codec.ids.generate(), Affinity::Issued, None),
+        Some((id, cookie)) => {
+            let here = config.codec.node.as_ref();
+            let affinity = match (cookie.node(), here) {
+                (Some(from), Some(here)) if from != *here => Affinity::Migrated { from },
                 _ => Affinity::Kept,
             };
             // Re-tag a value from a node-less setup (or the reverse) and
-            // re-sign one signed with a retired key.
-            let changed = cookie.node != config.codec.node || cookie.stale_key;
-            (cookie.id, affinity, changed)
+            // re-sign one signed with a retired key; anything else is what
+            // this layer would write, and is sent back as it came.
+            let unchanged = cookie.has_node(here) && !cookie.stale_key;
+            (id, affinity, unchanged.then_some(cookie.value))
         }
     };
     Counters::bump(match affinity {
@@ -181,11 +185,11 @@ fn decide(
         "upgrade request"
     );
 
-    let emit = changed || config.refresh == Refresh::EveryUpgrade;
+    let emit = unchanged.is_none() || config.refresh == Refresh::EveryUpgrade;
     // Rendered now, while the configuration is at hand, so the response
     // future needs no reference to it (no reference count to bump and drop).
     let set_cookie = if emit {
-        SetCookie::render(kind, &id, config)
+        SetCookie::render(kind, &id, unchanged, config)
     } else {
         None
     };

@@ -69,7 +69,8 @@ async fn signed_cookie_from_the_layer_is_kept() {
     assert_eq!(out.status, StatusCode::SWITCHING_PROTOCOLS);
     assert_eq!(out.affinity(), Some(Affinity::Kept));
     assert_eq!(out.id().unwrap().as_str(), payload);
-    // Refreshed with the same value: signing is deterministic.
+    // Refreshed with the same value: sent back as it came, since it is what
+    // signing it again would give.
     assert_eq!(out.cookie(NAME), value);
     assert_eq!(layer.stats().invalid_cookies, 0);
 }
