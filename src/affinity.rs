@@ -488,6 +488,7 @@ const UUID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 /// This runs on every upgrade that carries a cookie, so the 32 digits are
 /// checked eight at a time: the four groups after the first are packed into
 /// three words.
+#[inline]
 fn is_uuid_v4_text(b: &[u8; UUID_LEN]) -> bool {
     let word = |parts: [&[u8]; 2]| {
         let mut w = [0u8; 8];
@@ -608,6 +609,7 @@ impl Ids {
     /// The length of the session id at the start of `input`, if it is one
     /// the generator could have made. The id ends at the first byte that
     /// cannot be part of one (for UUIDs: after 36 bytes).
+    #[inline]
     fn parse(&self, input: &[u8]) -> Option<usize> {
         match self {
             Self::UuidV4 => {
@@ -691,6 +693,7 @@ impl Codec {
     ///
     /// Every byte is checked by the part it belongs to (id, node tag,
     /// signature), and all of them before the signature's MAC is computed.
+    #[inline]
     pub(crate) fn decode_prefix<'a>(&self, name: &str, input: &'a [u8]) -> Option<Decoded<'a>> {
         let id_len = self.ids.parse(input)?;
         #[cfg(feature = "signed")]

@@ -228,6 +228,7 @@ impl CookieSpec {
     /// first [`MAX_CANDIDATES`] wins.
     ///
     /// Linear in the header size and allocation-free.
+    #[inline]
     pub(crate) fn scan<'a>(&self, headers: &'a HeaderMap, codec: &Codec) -> Scan<'a> {
         let mut invalid = false;
         let mut candidates = 0;
@@ -264,6 +265,7 @@ impl CookieSpec {
     ///
     /// `None` only if the header value could not be built, which the build-time
     /// checks rule out; the caller then sets no cookie rather than panic.
+    #[inline]
     pub(crate) fn render(
         &self,
         codec: &Codec,
@@ -300,6 +302,7 @@ impl CookieSpec {
 /// Decodes the value at the start of `rest` (what follows `NAME=`), which must
 /// be all of the pair's value: optional whitespace around it, then `;` or the
 /// end of the line.
+#[inline]
 fn decode_pair_value<'a>(codec: &Codec, name: &str, rest: &'a [u8]) -> Option<Decoded<'a>> {
     let rest = trim_start_ows(rest);
     let decoded = codec.decode_prefix(name, rest)?;
@@ -345,6 +348,7 @@ impl<'a, 'n> NamedValues<'a, 'n> {
 impl<'a> Iterator for NamedValues<'a, '_> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         let first = *self.name.first()?;
         loop {

@@ -135,6 +135,7 @@ impl SetCookie {
     /// Renders the cookie for `id`, re-sending `sent` as is when the client's
     /// value is still the one this layer would write; `None` (logged) only if
     /// the header value could not be built, which the build-time checks rule out.
+    #[inline]
     pub(crate) fn render(
         kind: UpgradeKind,
         id: &SessionId,
@@ -176,6 +177,7 @@ impl SetCookie {
         std::str::from_utf8(&after[..end]).unwrap_or_default()
     }
 
+    #[inline]
     fn apply<B>(self, res: &mut Response<B>) {
         if !self.kind.is_success(res.status()) {
             tracing::debug!(

@@ -41,6 +41,7 @@ impl Protocols {
         )
     }
 
+    #[inline]
     fn accepts(&self, name: &[u8]) -> bool {
         // Names are stored lower-case, as clients send them: try an exact
         // match before the case-insensitive one.
@@ -119,12 +120,26 @@ fn http1_upgrade(
     // `Connection: Upgrade` (Chrome) is matched without splitting;
     // `keep-alive, Upgrade` (Firefox) is split.
     let lists_upgrade = |line: &HeaderValue| {
-        line.as_bytes().eq_ignore_ascii_case(b"upgrade")
+        is_upgrade_token(line.as_bytes())
             || tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
     };
     let first = headers.get(&CONNECTION)?;
     (lists_upgrade(first) || other_lines(headers, &CONNECTION).any(lists_upgrade))
         .then_some(UpgradeKind::Http1)
+}
+
+/// Whether `s` is `upgrade` in any case, compared as one word: setting bit
+/// 0x20 maps exactly `U`/`u` to `u` and so on, as every byte of `upgrade` is a
+/// letter, and a byte whose 0x20 bit is set or cleared otherwise cannot match.
+fn is_upgrade_token(s: &[u8]) -> bool {
+    const UPGRADE: u64 = u64::from_le_bytes(*b"upgrade\0");
+    const CASE: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0]);
+    let Ok(bytes) = <[u8; 7]>::try_from(s) else {
+        return false;
+    };
+    let mut word = [0; 8];
+    word[..7].copy_from_slice(&bytes);
+    u64::from_le_bytes(word) | CASE == UPGRADE
 }
 
 /// The lines of the field `name` after the first one, which callers read with
@@ -325,6 +340,28 @@ mod tests {
         assert!(UpgradeKind::ExtendedConnect.is_success(StatusCode::OK));
         assert!(!UpgradeKind::ExtendedConnect.is_success(StatusCode::SWITCHING_PROTOCOLS));
         assert!(!UpgradeKind::ExtendedConnect.is_success(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn upgrade_token_word_test_agrees_with_a_bytewise_comparison() {
+        // Every byte value at every position of `upgrade` and of `UpGrAdE`,
+        // the rest left as is.
+        for base in [*b"upgrade", *b"UpGrAdE"] {
+            for at in 0..base.len() {
+                for byte in 0..=255u8 {
+                    let mut s = base;
+                    s[at] = byte;
+                    assert_eq!(
+                        is_upgrade_token(&s),
+                        s.eq_ignore_ascii_case(b"upgrade"),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+        for s in [&b""[..], b"upgrad", b"upgrades", b" upgrade", b"upgrade\0"] {
+            assert!(!is_upgrade_token(s), "{s:?}");
+        }
     }
 
     #[test]
