@@ -19,6 +19,7 @@ pub(crate) enum UpgradeKind {
 }
 
 impl UpgradeKind {
+    #[inline]
     pub(crate) fn is_success(self, status: http::StatusCode) -> bool {
         match self {
             Self::Http1 => status == http::StatusCode::SWITCHING_PROTOCOLS,
