@@ -842,6 +842,27 @@ mod tests {
             .starts_with(&format!("WS_SESSION_ID={id}.n1; ")));
     }
 
+    #[test]
+    fn render_copies_a_sent_value_as_is_with_every_attribute() {
+        let spec = CookieAttributes {
+            max_age: Some(Duration::from_secs(60)),
+            expires: true,
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        let id = SessionId::new("abc").unwrap();
+        // The value as the client sent it wins over the id's encoding, and
+        // the buffer is sized for it (checked by the debug assertion too).
+        let value = spec.render(&codec(), &id, Some(b"abc.n1")).unwrap();
+        let text = value.to_str().unwrap();
+        assert!(
+            text.starts_with("WS_SESSION_ID=abc.n1; Path=/; Max-Age=60; "),
+            "{text}"
+        );
+        assert_eq!(text.matches("; Expires=").count(), 1, "{text}");
+    }
+
     /// The values as [`NamedValues`] finds them, each cut at the next `;`
     /// as the decoder does.
     fn named_values<'a>(line: &'a [u8], name: &'a [u8]) -> Vec<&'a [u8]> {
