@@ -75,27 +75,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if req.headers().get(UPGRADE).is_none() {
+        let headers = req.headers();
+        if headers.get(UPGRADE).is_none() || headers.get(CONNECTION).is_none() {
             return FloorFuture {
                 future: self.inner.call(req),
                 set_cookie: None,
             };
         }
-        let headers = req.headers();
+        let kept = headers.get(COOKIE).and_then(|line| {
+            let line = line.as_bytes();
+            let at = line.len().checked_sub(ID_LEN)?;
+            line[..at]
+                .ends_with(b"=")
+                .then(|| &line[at..])
+                .filter(|_| line[..at - 1].ends_with(DEFAULT_COOKIE_NAME.as_bytes()))
+        });
         let mut id = [0; SESSION_BYTES];
-        if headers.get(CONNECTION).is_some() {
-            let kept = headers.get(COOKIE).and_then(|line| {
-                let line = line.as_bytes();
-                let at = line.len().checked_sub(ID_LEN)?;
-                line[..at]
-                    .ends_with(b"=")
-                    .then(|| &line[at..])
-                    .filter(|_| line[..at - 1].ends_with(DEFAULT_COOKIE_NAME.as_bytes()))
-            });
-            match kept {
-                Some(kept) => id[..ID_LEN].copy_from_slice(kept),
-                None => id[..ID_LEN].copy_from_slice(UuidV4.generate().as_str().as_bytes()),
-            }
+        match kept {
+            Some(kept) => id[..ID_LEN].copy_from_slice(kept),
+            None => id[..ID_LEN].copy_from_slice(UuidV4.generate().as_str().as_bytes()),
         }
         let id_text = &id[..ID_LEN];
         let mut value = Vec::with_capacity(DEFAULT_COOKIE_NAME.len() + 1 + ID_LEN + SUFFIX.len());
