@@ -179,10 +179,9 @@ impl NodeId {
     }
 
     /// `node` is known to be node-tag characters (a [`segment`] of a cookie
-    /// value); only the length is checked.
+    /// value); only the length is checked, by [`node_tag`].
     fn from_node_chars(node: &[u8]) -> Option<Self> {
-        let ok = !node.is_empty() && node.len() <= Self::MAX_LEN;
-        ok.then(|| Self(InlineStr::new(node)))
+        node_tag(node).map(|node| Self(InlineStr::new(node)))
     }
 
     /// The node id as text.

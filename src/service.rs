@@ -161,14 +161,15 @@ fn decide(
         None => (config.codec.ids.generate(), Affinity::Issued, None),
         Some((id, cookie)) => {
             let here = config.codec.node.as_ref();
+            let same_node = cookie.has_node(here);
             let affinity = match (cookie.node(), here) {
-                (Some(from), Some(here)) if from != *here => Affinity::Migrated { from },
+                (Some(from), Some(_)) if !same_node => Affinity::Migrated { from },
                 _ => Affinity::Kept,
             };
             // Re-tag a value from a node-less setup (or the reverse) and
             // re-sign one signed with a retired key; anything else is what
             // this layer would write, and is sent back as it came.
-            let unchanged = cookie.has_node(here) && !cookie.stale_key;
+            let unchanged = same_node && !cookie.stale_key;
             (id, affinity, unchanged.then_some(cookie.value))
         }
     };

@@ -121,8 +121,7 @@ fn http1_upgrade(
     // `Connection: Upgrade` (Chrome) is matched without splitting;
     // `keep-alive, Upgrade` (Firefox) is split.
     let lists_upgrade = |line: &HeaderValue| {
-        is_upgrade_token(line.as_bytes())
-            || tokens(line.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+        is_upgrade_token(line.as_bytes()) || tokens(line.as_bytes()).any(is_upgrade_token)
     };
     let first = headers.get(&CONNECTION)?;
     (lists_upgrade(first) || other_lines(headers, &CONNECTION).any(lists_upgrade))
