@@ -109,6 +109,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Inner { future, set_cookie } => {
+                // Plain requests (and upgrades that set nothing): the inner
+                // service's answer, not even moved.
+                if set_cookie.is_none() {
+                    return future.poll(cx);
+                }
                 let mut res = ready!(future.poll(cx))?;
                 if let Some(set_cookie) = set_cookie.take() {
                     set_cookie.apply(&mut res);

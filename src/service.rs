@@ -86,24 +86,45 @@ where
         self.inner.poll_ready(cx)
     }
 
-    /// Inlined so that a plain request costs its caller one header lookup
-    /// and nothing else; upgrades are decided out of line.
+    /// Inlined so that a plain request costs its caller one pass over the
+    /// field names and nothing else; anything that might be an upgrade is
+    /// handled out of line.
     #[inline]
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.layer.shared;
-        let kind = upgrade::detect(
-            req.method(),
-            req.headers(),
-            req.extensions(),
-            &shared.config.protocols,
-        );
-        match kind {
-            None => ResponseFuture::inner(self.inner.call(req), None),
-            Some(kind) => match upgrade(shared, kind, &mut req) {
-                Ok(set_cookie) => ResponseFuture::inner(self.inner.call(req), set_cookie),
-                Err(reject) => ResponseFuture::reject(reject),
-            },
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if upgrade::may_upgrade(req.method(), req.headers()) {
+            call_upgrade(&mut self.inner, &self.layer.shared, req)
+        } else {
+            ResponseFuture::inner(self.inner.call(req), None)
         }
+    }
+}
+
+/// [`StickyUpgrade::call`] for a request that might ask to upgrade. Takes the
+/// request by value: the test in `call` then reads it without passing a
+/// reference into it to any function, which lets the compiler hand a plain
+/// request to the inner service where it lies instead of copying its 200-odd
+/// bytes (twice, measured) first.
+#[inline(never)]
+fn call_upgrade<S, ReqBody, ResBody>(
+    inner: &mut S,
+    shared: &Arc<Shared>,
+    mut req: Request<ReqBody>,
+) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let kind = upgrade::detect(
+        req.method(),
+        req.headers(),
+        req.extensions(),
+        &shared.config.protocols,
+    );
+    match kind {
+        None => ResponseFuture::inner(inner.call(req), None),
+        Some(kind) => match upgrade(shared, kind, &mut req) {
+            Ok(set_cookie) => ResponseFuture::inner(inner.call(req), set_cookie),
+            Err(reject) => ResponseFuture::reject(reject),
+        },
     }
 }
 
@@ -308,6 +329,31 @@ mod tests {
         assert!(res.headers().get(SET_COOKIE).is_none());
         assert!(seen.session.lock().unwrap().is_none());
         assert_eq!(l.stats().upgrades, 0);
+    }
+
+    /// Both paths of `call`: field names scanned, and too many fields to scan.
+    #[tokio::test]
+    async fn requests_with_many_fields_are_told_apart_too() {
+        for fields in [0, 8, 31, 32, 33, 64, 99] {
+            let seen = Arc::new(Seen::default());
+            let l = layer(StickyUpgradeLayer::builder());
+            let mut plain = Request::get("/").body(()).unwrap();
+            let mut up = upgrade(None);
+            for i in 0..fields {
+                let name = http::HeaderName::try_from(format!("x-field-{i}")).unwrap();
+                plain
+                    .headers_mut()
+                    .insert(name.clone(), HeaderValue::from_static("v"));
+                up.headers_mut().insert(name, HeaderValue::from_static("v"));
+            }
+            let res = call(&l, &seen, plain).await;
+            assert!(res.headers().get(SET_COOKIE).is_none(), "{fields}");
+            assert!(seen.session.lock().unwrap().is_none(), "{fields}");
+            let res = call(&l, &seen, up).await;
+            assert_eq!(session(&seen).affinity(), Affinity::Issued, "{fields}");
+            assert_eq!(set_cookies(&res).len(), 1, "{fields}");
+            assert_eq!(l.stats().upgrades, 1, "{fields}");
+        }
     }
 
     #[tokio::test]
