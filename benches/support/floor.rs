@@ -9,8 +9,11 @@
 //! the line ends with `NAME=` and 36 more bytes, and checks nothing. What it
 //! keeps is every step a correct layer cannot skip:
 //!
-//! - a lookup of `Upgrade` on every request, and the request moved through one
-//!   more `call` and one more response future;
+//! - a test for `Upgrade` on every request (one pass over the field names, as
+//!   the layer does: cheaper than a hashed lookup for the fields browsers
+//!   send, and it lets the compiler skip copying a plain request), and the
+//!   request moved through one more `call` and one more response future,
+//!   which hands a plain request's response through untouched;
 //! - on an upgrade, lookups of `Connection` and `Cookie`;
 //! - an id for a new session from the same generator as the layer's default;
 //! - the `Set-Cookie` value rendered into one exactly sized buffer and turned
@@ -74,42 +77,62 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let headers = req.headers();
-        if headers.get(UPGRADE).is_none() || headers.get(CONNECTION).is_none() {
-            return FloorFuture {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.headers().keys().any(|name| name == UPGRADE) {
+            floor_upgrade(&mut self.inner, &self.shared, req)
+        } else {
+            FloorFuture {
                 future: self.inner.call(req),
                 set_cookie: None,
-            };
+            }
         }
-        let kept = headers.get(COOKIE).and_then(|line| {
-            let line = line.as_bytes();
-            let at = line.len().checked_sub(ID_LEN)?;
-            line[..at]
-                .ends_with(b"=")
-                .then(|| &line[at..])
-                .filter(|_| line[..at - 1].ends_with(DEFAULT_COOKIE_NAME.as_bytes()))
-        });
-        let mut id = [0; SESSION_BYTES];
-        match kept {
-            Some(kept) => id[..ID_LEN].copy_from_slice(kept),
-            None => id[..ID_LEN].copy_from_slice(UuidV4.generate().as_str().as_bytes()),
-        }
-        let id_text = &id[..ID_LEN];
-        let mut value = Vec::with_capacity(DEFAULT_COOKIE_NAME.len() + 1 + ID_LEN + SUFFIX.len());
-        value.extend_from_slice(DEFAULT_COOKIE_NAME.as_bytes());
-        value.push(b'=');
-        value.extend_from_slice(id_text);
-        value.extend_from_slice(SUFFIX.as_bytes());
-        let set_cookie = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok();
-        req.extensions_mut().insert(FloorSession {
-            id,
-            shared: self.shared.clone(),
-        });
-        FloorFuture {
-            future: self.inner.call(req),
-            set_cookie,
-        }
+    }
+}
+
+/// The upgrade half of [`Floor::call`], out of line like the layer's.
+#[inline(never)]
+fn floor_upgrade<S, B>(
+    inner: &mut S,
+    shared: &Arc<()>,
+    mut req: Request<B>,
+) -> FloorFuture<S::Future>
+where
+    S: Service<Request<B>, Response = Response<()>>,
+{
+    let headers = req.headers();
+    if headers.get(UPGRADE).is_none() || headers.get(CONNECTION).is_none() {
+        return FloorFuture {
+            future: inner.call(req),
+            set_cookie: None,
+        };
+    }
+    let kept = headers.get(COOKIE).and_then(|line| {
+        let line = line.as_bytes();
+        let at = line.len().checked_sub(ID_LEN)?;
+        line[..at]
+            .ends_with(b"=")
+            .then(|| &line[at..])
+            .filter(|_| line[..at - 1].ends_with(DEFAULT_COOKIE_NAME.as_bytes()))
+    });
+    let mut id = [0; SESSION_BYTES];
+    match kept {
+        Some(kept) => id[..ID_LEN].copy_from_slice(kept),
+        None => id[..ID_LEN].copy_from_slice(UuidV4.generate().as_str().as_bytes()),
+    }
+    let id_text = &id[..ID_LEN];
+    let mut value = Vec::with_capacity(DEFAULT_COOKIE_NAME.len() + 1 + ID_LEN + SUFFIX.len());
+    value.extend_from_slice(DEFAULT_COOKIE_NAME.as_bytes());
+    value.push(b'=');
+    value.extend_from_slice(id_text);
+    value.extend_from_slice(SUFFIX.as_bytes());
+    let set_cookie = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok();
+    req.extensions_mut().insert(FloorSession {
+        id,
+        shared: shared.clone(),
+    });
+    FloorFuture {
+        future: inner.call(req),
+        set_cookie,
     }
 }
 
@@ -130,6 +153,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if this.set_cookie.is_none() {
+            return this.future.poll(cx);
+        }
         let mut res = ready!(this.future.poll(cx))?;
         if let Some(value) = this.set_cookie.take() {
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
