@@ -20,8 +20,9 @@
 //! operations any implementation must perform, for comparison).
 //!
 //! Without arguments (`cargo bench --bench instructions`) it times every case:
-//! 400 rounds of 256 requests, bare and layered rounds interleaved, and prints
-//! quantiles of the per-request time of each. A plain loop without criterion's
+//! 400 rounds of 256 requests, bare, layered and floor rounds interleaved, and
+//! prints quantiles of the per-request time of each; then the same for plain
+//! requests with 8 to 28 fields (`plain8f` …), as browsers and balancers send. A plain loop without criterion's
 //! machinery, it shows how much of a difference of a few nanoseconds is code
 //! layout: the same code measures differently from one build to the next.
 
@@ -97,40 +98,91 @@ fn fixed(case: &str, mode: &str, n: &str) {
     }
 }
 
-/// Interleaved rounds, bare, layered and floor, for every case.
+/// Fields browsers and balancers add to a request, beyond the fixture's
+/// `host`, `user-agent` and `cookie`.
+const MORE_FIELDS: [&str; 25] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "pragma",
+    "referer",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "priority",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-amzn-trace-id",
+    "x-request-id",
+    "dnt",
+    "te",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "x-real-ip",
+    "via",
+];
+
+/// Interleaved rounds, bare, layered and floor, for every case; then plain
+/// requests with more fields (the layer's quick test scans the field names
+/// up to a limit).
 fn timing() {
     let id = UuidV4.generate();
     println!("ns per request: min / p25 / median, {ROUNDS} rounds of {PER_ROUND}; added = median - bare median");
     for case in CASES {
         let (upgrade, cookie) = case_request(case, id.as_str());
-        let mut bare = service_fn(handshake);
-        let mut sticky = StickyUpgradeLayer::new().layer(service_fn(handshake));
-        let mut floor = Floor::new(service_fn(handshake));
-        let mut times: [Vec<f64>; 3] = Default::default();
-        for round in 0..ROUNDS * times.len() {
-            let reqs = requests(upgrade, &cookie, PER_ROUND);
-            let which = round % times.len();
-            let start = Instant::now();
-            match which {
-                0 => serve(&mut bare, reqs),
-                1 => serve(&mut sticky, reqs),
-                _ => serve(&mut floor, reqs),
+        compare(case, &|| requests(upgrade, &cookie, PER_ROUND));
+    }
+    let cookie = cookie_line(Some(id.as_str()));
+    for more in [5, 12, 13, 14, 20, 25] {
+        let make = || {
+            let mut reqs = requests(false, &cookie, PER_ROUND);
+            for req in &mut reqs {
+                for name in &MORE_FIELDS[..more] {
+                    req.headers_mut()
+                        .insert(*name, HeaderValue::from_static("a typical value"));
+                }
             }
-            times[which].push(start.elapsed().as_secs_f64() * 1e9 / PER_ROUND as f64);
+            reqs
+        };
+        compare(&format!("plain{}f", 3 + more), &make);
+    }
+}
+
+/// Times bare, layered and floor rounds, interleaved, on requests from `make`.
+fn compare(case: &str, make: &dyn Fn() -> Vec<Request<()>>) {
+    let mut bare = service_fn(handshake);
+    let mut sticky = StickyUpgradeLayer::new().layer(service_fn(handshake));
+    let mut floor = Floor::new(service_fn(handshake));
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..ROUNDS * times.len() {
+        let reqs = make();
+        let which = round % times.len();
+        let start = Instant::now();
+        match which {
+            0 => serve(&mut bare, reqs),
+            1 => serve(&mut sticky, reqs),
+            _ => serve(&mut floor, reqs),
         }
-        let [b, s, f] = times.map(|mut times| {
-            times.sort_by(f64::total_cmp);
-            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-            [at(0.0), at(0.25), at(0.5)]
-        });
-        for (name, q) in [("bare", b), ("layer", s), ("floor", f)] {
-            println!(
-                "{case:7} {name:6} {:6.1} {:6.1} {:6.1} | added {:+6.1}",
-                q[0],
-                q[1],
-                q[2],
-                q[2] - b[2]
-            );
-        }
+        times[which].push(start.elapsed().as_secs_f64() * 1e9 / PER_ROUND as f64);
+    }
+    let [b, s, f] = times.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        [at(0.0), at(0.25), at(0.5)]
+    });
+    for (name, q) in [("bare", b), ("layer", s), ("floor", f)] {
+        println!(
+            "{case:9} {name:6} {:6.1} {:6.1} {:6.1} | added {:+6.1}",
+            q[0],
+            q[1],
+            q[2],
+            q[2] - b[2]
+        );
     }
 }
