@@ -36,7 +36,7 @@ use tower_sticky_upgrade::{IdGenerator, StickyUpgradeLayer, UuidV4};
 #[path = "../tests/support/handshake_fixture.rs"]
 mod fixture;
 
-use fixture::{call_once, cookie_line, handshake, noop_waker, request};
+use fixture::{add_fields, call_once, cookie_line, handshake, noop_waker, request};
 
 #[path = "support/floor.rs"]
 mod floor;
@@ -98,36 +98,6 @@ fn fixed(case: &str, mode: &str, n: &str) {
     }
 }
 
-/// Fields browsers and balancers add to a request, beyond the fixture's
-/// `host`, `user-agent` and `cookie`.
-const MORE_FIELDS: [&str; 25] = [
-    "accept",
-    "accept-encoding",
-    "accept-language",
-    "cache-control",
-    "pragma",
-    "referer",
-    "sec-ch-ua",
-    "sec-ch-ua-mobile",
-    "sec-ch-ua-platform",
-    "sec-fetch-dest",
-    "sec-fetch-mode",
-    "sec-fetch-site",
-    "priority",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-amzn-trace-id",
-    "x-request-id",
-    "dnt",
-    "te",
-    "traceparent",
-    "tracestate",
-    "baggage",
-    "x-real-ip",
-    "via",
-];
-
 /// Interleaved rounds, bare, layered and floor, for every case; then plain
 /// requests with more fields (the layer's quick test scans the field names
 /// up to a limit).
@@ -143,10 +113,7 @@ fn timing() {
         let make = || {
             let mut reqs = requests(false, &cookie, PER_ROUND);
             for req in &mut reqs {
-                for name in &MORE_FIELDS[..more] {
-                    req.headers_mut()
-                        .insert(*name, HeaderValue::from_static("a typical value"));
-                }
+                add_fields(req, more);
             }
             reqs
         };

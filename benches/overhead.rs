@@ -7,16 +7,20 @@
 //! adds. Absolute numbers depend on the machine and its load.
 //!
 //! Groups:
-//! - `plain`: a non-upgrade request carrying several cookies; beside the layer,
+//! - `plain`: a non-upgrade request carrying several cookies (three fields:
+//!   `host`, `user-agent`, `cookie`); beside the layer,
 //!   tower's `MapResponseLayer` with an identity closure shows what any layer
 //!   with its own response future costs here;
+//! - `plain_15_fields`: the same with the twelve more fields a browser behind a
+//!   balancer sends (the layer's quick test reads every field name);
 //! - `upgrade_kept`: an upgrade with a valid affinity cookie (re-sent, the default
 //!   `Refresh::EveryUpgrade`; `sticky_refresh_on_change` does not re-send it);
 //! - `upgrade_issued`: an upgrade without one: a new UUID v4 is issued;
 //! - `upgrade_migrated`: an upgrade with another node's cookie (layer with a node id);
-//! - in `plain`, `upgrade_kept` and `upgrade_issued`, a `floor` line: a service
-//!   doing only the `http` operations and allocations every implementation of
-//!   this job must perform, without parsing or checking anything
+//! - in `plain`, `plain_15_fields`, `upgrade_kept` and `upgrade_issued`, a
+//!   `floor` line: a service doing only the `http` operations and allocations
+//!   every implementation of this job must perform, without parsing or
+//!   checking anything
 //!   (`benches/support/floor.rs`). What the layer adds beyond the floor is
 //!   what it chose to do;
 //! - `drain`: signalling 10,000 tracked sockets to close.
@@ -48,7 +52,7 @@ use tower_sticky_upgrade::{Drain, IdGenerator, UuidV4, DEFAULT_COOKIE_NAME};
 #[path = "../tests/support/handshake_fixture.rs"]
 mod fixture;
 
-use fixture::{call_once as call, cookie_line, handshake, noop_waker, respond, Layers};
+use fixture::{add_fields, call_once as call, cookie_line, handshake, noop_waker, respond, Layers};
 
 /// The operations any implementation must perform, and nothing else (not a
 /// correct implementation; see the file).
@@ -166,6 +170,26 @@ fn overhead(c: &mut Criterion) {
     let svc = identity.layer(service_fn(handshake));
     bench_service(&mut g, "identity_map_response", svc, &make, false);
     // The floor: the `Upgrade` lookup any implementation needs, on top of that.
+    bench_service(
+        &mut g,
+        "floor",
+        Floor::new(service_fn(handshake)),
+        &make,
+        false,
+    );
+    g.finish();
+
+    // The same plain request with the fields a browser behind a balancer
+    // adds (15 in all): the layer's quick test reads every field name.
+    let mut g = c.benchmark_group("plain_15_fields");
+    let make = || {
+        let mut req = request(false, &kept);
+        add_fields(&mut req, 12);
+        req
+    };
+    bench_service(&mut g, "bare", service_fn(handshake), &make, false);
+    let svc = layer.layer(service_fn(handshake));
+    bench_service(&mut g, "sticky", svc, &make, false);
     bench_service(
         &mut g,
         "floor",

@@ -128,6 +128,44 @@ pub fn request(upgrade: bool, cookie: &HeaderValue, hyper_extension: bool) -> Re
     req
 }
 
+/// Fields browsers and balancers add to a request, beyond the fixture's
+/// `host`, `user-agent` and `cookie`.
+pub const MORE_FIELDS: [&str; 25] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "pragma",
+    "referer",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "priority",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-amzn-trace-id",
+    "x-request-id",
+    "dnt",
+    "te",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "x-real-ip",
+    "via",
+];
+
+/// Adds the first `n` of [`MORE_FIELDS`] to `req`.
+pub fn add_fields(req: &mut Request<()>, n: usize) {
+    for name in &MORE_FIELDS[..n] {
+        req.headers_mut()
+            .insert(*name, HeaderValue::from_static("a typical value"));
+    }
+}
+
 /// A waker that does nothing: every future here is ready on its first poll.
 /// Made once, outside any measurement (`Waker::noop` needs Rust 1.85).
 pub fn noop_waker() -> Waker {
