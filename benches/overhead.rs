@@ -45,7 +45,7 @@ use tower::util::MapResponseLayer;
 use tower::{service_fn, Layer, Service};
 use tower_cookies::cookie::SameSite;
 use tower_cookies::{Cookie, CookieManagerLayer, Cookies};
-use tower_sticky_upgrade::{Drain, IdGenerator, UuidV4, DEFAULT_COOKIE_NAME};
+use tower_sticky_upgrade::{Drain, IdGenerator, StickyUpgradeLayer, UuidV4, DEFAULT_COOKIE_NAME};
 
 /// The request, the inner service (`handshake`) and the way it is called,
 /// shared with `tests/alloc.rs`.
@@ -114,7 +114,7 @@ fn batch_size() -> BatchSize {
 /// Benchmarks `svc` on requests made by `make`, checking first that the
 /// response is what the group is about.
 fn bench_service<S>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    group: &mut Group<'_>,
     name: &str,
     mut svc: S,
     make: &dyn Fn() -> Request<()>,
@@ -154,14 +154,7 @@ fn overhead(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("plain");
     let make = || request(false, &kept);
-    bench_service(&mut g, "bare", service_fn(handshake), &make, false);
-    bench_service(
-        &mut g,
-        "sticky",
-        layer.layer(service_fn(handshake)),
-        &make,
-        false,
-    );
+    bare_and_layered(&mut g, &layer, &make, false);
     let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
     bench_service(&mut g, "tower_cookies", tc, &make, false);
     // What any layer with its own response future costs: one more call,
@@ -169,14 +162,8 @@ fn overhead(c: &mut Criterion) {
     let identity = MapResponseLayer::new(|res: Response<()>| res);
     let svc = identity.layer(service_fn(handshake));
     bench_service(&mut g, "identity_map_response", svc, &make, false);
-    // The floor: the `Upgrade` lookup any implementation needs, on top of that.
-    bench_service(
-        &mut g,
-        "floor",
-        Floor::new(service_fn(handshake)),
-        &make,
-        false,
-    );
+    // The floor: on top of that, the test for `Upgrade` any implementation needs.
+    floor(&mut g, &make, false);
     g.finish();
 
     // The same plain request with the fields a browser behind a balancer
@@ -187,33 +174,17 @@ fn overhead(c: &mut Criterion) {
         add_fields(&mut req, 12);
         req
     };
-    bench_service(&mut g, "bare", service_fn(handshake), &make, false);
-    let svc = layer.layer(service_fn(handshake));
-    bench_service(&mut g, "sticky", svc, &make, false);
-    bench_service(
-        &mut g,
-        "floor",
-        Floor::new(service_fn(handshake)),
-        &make,
-        false,
-    );
+    bare_and_layered(&mut g, &layer, &make, false);
+    floor(&mut g, &make, false);
     g.finish();
 
     for (group, cookie) in [("upgrade_kept", &kept), ("upgrade_issued", &none)] {
         let mut g = c.benchmark_group(group);
         let make = || request(true, cookie);
-        bench_service(&mut g, "bare", service_fn(handshake), &make, false);
-        bench_service(
-            &mut g,
-            "sticky",
-            layer.layer(service_fn(handshake)),
-            &make,
-            true,
-        );
+        bare_and_layered(&mut g, &layer, &make, true);
         let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
         bench_service(&mut g, "tower_cookies", tc, &make, true);
-        let floor = Floor::new(service_fn(handshake));
-        bench_service(&mut g, "floor", floor, &make, true);
+        floor(&mut g, &make, true);
         if group == "upgrade_kept" {
             // A kept cookie is not sent again: no Set-Cookie to render.
             let svc = on_change.layer(service_fn(handshake));
@@ -224,15 +195,39 @@ fn overhead(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("upgrade_migrated");
     let make = || request(true, &migrated);
-    bench_service(&mut g, "bare", service_fn(handshake), &make, false);
-    bench_service(
-        &mut g,
-        "sticky",
-        nodes.layer(service_fn(handshake)),
-        &make,
-        true,
-    );
+    bare_and_layered(&mut g, &nodes, &make, true);
     g.finish();
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// The `bare` and `sticky` lines of a group: the handler alone, then under
+/// `layer`; `sets_cookie` is whether the layer's answer carries `Set-Cookie`.
+fn bare_and_layered(
+    g: &mut Group<'_>,
+    layer: &StickyUpgradeLayer,
+    make: &dyn Fn() -> Request<()>,
+    sets_cookie: bool,
+) {
+    bench_service(g, "bare", service_fn(handshake), make, false);
+    bench_service(
+        g,
+        "sticky",
+        layer.layer(service_fn(handshake)),
+        make,
+        sets_cookie,
+    );
+}
+
+/// The `floor` line of a group (see `benches/support/floor.rs`).
+fn floor(g: &mut Group<'_>, make: &dyn Fn() -> Request<()>, sets_cookie: bool) {
+    bench_service(
+        g,
+        "floor",
+        Floor::new(service_fn(handshake)),
+        make,
+        sets_cookie,
+    );
 }
 
 /// Tracked sockets in the drain benchmark.
