@@ -22,9 +22,10 @@
 //! Without arguments (`cargo bench --bench instructions`) it times every case:
 //! 400 rounds of 256 requests, bare, layered and floor rounds interleaved, and
 //! prints quantiles of the per-request time of each; then the same for plain
-//! requests with 8 to 28 fields (`plain8f` …), as browsers and balancers send. A plain loop without criterion's
-//! machinery, it shows how much of a difference of a few nanoseconds is code
-//! layout: the same code measures differently from one build to the next.
+//! requests with 8 to 28 fields (`plain8f` …), as browsers and balancers send
+//! them. A plain loop without criterion's machinery, it shows how much of a
+//! difference of a few nanoseconds is code layout: the same code measures
+//! differently from one build to the next.
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -2,10 +2,10 @@
 //!
 //! Input: `[method, version, flags, records...]`, records split on `\n`; the
 //! first byte of a record picks the header (`Connection`, `Upgrade`, `Cookie`,
-//! `Origin`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`, one of 32 other headers, or
-//! the extended CONNECT `:protocol`), the rest is its value. `flags` pick the
-//! origin allow-list, draining and the handler. The outcome must match the
-//! model of `tests/model` and `tests/properties.rs`.
+//! `Origin`, `Sec-WebSocket-Key`, `Sec-WebSocket-Version`, one of 32 other
+//! headers, or the extended CONNECT `:protocol`), the rest is its value.
+//! `flags` pick the origin allow-list, draining and the handler. The outcome
+//! must match the model of `tests/model` and `tests/properties.rs`.
 #![no_main]
 
 use http::header::{
