@@ -22,7 +22,7 @@
 //! Without arguments (`cargo bench --bench instructions`) it times every case:
 //! 400 rounds of 256 requests, bare, layered and floor rounds interleaved, and
 //! prints quantiles of the per-request time of each; then the same for plain
-//! requests with 8 to 28 fields (`plain8f` …), as browsers and balancers send
+//! requests with 8 to 40 fields (`plain8f` …), as browsers and balancers send
 //! them. A plain loop without criterion's machinery, it shows how much of a
 //! difference of a few nanoseconds is code layout: the same code measures
 //! differently from one build to the next.
@@ -110,7 +110,7 @@ fn timing() {
         compare(case, &|| requests(upgrade, &cookie, PER_ROUND));
     }
     let cookie = cookie_line(Some(id.as_str()));
-    for more in [5, 12, 13, 14, 20, 25] {
+    for more in [5, 12, 13, 14, 20, 25, 26, 29, 37] {
         let make = || {
             let mut reqs = requests(false, &cookie, PER_ROUND);
             for req in &mut reqs {

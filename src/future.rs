@@ -110,7 +110,7 @@ where
         match self.project().state.project() {
             StateProj::Inner { future, set_cookie } => {
                 // Plain requests (and upgrades that set nothing): the inner
-                // service's answer, not even moved.
+                // future's poll as it is, without unpacking its answer.
                 if set_cookie.is_none() {
                     return future.poll(cx);
                 }

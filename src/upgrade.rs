@@ -59,24 +59,25 @@ impl Default for Protocols {
     }
 }
 
-/// Requests with more distinct fields than this are not scanned by
-/// [`may_upgrade`]; they take the hashed lookup.
-pub(crate) const SCAN_LIMIT: usize = 32;
+/// Requests with more distinct field names than this skip the pass of
+/// [`may_upgrade`] and take the hashed lookup of [`detect`]: about where the
+/// pass starts to cost more than the lookup and the copy of the request it
+/// avoids (measured on x86-64 with `benches/instructions.rs`).
+pub(crate) const SCAN_LIMIT: usize = 28;
 
-/// Whether a request might ask to upgrade: it is a `CONNECT`, or carries an
-/// `Upgrade` field. `false` is final; `true` calls for [`detect`].
+/// Whether a request might ask to upgrade: a `CONNECT` (with the `http2`
+/// feature, for extended CONNECT), or a request with an `Upgrade` field.
+/// `false` is final; `true` calls for [`detect`].
 ///
-/// This is the test every request pays for, so it is kept to what inlines
-/// completely: a comparison and one pass over the field names.
-/// `HeaderMap::get` would hash one name instead, but it takes a reference into
-/// the request out of line, after which the compiler copies the 224-byte
-/// request before passing it on; up to a few dozen fields the pass costs less
-/// than both together (`benches/instructions.rs` times plain requests of 3 to
-/// 28 fields). Requests with more than [`SCAN_LIMIT`] fields are left to
-/// [`detect`].
+/// Every request pays for this test, so it is kept to what inlines
+/// completely: comparisons and one pass over the field names, or none above
+/// [`SCAN_LIMIT`]. `HeaderMap::get` would hash one name instead, but it takes
+/// a reference into the request to a function that is not inlined, and the
+/// compiler then copies the request before it is moved on to the inner
+/// service.
 #[inline]
 pub(crate) fn may_upgrade(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::CONNECT
+    (cfg!(feature = "http2") && method == Method::CONNECT)
         || headers.keys_len() > SCAN_LIMIT
         || headers.keys().any(|name| name == UPGRADE)
 }
@@ -216,14 +217,23 @@ mod tests {
     }
 
     /// A `GET` with `fields` other fields, the WebSocket pair inserted before
-    /// the field `pair_at` (`None`: no pair, `Connection: keep-alive` instead).
+    /// the field `pair_at` (`None`: no pair, `Connection: keep-alive` instead),
+    /// `Upgrade` first at even positions and second at odd ones.
     fn with_fields(fields: usize, pair_at: Option<usize>) -> Request<()> {
         let mut req = Request::get("/ws").body(()).unwrap();
         let h = req.headers_mut();
         for i in 0..=fields {
             if pair_at == Some(i) {
-                h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-                h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                let connection = (CONNECTION, HeaderValue::from_static("Upgrade"));
+                let upgrade = (UPGRADE, HeaderValue::from_static("websocket"));
+                let pair = if i % 2 == 0 {
+                    [upgrade, connection]
+                } else {
+                    [connection, upgrade]
+                };
+                for (name, value) in pair {
+                    h.insert(name, value);
+                }
             }
             if i < fields {
                 let name = HeaderName::try_from(format!("x-field-{i}")).unwrap();
@@ -248,7 +258,37 @@ mod tests {
     }
 
     #[test]
-    fn requests_without_upgrade_are_ruled_out_up_to_the_scan_limit() {
+    fn upgrade_as_the_only_field_is_let_through() {
+        let req = Request::get("/ws")
+            .header(UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert!(may_upgrade(req.method(), req.headers()));
+    }
+
+    /// The limit counts distinct names: repeated lines do not push a request
+    /// over it.
+    #[test]
+    fn repeated_lines_do_not_count_towards_the_scan_limit() {
+        let mut req = with_fields(0, None);
+        for i in 0..SCAN_LIMIT * 2 {
+            let cookie = HeaderValue::try_from(format!("c{i}=v")).unwrap();
+            req.headers_mut().append(http::header::COOKIE, cookie);
+        }
+        assert!(req.headers().len() > SCAN_LIMIT);
+        assert!(!may_upgrade(req.method(), req.headers()));
+        req.headers_mut()
+            .insert(UPGRADE, HeaderValue::from_static("websocket"));
+        req.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        assert!(may_upgrade(req.method(), req.headers()));
+        assert_eq!(detect_req(&req), Some(UpgradeKind::Http1));
+    }
+
+    /// Below the limit a request without `Upgrade` is ruled out; above it,
+    /// every request goes to `detect`, which rules it out there.
+    #[test]
+    fn requests_without_upgrade_are_ruled_out_unless_over_the_scan_limit() {
         for fields in 0..SCAN_LIMIT + 8 {
             let req = with_fields(fields, None);
             // `Connection` is one more field.
@@ -262,10 +302,15 @@ mod tests {
         }
     }
 
+    /// Without the `http2` feature no `CONNECT` is an upgrade, so it is
+    /// ruled out at once.
     #[test]
-    fn connect_always_takes_the_full_check() {
+    fn connect_takes_the_full_check_with_http2_only() {
         let req = Request::connect("/ws").body(()).unwrap();
-        assert!(may_upgrade(req.method(), req.headers()));
+        assert_eq!(
+            may_upgrade(req.method(), req.headers()),
+            cfg!(feature = "http2")
+        );
         assert_eq!(detect_req(&req), None);
     }
 

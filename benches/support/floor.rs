@@ -9,11 +9,12 @@
 //! the line ends with `NAME=` and 36 more bytes, and checks nothing. What it
 //! keeps is every step a correct layer cannot skip:
 //!
-//! - a test for `Upgrade` on every request: one pass over all field names, as
-//!   the layer does up to 32 fields (no reference into the request leaves
-//!   `call`, which spares a copy of it; see `may_upgrade` in `src/upgrade.rs`),
-//!   and the request moved through one more `call` and one more response
-//!   future, which hands a plain request's response through untouched;
+//! - a test for `Upgrade` on every request: one pass over all field names (the
+//!   layer makes the same pass up to 28 fields and a hashed lookup above; no
+//!   reference into the request leaves `call`, which spares a copy of it; see
+//!   `may_upgrade` in `src/upgrade.rs`), and the request moved through one
+//!   more `call` and one more response future, which hands a plain request's
+//!   answer through as the inner future gives it;
 //! - on an upgrade, lookups of `Connection` and `Cookie`;
 //! - an id for a new session from the same generator as the layer's default;
 //! - the `Set-Cookie` value rendered into one exactly sized buffer and turned

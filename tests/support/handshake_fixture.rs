@@ -1,7 +1,7 @@
 //! A WebSocket-like request and an inner service answering it, shared by the
 //! measurements that compare a bare service with the layer around it: the
-//! overhead benchmark (`benches/overhead.rs`) and the allocation test
-//! (`tests/alloc.rs`). Include it with
+//! benchmarks `benches/overhead.rs` and `benches/instructions.rs`, and the
+//! allocation test (`tests/alloc.rs`). Include it with
 //!
 //! ```ignore
 //! #[path = "support/handshake_fixture.rs"]
@@ -130,7 +130,7 @@ pub fn request(upgrade: bool, cookie: &HeaderValue, hyper_extension: bool) -> Re
 
 /// Fields browsers and balancers add to a request, beyond the fixture's
 /// `host`, `user-agent` and `cookie`.
-pub const MORE_FIELDS: [&str; 25] = [
+pub const MORE_FIELDS: [&str; 37] = [
     "accept",
     "accept-encoding",
     "accept-language",
@@ -156,10 +156,27 @@ pub const MORE_FIELDS: [&str; 25] = [
     "baggage",
     "x-real-ip",
     "via",
+    "forwarded",
+    "x-forwarded-host",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-sampled",
+    "x-correlation-id",
+    "x-client-version",
+    "x-csrf-token",
+    "if-none-match",
+    "if-modified-since",
+    "authorization",
+    "content-type",
 ];
 
 /// Adds the first `n` of [`MORE_FIELDS`] to `req`.
 pub fn add_fields(req: &mut Request<()>, n: usize) {
+    assert!(
+        n <= MORE_FIELDS.len(),
+        "at most {} more fields",
+        MORE_FIELDS.len()
+    );
     for name in &MORE_FIELDS[..n] {
         req.headers_mut()
             .insert(*name, HeaderValue::from_static("a typical value"));
