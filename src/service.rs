@@ -293,10 +293,19 @@ mod tests {
     }
 
     async fn call(layer: &StickyUpgradeLayer, seen: &Arc<Seen>, req: Request<()>) -> Response<()> {
-        let svc = StickyUpgrade::new(
-            inner(seen.clone(), StatusCode::SWITCHING_PROTOCOLS, &[]),
-            layer.clone(),
-        );
+        call_answering(layer, seen, StatusCode::SWITCHING_PROTOCOLS, &[], req).await
+    }
+
+    /// `req` through the layer to an inner service answering `status` with
+    /// the `extra` headers (see [`inner`]).
+    async fn call_answering(
+        layer: &StickyUpgradeLayer,
+        seen: &Arc<Seen>,
+        status: StatusCode,
+        extra: &'static [(&'static str, &'static str)],
+        req: Request<()>,
+    ) -> Response<()> {
+        let svc = StickyUpgrade::new(inner(seen.clone(), status, extra), layer.clone());
         svc.oneshot(req).await.unwrap()
     }
 
@@ -469,8 +478,7 @@ mod tests {
         for status in [400, 403, 426, 500, 503] {
             let seen = Arc::new(Seen::default());
             let status = StatusCode::from_u16(status).unwrap();
-            let svc = StickyUpgrade::new(inner(seen.clone(), status, &[]), l.clone());
-            let res = svc.oneshot(upgrade(None)).await.unwrap();
+            let res = call_answering(&l, &seen, status, &[], upgrade(None)).await;
             assert_eq!(res.status(), status);
             assert!(set_cookies(&res).is_empty(), "{status}");
         }
@@ -480,15 +488,15 @@ mod tests {
     async fn other_cookies_of_the_inner_service_are_kept() {
         let seen = Arc::new(Seen::default());
         let l = layer(StickyUpgradeLayer::builder());
-        let svc = StickyUpgrade::new(
-            inner(
-                seen.clone(),
-                StatusCode::SWITCHING_PROTOCOLS,
-                &[("set-cookie", "theme=dark"), ("set-cookie", "lang=en")],
-            ),
-            l,
-        );
-        let res = svc.oneshot(upgrade(None)).await.unwrap();
+        let extra = &[("set-cookie", "theme=dark"), ("set-cookie", "lang=en")];
+        let res = call_answering(
+            &l,
+            &seen,
+            StatusCode::SWITCHING_PROTOCOLS,
+            extra,
+            upgrade(None),
+        )
+        .await;
         let all = set_cookies(&res);
         assert_eq!(all.len(), 3, "{all:?}");
         assert_eq!(&all[..2], ["theme=dark", "lang=en"]);
@@ -499,15 +507,15 @@ mod tests {
     async fn affinity_cookie_set_by_the_inner_service_is_left_alone() {
         let seen = Arc::new(Seen::default());
         let l = layer(StickyUpgradeLayer::builder());
-        let svc = StickyUpgrade::new(
-            inner(
-                seen.clone(),
-                StatusCode::SWITCHING_PROTOCOLS,
-                &[("set-cookie", "WS_SESSION_ID=mine; Path=/")],
-            ),
-            l,
-        );
-        let res = svc.oneshot(upgrade(None)).await.unwrap();
+        let extra = &[("set-cookie", "WS_SESSION_ID=mine; Path=/")];
+        let res = call_answering(
+            &l,
+            &seen,
+            StatusCode::SWITCHING_PROTOCOLS,
+            extra,
+            upgrade(None),
+        )
+        .await;
         assert_eq!(set_cookies(&res), ["WS_SESSION_ID=mine; Path=/"]);
     }
 
@@ -547,8 +555,7 @@ mod tests {
         let seen = Arc::new(Seen::default());
         let l = layer(StickyUpgradeLayer::builder());
         let req = extended_connect();
-        let svc = StickyUpgrade::new(inner(seen.clone(), StatusCode::OK, &[]), l);
-        let res = svc.oneshot(req).await.unwrap();
+        let res = call_answering(&l, &seen, StatusCode::OK, &[], req).await;
         assert_eq!(session(&seen).affinity(), Affinity::Issued);
         assert_eq!(set_cookies(&res).len(), 1);
     }
