@@ -2,9 +2,9 @@
 //! it in the same run, and the same job done with tower-cookies.
 //!
 //! Run with `cargo bench --bench overhead`; one case with e.g.
-//! `cargo bench --bench overhead -- upgrade_issued`. Compare the `bare` line of
-//! a group with the others of the same group: the difference is what the layer
-//! adds. Absolute numbers depend on the machine and its load.
+//! `cargo bench --bench overhead -- upgrade_issued`. What a service adds is
+//! its `_added` line (below); the lines timed alone give the absolute times,
+//! which depend on the machine and its load.
 //!
 //! Groups:
 //! - `plain`: a non-upgrade request carrying several cookies (three fields:
@@ -23,13 +23,13 @@
 //!   checking anything
 //!   (`benches/support/floor.rs`). What the layer adds beyond the floor is
 //!   what it chose to do;
-//! - in every request group, `_added` lines (`sticky_added`, `floor_added`,
-//!   `identity_added`): what that service adds over the bare handler, timed
-//!   in alternating batches within one measurement (see `bench_added`), and
-//!   `bare_added`, the bare handler against itself: the error of that
-//!   method, which should read about zero. The targets are differences, and
-//!   these lines measure differences directly; the separate lines are timed
-//!   seconds apart, each on its own heap state;
+//! - beside every line of a request group, its `_added` line (`sticky_added`,
+//!   `floor_added`, …): what that service adds over the bare handler, both
+//!   timed in alternating batches within one measurement (see `bench_added`).
+//!   `bare_added`, the bare handler against itself, is the error of that
+//!   method and should read about zero. The targets are differences, and
+//!   these lines measure them directly; the lines timed alone run seconds
+//!   apart, each on its own heap state;
 //! - `drain`: signalling 10,000 tracked sockets to close.
 //!
 //! Each timed iteration calls `poll_ready` and `call`, polls the future once with
@@ -118,12 +118,15 @@ fn batch_size() -> BatchSize {
     }
 }
 
-/// Benchmarks `svc` on requests made by `make`, checking first that the
-/// response is what the group is about.
+/// Benchmarks a service made by `svc` on requests made by `make`, checking
+/// first that the response is what the group is about: the line `name`, timed
+/// alone, then `{name}_added`, what it adds over the bare handler timed in the
+/// same measurement (see [`bench_added`]; for the bare handler itself, the
+/// error of that method).
 fn bench_service<S>(
     group: &mut Group<'_>,
     name: &str,
-    mut svc: S,
+    svc: &dyn Fn() -> S,
     make: &dyn Fn() -> Request<()>,
     expect_set_cookie: bool,
 ) where
@@ -131,7 +134,8 @@ fn bench_service<S>(
     S::Error: std::fmt::Debug,
 {
     let waker = noop_waker();
-    let res = call(&mut svc, make(), &waker);
+    let mut alone = svc();
+    let res = call(&mut alone, make(), &waker);
     assert_eq!(
         res.headers().contains_key(http::header::SET_COOKIE),
         expect_set_cookie,
@@ -140,10 +144,11 @@ fn bench_service<S>(
     group.bench_function(name, |b| {
         b.iter_batched(
             make,
-            |req| drop(black_box(call(&mut svc, req, &waker))),
+            |req| drop(black_box(call(&mut alone, req, &waker))),
             batch_size(),
         )
     });
+    bench_added(group, &format!("{name}_added"), svc(), make);
 }
 
 fn overhead(c: &mut Criterion) {
@@ -162,14 +167,13 @@ fn overhead(c: &mut Criterion) {
     let mut g = c.benchmark_group("plain");
     let make = || request(false, &kept);
     bare_and_layered(&mut g, &layer, &make, false);
-    let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
-    bench_service(&mut g, "tower_cookies", tc, &make, false);
+    let tc = || CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
+    bench_service(&mut g, "tower_cookies", &tc, &make, false);
     // What any layer with its own response future costs: one more call,
     // the request moved once more, the future wrapped and polled through.
     let identity = MapResponseLayer::new(|res: Response<()>| res);
     let svc = || identity.layer(service_fn(handshake));
-    bench_service(&mut g, "identity_map_response", svc(), &make, false);
-    bench_added(&mut g, "identity_added", svc(), &make);
+    bench_service(&mut g, "identity_map_response", &svc, &make, false);
     // The floor: on top of that, the test for `Upgrade` any implementation needs.
     floor(&mut g, &make, false);
     g.finish();
@@ -190,13 +194,13 @@ fn overhead(c: &mut Criterion) {
         let mut g = c.benchmark_group(group);
         let make = || request(true, cookie);
         bare_and_layered(&mut g, &layer, &make, true);
-        let tc = CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
-        bench_service(&mut g, "tower_cookies", tc, &make, true);
+        let tc = || CookieManagerLayer::new().layer(service_fn(tower_cookies_handshake));
+        bench_service(&mut g, "tower_cookies", &tc, &make, true);
         floor(&mut g, &make, true);
         if group == "upgrade_kept" {
             // A kept cookie is not sent again: no Set-Cookie to render.
-            let svc = on_change.layer(service_fn(handshake));
-            bench_service(&mut g, "sticky_refresh_on_change", svc, &make, false);
+            let svc = || on_change.layer(service_fn(handshake));
+            bench_service(&mut g, "sticky_refresh_on_change", &svc, &make, false);
         }
         g.finish();
     }
@@ -218,20 +222,27 @@ fn bare_and_layered(
     make: &dyn Fn() -> Request<()>,
     sets_cookie: bool,
 ) {
-    bench_service(g, "bare", service_fn(handshake), make, false);
-    // The handler against itself: the error of `bench_added`, ideally zero.
-    bench_added(g, "bare_added", service_fn(handshake), make);
-    let svc = || layer.layer(service_fn(handshake));
-    bench_service(g, "sticky", svc(), make, sets_cookie);
-    bench_added(g, "sticky_added", svc(), make);
+    // `bare_added`, the handler against itself, should read about zero.
+    bench_service(g, "bare", &|| service_fn(handshake), make, false);
+    bench_service(
+        g,
+        "sticky",
+        &|| layer.layer(service_fn(handshake)),
+        make,
+        sets_cookie,
+    );
 }
 
 /// The `floor` and `floor_added` lines of a group (see
 /// `benches/support/floor.rs`).
 fn floor(g: &mut Group<'_>, make: &dyn Fn() -> Request<()>, sets_cookie: bool) {
-    let svc = || Floor::new(service_fn(handshake));
-    bench_service(g, "floor", svc(), make, sets_cookie);
-    bench_added(g, "floor_added", svc(), make);
+    bench_service(
+        g,
+        "floor",
+        &|| Floor::new(service_fn(handshake)),
+        make,
+        sets_cookie,
+    );
 }
 
 /// Requests per batch and per service in [`bench_added`], as in [`batch_size`].
