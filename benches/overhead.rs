@@ -101,20 +101,23 @@ fn tower_cookies_handshake(req: Request<()>) -> Ready<Result<Response<()>, Infal
     ready(Ok(respond(&req)))
 }
 
-/// Requests built per timed batch.
+/// Requests built per timed batch (per service, in [`bench_added`]).
 ///
 /// Small on purpose: hyper calls the service right after parsing the request,
 /// so its headers are in cache. `BatchSize::SmallInput` builds a tenth of a
 /// sample's iterations at once (thousands of requests, megabytes), and the
 /// timed part then starts with cache misses on every header it reads: that
 /// penalises whatever reads headers (the layer: Upgrade, Connection, Cookie)
-/// far more than a bare handler. 64 requests stay in L2. Set
-/// `OVERHEAD_COLD_REQUESTS=1` to measure with `SmallInput` anyway.
+/// far more than a bare handler. 64 requests stay in L2.
+const BATCH: u64 = 64;
+
+/// [`BATCH`] requests per batch; set `OVERHEAD_COLD_REQUESTS=1` to measure
+/// the lines timed alone with `SmallInput` anyway.
 fn batch_size() -> BatchSize {
     if std::env::var_os("OVERHEAD_COLD_REQUESTS").is_some() {
         BatchSize::SmallInput
     } else {
-        BatchSize::NumIterations(64)
+        BatchSize::NumIterations(BATCH)
     }
 }
 
@@ -245,11 +248,8 @@ fn floor(g: &mut Group<'_>, make: &dyn Fn() -> Request<()>, sets_cookie: bool) {
     );
 }
 
-/// Requests per batch and per service in [`bench_added`], as in [`batch_size`].
-const ADDED_BATCH: u64 = 64;
-
 /// A line whose time is what `svc` adds over the bare handler. Both are timed
-/// within one measurement, in alternating batches of [`ADDED_BATCH`]
+/// within one measurement, in alternating batches of [`BATCH`]
 /// requests, so that whatever the machine does over the seconds of a
 /// measurement (frequency, neighbours on a VM) falls on both alike. The
 /// separate `bare` and `sticky` lines are timed seconds apart, each on its own
@@ -283,7 +283,7 @@ where
             let mut left = iters;
             let mut batch = 0;
             while left > 0 {
-                let n = left.min(ADDED_BATCH);
+                let n = left.min(BATCH);
                 left -= n;
                 let built = [batch % 2, 1 - batch % 2];
                 let served = [batch / 2 % 2, 1 - batch / 2 % 2];
