@@ -16,10 +16,11 @@
 //!
 //! # How it works
 //!
-//! The controller is an atomic count of live guards, the instant draining
-//! started, and two `tokio::sync::Notify`s (one for the start, one for the last
-//! guard leaving): no registry, no lock, nothing allocated per socket while
-//! serving. A guard is 24 bytes and the future of [`DrainGuard::closing`] 88
+//! The controller is an atomic count of live guards (and of upgrades the layer
+//! let through whose response is not out yet, so that a drain starting during
+//! a handshake waits for its socket), the instant draining started, and two
+//! `tokio::sync::Notify`s (one for the start, one for the last guard leaving):
+//! no registry, no lock, nothing allocated per socket while serving. A guard is 24 bytes and the future of [`DrainGuard::closing`] 88
 //! bytes. Each guard gets a fixed offset in the spread window from a
 //! golden-ratio sequence over its creation order, which spaces any run of
 //! guards evenly however many there are. Once draining starts, each socket
@@ -50,7 +51,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -61,6 +62,11 @@ use crate::HealthService;
 
 /// The close spread of [`Drain::new`]: open sockets are told to close over 10 seconds.
 pub const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(10);
+
+/// The longest close spread: [`Drain::with_close_spread`] caps its window here.
+/// A day is far beyond any deregistration delay or grace period (AWS ALB allows
+/// at most an hour), and keeps every close time representable.
+pub const MAX_CLOSE_SPREAD: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The drain controller, shared by the layer, the health check and the app.
 ///
@@ -84,12 +90,16 @@ pub struct Drain {
 }
 
 struct Inner {
-    /// When draining started: set once, by the first `start()`. Whether it is
-    /// set is the one "draining" flag, and checking it is one atomic load.
+    /// When draining started: set once, by the first `start()`.
     started: OnceLock<Instant>,
+    /// Set right after `started`, with sequentially consistent ordering: the
+    /// flag every "is it draining?" reads (one plain load on x86-64). Paired
+    /// with `active` so that an upgrade counted before it is let through is
+    /// always seen by `closed()` (see `Drain::handshake`).
+    draining: AtomicBool,
     /// Wakes the guards waiting for the start.
     start_signal: Notify,
-    /// Live guards.
+    /// Live guards, and upgrades let through whose response is not out yet.
     active: AtomicUsize,
     /// Wakes `closed()` when `active` drops to zero.
     all_closed: Notify,
@@ -137,15 +147,25 @@ impl Drain {
     ///
     /// Pick a window that the drain deadline leaves room for, and that lets the
     /// other nodes absorb the reconnects: clients reconnect at about
-    /// `open sockets / window` per second.
+    /// `open sockets / window` per second. A window over [`MAX_CLOSE_SPREAD`]
+    /// (a day) is taken as that.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{Drain, MAX_CLOSE_SPREAD};
+    ///
+    /// assert_eq!(Drain::with_close_spread(Duration::from_secs(30)).close_spread(), Duration::from_secs(30));
+    /// assert_eq!(Drain::with_close_spread(Duration::MAX).close_spread(), MAX_CLOSE_SPREAD);
+    /// ```
     pub fn with_close_spread(window: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 started: OnceLock::new(),
+                draining: AtomicBool::new(false),
                 start_signal: Notify::new(),
                 active: AtomicUsize::new(0),
                 all_closed: Notify::new(),
-                close_spread: window,
+                close_spread: window.min(MAX_CLOSE_SPREAD),
                 next_slot: AtomicU64::new(0),
             }),
         }
@@ -162,6 +182,7 @@ impl Drain {
         if self.inner.started.set(Instant::now()).is_err() {
             return false;
         }
+        self.inner.draining.store(true, Ordering::SeqCst);
         self.inner.start_signal.notify_waiters();
         tracing::info!(
             active = self.active(),
@@ -174,19 +195,39 @@ impl Drain {
     /// Whether [`start`](Self::start) was called.
     #[inline]
     pub fn is_draining(&self) -> bool {
-        self.inner.started.get().is_some()
+        self.inner.draining.load(Ordering::SeqCst)
     }
 
-    /// How many sockets are tracked: guards alive right now.
+    /// How many sockets are tracked: guards alive right now, plus upgrade
+    /// requests the layer let through whose response is not out yet (their
+    /// handler is about to take a guard, or to refuse the upgrade).
     pub fn active(&self) -> usize {
-        self.inner.active.load(Ordering::Acquire)
+        self.inner.active.load(Ordering::SeqCst)
+    }
+
+    /// Counts an upgrade request from before the layer checks
+    /// [`is_draining`](Self::is_draining) until its response is out, by which
+    /// time the handler holds its own guard. Without it, a drain that starts
+    /// while the handler runs would see no socket, report
+    /// [`Drained`](DrainOutcome::Drained), and the process would exit under a
+    /// socket it is about to upgrade.
+    ///
+    /// Both sides use sequentially consistent operations: the count is raised
+    /// before `draining` is read here, and `draining` is set before the count is
+    /// read by [`closed`](Self::closed). So either this upgrade sees the drain
+    /// (and is refused), or the drain sees this upgrade (and waits for it).
+    pub(crate) fn handshake(&self) -> Handshake {
+        self.inner.active.fetch_add(1, Ordering::SeqCst);
+        Handshake {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// A guard for one upgraded socket; see [`DrainGuard`]. Usually taken with
     /// [`StickySession::guard`](crate::StickySession::guard).
     #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
-        self.inner.active.fetch_add(1, Ordering::AcqRel);
+        self.inner.active.fetch_add(1, Ordering::SeqCst);
         // A guard taken after draining began closes at once.
         let offset = if self.inner.started.get().is_some() {
             Duration::ZERO
@@ -210,7 +251,7 @@ impl Drain {
                 // `notify_waiters` from then on, so a guard dropped in between
                 // still wakes this waiter.
                 let notified = inner.all_closed.notified();
-                if inner.active.load(Ordering::Acquire) == 0 {
+                if inner.active.load(Ordering::SeqCst) == 0 {
                     return;
                 }
                 notified.await;
@@ -301,11 +342,12 @@ pub struct DrainGuard {
 impl DrainGuard {
     /// Whether draining started.
     pub fn is_draining(&self) -> bool {
-        self.inner.started.get().is_some()
+        self.inner.draining.load(Ordering::SeqCst)
     }
 
     /// When this socket should close, once draining started.
     pub fn close_at(&self) -> Option<Instant> {
+        // Cannot overflow: the offset is below `MAX_CLOSE_SPREAD`.
         self.inner.started.get().map(|&start| start + self.offset)
     }
 
@@ -335,9 +377,28 @@ impl DrainGuard {
 
 impl Drop for DrainGuard {
     fn drop(&mut self) {
-        if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.all_closed.notify_waiters();
+        self.inner.leave();
+    }
+}
+
+impl Inner {
+    /// One guard or handshake less; wakes `closed()` at zero.
+    fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.all_closed.notify_waiters();
         }
+    }
+}
+
+/// An upgrade request counted in [`Drain::active`] until its response is out;
+/// see [`Drain::handshake`].
+pub(crate) struct Handshake {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.inner.leave();
     }
 }
 
@@ -474,6 +535,28 @@ mod tests {
         let outcome = drain.wait(Duration::from_secs(5)).await;
         assert_eq!(outcome, DrainOutcome::Drained);
         assert_eq!(drain.active(), 0);
+    }
+
+    /// However long the window, close times stay representable: a window
+    /// over a day is a day.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_of_any_length_closes_within_a_day() {
+        for window in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            MAX_CLOSE_SPREAD * 2,
+        ] {
+            let drain = Drain::with_close_spread(window);
+            assert_eq!(drain.close_spread(), MAX_CLOSE_SPREAD);
+            let _first = drain.guard();
+            let guard = drain.guard();
+            drain.start();
+            let started = Instant::now();
+            let close_at = guard.close_at().expect("draining");
+            assert!(close_at > started && close_at < started + MAX_CLOSE_SPREAD);
+            guard.closing().await;
+            assert!(Instant::now() >= close_at);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use crate::affinity::SessionId;
 use crate::cookie::sets_cookie_named;
+use crate::drain::Handshake;
 use crate::layer::Config;
 use crate::upgrade::UpgradeKind;
 
@@ -52,12 +53,21 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            set_cookie: Option<SetCookie>,
+            accepted: Option<Accepted>,
         },
         Reject {
             reject: Option<Reject>,
         },
     }
+}
+
+/// What an upgrade the layer let through leaves to its response.
+pub(crate) struct Accepted {
+    /// The affinity cookie, unless it is not to be re-sent.
+    pub(crate) set_cookie: Option<SetCookie>,
+    /// Keeps a drain waiting until the response is out, by when the handler
+    /// holds its own guard for the socket (see `Drain::handshake`).
+    pub(crate) _handshake: Handshake,
 }
 
 /// What to add to the response of an accepted upgrade. Kept small: it is part
@@ -83,9 +93,9 @@ pub(crate) enum Reject {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F, set_cookie: Option<SetCookie>) -> Self {
+    pub(crate) fn inner(future: F, accepted: Option<Accepted>) -> Self {
         Self {
-            state: State::Inner { future, set_cookie },
+            state: State::Inner { future, accepted },
         }
     }
 
@@ -108,14 +118,18 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { future, set_cookie } => {
-                // Plain requests (and upgrades that set nothing): the inner
-                // future's poll as it is, without unpacking its answer.
-                if set_cookie.is_none() {
+            StateProj::Inner { future, accepted } => {
+                // Plain requests: the inner future's poll as it is, without
+                // unpacking its answer.
+                if accepted.is_none() {
                     return future.poll(cx);
                 }
-                let mut res = ready!(future.poll(cx))?;
-                if let Some(set_cookie) = set_cookie.take() {
+                let result = ready!(future.poll(cx));
+                // The response is out, an error included: the handshake no
+                // longer counts for draining.
+                let set_cookie = accepted.take().and_then(|accepted| accepted.set_cookie);
+                let mut res = result?;
+                if let Some(set_cookie) = set_cookie {
                     set_cookie.apply(&mut res);
                 }
                 Poll::Ready(Ok(res))

@@ -247,7 +247,7 @@ pub use affinity::{
     UuidV4,
 };
 pub use cookie::SameSite;
-pub use drain::{Drain, DrainGuard, DrainOutcome, DEFAULT_CLOSE_SPREAD};
+pub use drain::{Drain, DrainGuard, DrainOutcome, DEFAULT_CLOSE_SPREAD, MAX_CLOSE_SPREAD};
 pub use error::BuildError;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -7,7 +7,7 @@ use http::{HeaderMap, Request, Response, Version};
 use tower_service::Service;
 
 use crate::affinity::Affinity;
-use crate::future::{Reject, ResponseFuture, SetCookie};
+use crate::future::{Accepted, Reject, ResponseFuture, SetCookie};
 use crate::layer::{Refresh, Shared};
 use crate::stats::Counters;
 use crate::upgrade::UpgradeKind;
@@ -121,22 +121,22 @@ where
     match kind {
         None => ResponseFuture::inner(inner.call(req), None),
         Some(kind) => match upgrade(shared, kind, &mut req) {
-            Ok(set_cookie) => ResponseFuture::inner(inner.call(req), set_cookie),
+            Ok(accepted) => ResponseFuture::inner(inner.call(req), Some(accepted)),
             Err(reject) => ResponseFuture::reject(reject),
         },
     }
 }
 
-/// Gives an upgrade request its session; what to set on the response.
+/// Gives an upgrade request its session; what to do on the response.
 #[inline(never)]
 fn upgrade<B>(
     shared: &Arc<Shared>,
     kind: UpgradeKind,
     req: &mut Request<B>,
-) -> Result<Option<SetCookie>, Reject> {
-    let (session, set_cookie) = decide(shared, kind, req.headers(), req.version())?;
+) -> Result<Accepted, Reject> {
+    let (session, accepted) = decide(shared, kind, req.headers(), req.version())?;
     req.extensions_mut().insert(session);
-    Ok(set_cookie)
+    Ok(accepted)
 }
 
 /// Decides the session of an upgrade request and renders its cookie, or
@@ -147,7 +147,7 @@ fn decide(
     kind: UpgradeKind,
     headers: &HeaderMap,
     version: Version,
-) -> Result<(StickySession, Option<SetCookie>), Reject> {
+) -> Result<(StickySession, Accepted), Reject> {
     let config = &shared.config;
     let counters = &shared.counters;
 
@@ -158,6 +158,9 @@ fn decide(
             return Err(Reject::Forbidden);
         }
     }
+    // Counted before the drain check and until the response is out, so that a
+    // drain starting now either refuses this upgrade or waits for its socket.
+    let handshake = shared.drain.handshake();
     if let Some(retry_after) = &config.refuse_while_draining {
         if shared.drain.is_draining() {
             Counters::bump(&counters.refused_draining);
@@ -214,7 +217,11 @@ fn decide(
     } else {
         None
     };
-    Ok((StickySession::new(id, affinity, shared.clone()), set_cookie))
+    let accepted = Accepted {
+        set_cookie,
+        _handshake: handshake,
+    };
+    Ok((StickySession::new(id, affinity, shared.clone()), accepted))
 }
 
 #[cfg(test)]
@@ -618,6 +625,76 @@ mod tests {
         let guard = session(&seen).guard();
         assert_eq!(l.stats().active, 1);
         drop(guard);
+        assert_eq!(l.drain().active(), 0);
+    }
+
+    /// An upgrade counts in `Drain::active` from the layer's decision until its
+    /// response is out, whatever the answer, and no longer.
+    #[tokio::test]
+    async fn an_upgrade_counts_for_draining_until_its_response_is_out() {
+        let l = layer(StickyUpgradeLayer::builder());
+        for status in [StatusCode::SWITCHING_PROTOCOLS, StatusCode::BAD_REQUEST] {
+            let drain = l.drain().clone();
+            let svc = StickyUpgrade::new(
+                service_fn(move |_: Request<()>| {
+                    let during = drain.active();
+                    async move {
+                        let mut res = Response::new(());
+                        *res.status_mut() = status;
+                        // What the handler saw, sent back in a header.
+                        res.headers_mut().insert("x-active", during.into());
+                        Ok::<_, Infallible>(res)
+                    }
+                }),
+                l.clone(),
+            );
+            let res = svc.oneshot(upgrade(None)).await.unwrap();
+            assert_eq!(res.headers()["x-active"], "1", "{status}");
+            assert_eq!(l.drain().active(), 0, "{status}");
+        }
+        // A plain request is never counted.
+        let drain = l.drain().clone();
+        let svc = StickyUpgrade::new(
+            service_fn(move |_: Request<()>| {
+                let during = drain.active();
+                async move { Ok::<_, Infallible>(Response::new(during)) }
+            }),
+            l.clone(),
+        );
+        let res = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(*res.body(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_stops_counting_when_its_future_is_dropped_or_fails() {
+        let l = layer(StickyUpgradeLayer::builder());
+        let mut svc = StickyUpgrade::new(
+            service_fn(|req: Request<()>| async move {
+                match req.uri().path() {
+                    "/fail" => Err("inner service failed"),
+                    _ => Ok(Response::new(())),
+                }
+            }),
+            l.clone(),
+        );
+        let unpolled = svc.call(upgrade(None));
+        assert_eq!(l.drain().active(), 1);
+        drop(unpolled); // the client went away before the answer
+        assert_eq!(l.drain().active(), 0);
+
+        let mut failing = upgrade(None);
+        *failing.uri_mut() = http::Uri::from_static("/fail");
+        assert!(svc.call(failing).await.is_err());
+        assert_eq!(l.drain().active(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_refused_while_draining_is_not_counted() {
+        let seen = Arc::new(Seen::default());
+        let l = layer(StickyUpgradeLayer::builder());
+        l.drain().start();
+        let res = call(&l, &seen, upgrade(None)).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(l.drain().active(), 0);
     }
 

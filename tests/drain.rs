@@ -4,6 +4,7 @@
 mod harness;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -11,6 +12,7 @@ use http::header::{CACHE_CONTROL, CONNECTION, RETRY_AFTER, SET_COOKIE};
 use http::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -164,6 +166,7 @@ async fn clients_ignoring_the_close_are_dropped_after_the_close_handshake_wait()
     let drain = Drain::with_close_spread(Duration::ZERO);
     let options = Options {
         close_handshake: Some(Duration::from_millis(300)),
+        ..Options::default()
     };
     let mut node = Node::start_with(layer_with(&drain), options).await;
     // One never reads at all; one reads the Close and never answers.
@@ -210,6 +213,7 @@ async fn deadline_bounds_the_wait_when_sockets_never_close() {
     // The socket task keeps its guard until the client acts.
     let options = Options {
         close_handshake: None,
+        ..Options::default()
     };
     let mut node = Node::start_with(layer_with(&drain), options).await;
     let (mut idle, _) = connect(node.ws_request(&[])).await; // never reads
@@ -238,6 +242,52 @@ async fn deadline_bounds_the_wait_when_sockets_never_close() {
     drop(mute);
     within("last guard dropped", drain.closed()).await;
     assert_eq!(drain.active(), 0);
+}
+
+/// SIGTERM while a handshake is between the layer and its `101` (the handler
+/// still routing or authenticating): the drain counts that upgrade, waits for
+/// its socket and closes it with 1001, instead of reporting `Drained` while the
+/// socket is still to come.
+#[tokio::test]
+async fn drain_started_during_a_handshake_waits_for_that_socket() {
+    let drain = Drain::with_close_spread(Duration::from_secs(5));
+    let gate = Arc::new(Semaphore::new(0));
+    let options = Options {
+        gate: Some(Arc::clone(&gate)),
+        ..Options::default()
+    };
+    let mut node = Node::start_with(layer_with(&drain), options).await;
+    let client = tokio::spawn(connect(node.ws_request(&[])));
+    let (path, session) = node.next_call().await;
+    assert_eq!(path, "/ws");
+    let session = session.expect("the layer let the upgrade through");
+    assert_eq!(drain.active(), 1, "the handshake counts before its guard");
+
+    drain.start();
+    let wait = tokio::spawn(drain.wait(LONG));
+    tokio::task::yield_now().await;
+    assert_eq!(drain.active(), 1);
+    assert!(!wait.is_finished(), "nothing is drained yet");
+
+    // The handler answers now: its guard is taken after the start, so its
+    // socket is told to close at once.
+    gate.add_permits(1);
+    let (mut ws, res) = within("handshake", client).await.expect("client task");
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert!(
+        set_cookie(res.headers(), DEFAULT_COOKIE_NAME).is_some(),
+        "the accepted upgrade has its cookie"
+    );
+    let close = next_close(&mut ws).await.expect("a Close frame");
+    assert_eq!(close.code, CloseCode::Away);
+    drop(ws);
+    let outcome = within("drain", wait).await.expect("wait task");
+    assert_eq!(outcome, DrainOutcome::Drained);
+    assert_eq!(drain.active(), 0);
+    assert!(node
+        .drain_events()
+        .iter()
+        .any(|e| matches!(e, Event::CloseSent { id, .. } if id == session.id())));
 }
 
 #[tokio::test]
@@ -285,6 +335,7 @@ async fn upgrade_during_drain_gets_503_and_never_reaches_the_service() {
 
     assert_eq!(node.calls(), calls + 1, "only the plain request was served");
     assert_eq!(node.layer.stats().refused_draining, 3);
+    assert_eq!(drain.active(), 1, "refused upgrades leave no count behind");
 }
 
 #[tokio::test]

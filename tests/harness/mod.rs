@@ -37,7 +37,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -81,18 +81,24 @@ pub enum Event {
 }
 
 /// How the server's socket tasks behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// How long a socket task waits for the client's Close reply after sending
     /// its own before it drops the socket. `None`: until the client replies or
     /// goes away, keeping its guard (and so the drain) waiting meanwhile.
     pub close_handshake: Option<Duration>,
+    /// When set, the handler of `/ws` waits for a permit of this semaphore
+    /// after the `Called` event and before it looks at the handshake: a
+    /// handler that is slow to answer (routing, authentication), for tests
+    /// that act while an upgrade is between the layer and its `101`.
+    pub gate: Option<Arc<Semaphore>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             close_handshake: Some(Duration::from_secs(5)),
+            gate: None,
         }
     }
 }
@@ -235,7 +241,12 @@ async fn handle(
         session: session.clone(),
     });
     match req.uri().path() {
-        "/ws" => {}
+        "/ws" => {
+            if let Some(gate) = &state.options.gate {
+                // Closed only if the test dropped the semaphore: carry on.
+                let _ = within("the test to open the gate", gate.acquire()).await;
+            }
+        }
         "/ws-health" => return Ok(state.layer.drain().health_service().response()),
         _ => return Ok(text(StatusCode::OK, "plain")),
     }
