@@ -119,6 +119,11 @@ pub enum BuildError {
     /// `Retry-After` is zero while new upgrades are refused during draining;
     /// clients would retry in a tight loop.
     RetryAfterZero,
+    /// `signing_keys` was given an empty list: signing was asked for but
+    /// cannot be done (a key list read from an unset variable, say). Without
+    /// this error the layer would run unsigned and accept any id a client picks.
+    #[cfg(feature = "signed")]
+    NoSigningKeys,
     /// A signing key is shorter than the 32 bytes HMAC-SHA256 needs to be safe.
     #[cfg(feature = "signed")]
     SigningKeyTooShort {
@@ -203,6 +208,11 @@ impl fmt::Display for BuildError {
             }
             Self::RetryAfterZero => f.write_str(
                 "Retry-After must be at least one second when upgrades are refused while draining",
+            ),
+            #[cfg(feature = "signed")]
+            Self::NoSigningKeys => f.write_str(
+                "signing_keys was given no key: pass at least one key of 32 bytes or more, \
+                 or do not call signing_keys to run unsigned",
             ),
             #[cfg(feature = "signed")]
             Self::SigningKeyTooShort { index, len } => write!(

@@ -196,8 +196,9 @@ pub struct StickyUpgradeBuilder {
     retry_after: Duration,
     drain: Option<Drain>,
     origins: Option<(Vec<String>, bool)>,
+    /// `None`: unsigned; `Some` of an empty list is a build error.
     #[cfg(feature = "signed")]
-    signing_keys: Vec<Vec<u8>>,
+    signing_keys: Option<Vec<Vec<u8>>>,
 }
 
 impl Default for StickyUpgradeBuilder {
@@ -213,7 +214,7 @@ impl Default for StickyUpgradeBuilder {
             drain: None,
             origins: None,
             #[cfg(feature = "signed")]
-            signing_keys: Vec::new(),
+            signing_keys: None,
         }
     }
 }
@@ -354,7 +355,8 @@ impl StickyUpgradeBuilder {
     /// Sign cookie values with HMAC-SHA256 so that clients cannot forge or pick
     /// a session id. Each key must be at least 32 bytes; the first signs, all
     /// verify, so rotate by putting the new key first and keeping the old one
-    /// until old cookies have expired. Default: unsigned.
+    /// until old cookies have expired. Default: unsigned. An empty list is a
+    /// build error ([`BuildError::NoSigningKeys`]), not a way to turn signing off.
     #[cfg(feature = "signed")]
     #[cfg_attr(docsrs, doc(cfg(feature = "signed")))]
     pub fn signing_keys<I, K>(mut self, keys: I) -> Self
@@ -362,7 +364,7 @@ impl StickyUpgradeBuilder {
         I: IntoIterator<Item = K>,
         K: AsRef<[u8]>,
     {
-        self.signing_keys = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        self.signing_keys = Some(keys.into_iter().map(|k| k.as_ref().to_vec()).collect());
         self
     }
 
@@ -407,19 +409,22 @@ impl StickyUpgradeBuilder {
             .map(|(list, require)| OriginPolicy::new(&list, require))
             .transpose()?;
         #[cfg(feature = "signed")]
-        let signer = {
-            if let Some((index, key)) = self
-                .signing_keys
-                .iter()
-                .enumerate()
-                .find(|(_, k)| k.len() < crate::signed::MIN_KEY_LEN)
-            {
-                return Err(BuildError::SigningKeyTooShort {
-                    index,
-                    len: key.len(),
-                });
+        let signer = match &self.signing_keys {
+            None => None,
+            Some(keys) if keys.is_empty() => return Err(BuildError::NoSigningKeys),
+            Some(keys) => {
+                if let Some((index, key)) = keys
+                    .iter()
+                    .enumerate()
+                    .find(|(_, k)| k.len() < crate::signed::MIN_KEY_LEN)
+                {
+                    return Err(BuildError::SigningKeyTooShort {
+                        index,
+                        len: key.len(),
+                    });
+                }
+                crate::signed::Signer::new(keys)
             }
-            crate::signed::Signer::new(&self.signing_keys)
         };
         let codec = Codec {
             node,
@@ -456,7 +461,7 @@ impl fmt::Debug for StickyUpgradeBuilder {
             .field("drain", &self.drain)
             .field("origins", &self.origins);
         #[cfg(feature = "signed")]
-        d.field("signing_keys", &self.signing_keys.len());
+        d.field("signing_keys", &self.signing_keys.as_ref().map(Vec::len));
         d.finish_non_exhaustive()
     }
 }

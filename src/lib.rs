@@ -208,7 +208,9 @@
 //! the new one on their next upgrade (with [`Refresh::OnChange`] too). Drop the
 //! old key once those cookies have been replaced or have expired, or at once if
 //! it leaked (every client holding one then gets a new id once). Turning
-//! signing on gives every client a new id once; turning it off keeps the ids.
+//! signing on gives every client a new id once. Turning it off keeps the ids
+//! where no node ids are set; with node ids, every client gets a new id once
+//! too.
 //!
 //! # Features
 //!

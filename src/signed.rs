@@ -26,7 +26,9 @@
 //!   accepted spelling and an upper-case copy is invalid.
 //! - Not covered by design: confidentiality of the id, expiry, replay, binding
 //!   to a client. An unsigned layer reads `ID.SIG` as `ID.NODE` (32 hex digits
-//!   are a well-formed node tag), which is why turning signing off keeps ids.
+//!   are a well-formed node tag), which is why turning signing off keeps ids
+//!   without node ids. `ID.NODE.SIG` has a segment too many for it and is
+//!   refused: with node ids, turning signing off issues new ids once.
 //! - `Debug` never prints keys (tested); keys live in `Hmac` states, not
 //!   zeroized on drop.
 

@@ -366,8 +366,9 @@ fn round_trip_layer(p: &RoundTrip) -> StickyUpgradeLayer {
     if p.on_change {
         b = b.refresh(Refresh::OnChange);
     }
+    // No keys: unsigned (an empty list is a build error).
     #[cfg(feature = "signed")]
-    {
+    if !p.keys.is_empty() {
         b = b.signing_keys(p.keys.iter());
     }
     #[cfg(not(feature = "signed"))]

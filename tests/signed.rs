@@ -268,6 +268,28 @@ async fn turning_signing_off_keeps_ids_and_drops_the_signature() {
     assert_eq!(out.cookie(NAME), id);
 }
 
+/// An empty list (a key variable left unset, say) must not quietly build an
+/// unsigned layer that accepts any id a client picks.
+#[test]
+fn an_empty_signing_key_list_is_a_build_error() {
+    use tower_sticky_upgrade::BuildError;
+    let err = StickyUpgradeLayer::builder()
+        .signing_keys(Vec::<Vec<u8>>::new())
+        .build()
+        .unwrap_err();
+    assert_eq!(err, BuildError::NoSigningKeys);
+    assert!(err.to_string().contains("no key"), "{err}");
+}
+
+#[tokio::test]
+async fn turning_signing_off_with_node_ids_issues_new_ids_once() {
+    // `ID.NODE.SIG` has one segment more than an unsigned layer reads: as when
+    // turning signing on, each client gets a new id once (as documented).
+    let value = issued_value(&builder(&[KEY_A]).node_id("n1").build().unwrap()).await;
+    let unsigned = StickyUpgradeLayer::builder().node_id("n1").build().unwrap();
+    assert_refused(&unsigned, &value).await;
+}
+
 #[test]
 fn signing_keys_shorter_than_32_bytes_are_a_build_error() {
     use tower_sticky_upgrade::BuildError;
