@@ -334,10 +334,10 @@ fn websocket(mut req: Request<Incoming>, node: Arc<str>) -> Response<String> {
         res
     };
 
-    // The layer tags every upgrade it lets through; without a session the
-    // socket could not be drained, so refuse rather than serve it untracked.
+    // The layer tags every upgrade it lets through; without a session it
+    // judged this no upgrade, and the socket could not be drained anyway.
     let Some(session) = req.extensions().get::<StickySession>().cloned() else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "no sticky session");
+        return text(StatusCode::BAD_REQUEST, "not a WebSocket upgrade");
     };
     // Count the socket from now on, so a drain never misses one mid-upgrade.
     let guard = session.guard();

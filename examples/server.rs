@@ -343,10 +343,11 @@ async fn ws(
     State(state): State<Arc<AppState>>,
     session: Option<Extension<StickySession>>,
 ) -> Response {
-    // The layer tags every upgrade it lets through; without a session the
-    // socket could not be drained, so refuse rather than serve it untracked.
+    // The layer tags every upgrade it lets through. Without a session it
+    // judged this no upgrade (axum's check is looser: it takes `Connection:
+    // notupgrade`), and the socket could not be drained: the client's error.
     let Some(Extension(session)) = session else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no sticky session").into_response();
+        return (StatusCode::BAD_REQUEST, "not a WebSocket upgrade").into_response();
     };
     // Counted before the 101 goes out, so a drain that starts now still waits
     // for (and closes) this socket.

@@ -7,6 +7,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
+use crate::upgrade::{self, Protocols};
 use crate::StickySession;
 
 /// Extracts the [`StickySession`] that [`StickyUpgradeLayer`](crate::StickyUpgradeLayer)
@@ -40,10 +41,17 @@ impl<S: Send + Sync> FromRequestParts<S> for StickySession {
         if let Some(session) = parts.extensions.get::<StickySession>() {
             return Ok(session.clone());
         }
-        // The layer's own protocol list is unknown here (it may not be
-        // installed at all), so any upgrade attempt counts as one.
-        let is_upgrade = parts.method == http::Method::CONNECT
-            || parts.headers.contains_key(http::header::UPGRADE);
+        // Only an upgrade the layer gives a session to with its defaults shows
+        // that the layer is missing. Anything else the layer let pass as not an
+        // upgrade, and the client is at fault: axum's `WebSocketUpgrade`, for
+        // one, accepts `Connection: notupgrade`, which is no upgrade token.
+        let is_upgrade = upgrade::detect(
+            &parts.method,
+            &parts.headers,
+            &parts.extensions,
+            &Protocols::default(),
+        )
+        .is_some();
         Err(MissingStickySession { is_upgrade })
     }
 }
@@ -61,9 +69,14 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
 
 /// Rejection of the [`StickySession`] extractor.
 ///
-/// On an upgrade request it means the layer is missing: a `500` whose body says
-/// how to add it. On any other request it is a `400`, since only upgrade
-/// requests carry a session.
+/// On a WebSocket upgrade request (`Connection` listing `upgrade` and `Upgrade:
+/// websocket`, or an extended CONNECT for `websocket`) it means the layer is
+/// missing: a `500` whose body says how to add it. On any other request it is a
+/// `400`, since only upgrade requests carry a session; that includes requests
+/// that merely look like upgrades, such as `Connection: notupgrade`, which
+/// axum's `WebSocketUpgrade` lets through and the layer rightly does not tag.
+/// (A layer set to other [`protocols`](crate::StickyUpgradeBuilder::protocols)
+/// is not known here: without it, their upgrades are answered `400` too.)
 ///
 /// # Example
 ///
@@ -113,7 +126,10 @@ impl fmt::Display for MissingStickySession {
                  (`Router::layer(StickyUpgradeLayer::new())`) so that it covers this route",
             )
         } else {
-            f.write_str("`StickySession` is only available on WebSocket upgrade requests")
+            f.write_str(
+                "not a WebSocket upgrade (`Connection` must list the `upgrade` token): \
+                 `StickySession` is only available on upgrade requests",
+            )
         }
     }
 }
@@ -167,6 +183,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body(res).await, "none");
+    }
+
+    /// Requests the layer rightly does not tag, and that axum's
+    /// `WebSocketUpgrade` may still accept, are the client's error.
+    #[tokio::test]
+    async fn look_alike_upgrades_are_a_client_error_not_a_missing_layer() {
+        async fn needs(session: StickySession) -> String {
+            session.id().to_string()
+        }
+        let app = Router::new()
+            .route("/ws", get(needs))
+            .layer(StickyUpgradeLayer::new());
+        for (connection, upgrade) in [
+            (Some("notupgrade"), "websocket"),
+            (Some("keep-alive"), "websocket"),
+            (None, "websocket"),
+            (Some("upgrade"), "h2c"),
+        ] {
+            let mut req = Request::get("/ws").header("upgrade", upgrade);
+            if let Some(connection) = connection {
+                req = req.header("connection", connection);
+            }
+            let res = app
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{connection:?}");
+            assert!(body(res).await.contains("not a WebSocket upgrade"));
+        }
+        // A real upgrade through the layer still gets its session.
+        let res = app.oneshot(upgrade_req()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -81,10 +81,16 @@
 //!
 //! ```
 //! use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
-//! use axum::{response::Response, routing::get, Extension, Router};
+//! use axum::response::{IntoResponse, Response};
+//! use axum::{http::StatusCode, routing::get, Extension, Router};
 //! use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
 //!
-//! async fn ws(upgrade: WebSocketUpgrade, Extension(session): Extension<StickySession>) -> Response {
+//! async fn ws(upgrade: WebSocketUpgrade, session: Option<Extension<StickySession>>) -> Response {
+//!     // No session: the layer judged this no upgrade (axum's own check is
+//!     // looser and lets `Connection: notupgrade` through): a client error.
+//!     let Some(Extension(session)) = session else {
+//!         return (StatusCode::BAD_REQUEST, "not a WebSocket upgrade").into_response();
+//!     };
 //!     let guard = session.guard();
 //!     upgrade.on_upgrade(move |mut socket| async move {
 //!         // Made once: re-made per message it would re-arm its timer each time.

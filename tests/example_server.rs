@@ -135,6 +135,33 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, Strin
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// A WebSocket handshake but for `Connection: notupgrade`, which names no
+/// upgrade token (axum's `WebSocketUpgrade` matches a substring and accepts it).
+const LOOK_ALIKE_UPGRADE: [&str; 4] = [
+    "Connection: notupgrade",
+    "Upgrade: websocket",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+];
+
+/// Sends `GET /ws` with `fields` (each `Name: value`) and `Connection:
+/// close` last; returns the whole answer, lower-cased.
+async fn raw_ws_get(addr: std::net::SocketAddr, fields: &[&str]) -> String {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let fields: String = fields.iter().map(|f| format!("{f}\r\n")).collect();
+        let req = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n{fields}Connection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_ascii_lowercase())
+    };
+    timeout(STEP, exchange)
+        .await
+        .expect("timed out")
+        .expect("io")
+}
+
 /// Polls `/ws-health` until it answers `status`, for up to `STEP`.
 async fn wait_for_health(addr: std::net::SocketAddr, status: u16) {
     let deadline = Instant::now() + STEP;
@@ -240,6 +267,17 @@ mod axum_server {
             "the cookie carries the session id: {set} / {session}"
         );
         assert!(w.get("from").is_none(), "{w}");
+    }
+
+    /// `Connection: notupgrade` is no upgrade token, so the layer gives no
+    /// session, yet axum's `WebSocketUpgrade` takes it for one: the example
+    /// answers the client's error with a 400, never a 5xx, and no socket.
+    #[tokio::test]
+    async fn look_alike_upgrade_is_a_400_not_a_5xx() {
+        let server = start(&["--insecure"]);
+        let res = raw_ws_get(server.addr, &LOOK_ALIKE_UPGRADE).await;
+        assert!(res.starts_with("http/1.1 400"), "{res}");
+        assert!(!res.contains("set-cookie"), "{res}");
     }
 
     #[tokio::test]
@@ -573,26 +611,25 @@ mod hyper_server {
         assert_eq!(second["session"], first["session"]);
     }
 
+    /// `Connection: notupgrade` is no upgrade token: a 400, never a 5xx.
+    #[tokio::test]
+    async fn look_alike_upgrade_is_a_400_not_a_5xx() {
+        let server = start(&["--insecure"]);
+        let res = raw_ws_get(server.addr, &LOOK_ALIKE_UPGRADE).await;
+        assert!(res.starts_with("http/1.1 400"), "{res}");
+        assert!(!res.contains("set-cookie"), "{res}");
+    }
+
     #[tokio::test]
     async fn refused_handshake_gets_no_cookie() {
         let server = start(&["--insecure"]);
-        let exchange = async {
-            let mut stream = TcpStream::connect(server.addr).await?;
-            // An upgrade without Sec-WebSocket-Key: the app refuses it.
-            let req = format!(
-                "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-                 Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n",
-                server.addr
-            );
-            stream.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            stream.read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_ascii_lowercase())
-        };
-        let res = timeout(STEP, exchange)
-            .await
-            .expect("timed out")
-            .expect("io");
+        // An upgrade without Sec-WebSocket-Key: the app refuses it.
+        let fields = [
+            "Connection: Upgrade",
+            "Upgrade: websocket",
+            "Sec-WebSocket-Version: 13",
+        ];
+        let res = raw_ws_get(server.addr, &fields).await;
         assert!(res.starts_with("http/1.1 400"), "{res}");
         assert!(!res.contains("set-cookie"), "{res}");
     }
