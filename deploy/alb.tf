@@ -126,18 +126,26 @@ variable "health_check_interval" {
   description = "Seconds between health checks of /ws-health (5 to 300)."
   type        = number
   default     = 5
+  validation {
+    condition     = var.health_check_interval >= 5 && var.health_check_interval <= 300
+    error_message = "health_check_interval must be between 5 and 300 seconds."
+  }
 }
 
 variable "unhealthy_threshold" {
   description = "Failed checks before a target is taken out (2 to 10)."
   type        = number
   default     = 2
+  validation {
+    condition     = var.unhealthy_threshold >= 2 && var.unhealthy_threshold <= 10
+    error_message = "unhealthy_threshold must be between 2 and 10."
+  }
 }
 
 variable "app_drain_timeout" {
   description = "The nodes' `--drain-timeout`, in seconds."
   type        = number
-  default     = 30
+  default     = 25
 }
 
 variable "app_close_spread" {
@@ -237,13 +245,15 @@ resource "aws_lb_target_group" "ws" {
 
   lifecycle {
     # The timing rules of deploy/README.md, checked against the nodes' flags.
+    # The examples stop plain HTTP for up to 2 s after the drain, and give a
+    # client 5 s to answer its close frame.
     precondition {
-      condition     = var.app_drain_timeout < var.deregistration_delay
-      error_message = "app_drain_timeout must be below deregistration_delay, or ALB cuts sockets the node is still draining."
+      condition     = var.app_drain_timeout + 2 < var.deregistration_delay
+      error_message = "app_drain_timeout + 2 s must be below deregistration_delay, or ALB cuts connections the node is still closing."
     }
     precondition {
-      condition     = var.app_close_spread < var.app_drain_timeout
-      error_message = "app_close_spread must be below app_drain_timeout, or the last sockets are cut instead of closed with 1001."
+      condition     = var.app_close_spread + 5 < var.app_drain_timeout
+      error_message = "app_close_spread + 5 s (a close handshake) must be below app_drain_timeout, or the last sockets are cut instead of closed with 1001."
     }
     precondition {
       condition     = var.app_ping_interval == 0 || var.app_ping_interval < var.idle_timeout

@@ -49,7 +49,7 @@ usage: server [OPTIONS]
   --node NAME            node id carried in the cookie (default node-1; A-Z a-z 0-9 - _)
   --cookie-name NAME     affinity cookie name (default WS_SESSION_ID)
   --close-spread SECS    window over which open sockets are closed when draining (default 10)
-  --drain-timeout SECS   longest wait for sockets to close before exiting (default 30)
+  --drain-timeout SECS   longest wait for sockets to close before exiting (default 25)
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
   --ping-interval SECS   send a ping this often, 0 = never (default 0); keep it
                          below the load balancer's idle timeout
@@ -79,7 +79,9 @@ impl Default for Options {
             node: "node-1".to_owned(),
             cookie_name: tower_sticky_upgrade::DEFAULT_COOKIE_NAME.to_owned(),
             close_spread: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(30),
+            // With the 2 s for plain HTTP after it, the exit comes before
+            // Kubernetes' default 30 s grace period runs out.
+            drain_timeout: Duration::from_secs(25),
             retry_after: Duration::from_secs(5),
             ping_interval: Duration::ZERO,
             insecure: false,
