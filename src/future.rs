@@ -50,7 +50,13 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Inner {
+        // Plain requests, and upgrades, in variants of their own: a plain
+        // request's future then neither checks for nor drops an upgrade's state.
+        Plain {
+            #[pin]
+            future: F,
+        },
+        Upgrade {
             #[pin]
             future: F,
             accepted: Option<Accepted>,
@@ -93,9 +99,18 @@ pub(crate) enum Reject {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F, accepted: Option<Accepted>) -> Self {
+    pub(crate) fn plain(future: F) -> Self {
         Self {
-            state: State::Inner { future, accepted },
+            state: State::Plain { future },
+        }
+    }
+
+    pub(crate) fn upgrade(future: F, accepted: Accepted) -> Self {
+        Self {
+            state: State::Upgrade {
+                future,
+                accepted: Some(accepted),
+            },
         }
     }
 
@@ -118,12 +133,9 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { future, accepted } => {
-                // Plain requests: the inner future's poll as it is, without
-                // unpacking its answer.
-                if accepted.is_none() {
-                    return future.poll(cx);
-                }
+            // The inner future's poll as it is, without unpacking its answer.
+            StateProj::Plain { future } => future.poll(cx),
+            StateProj::Upgrade { future, accepted } => {
                 let result = ready!(future.poll(cx));
                 // The response is out, an error included: the handshake no
                 // longer counts for draining.

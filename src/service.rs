@@ -94,7 +94,7 @@ where
         if upgrade::may_upgrade(req.method(), req.headers()) {
             call_maybe_upgrade(&mut self.inner, &self.layer.shared, req)
         } else {
-            ResponseFuture::inner(self.inner.call(req), None)
+            ResponseFuture::plain(self.inner.call(req))
         }
     }
 }
@@ -119,9 +119,9 @@ where
         &shared.config.protocols,
     );
     match kind {
-        None => ResponseFuture::inner(inner.call(req), None),
+        None => ResponseFuture::plain(inner.call(req)),
         Some(kind) => match upgrade(shared, kind, &mut req) {
-            Ok(accepted) => ResponseFuture::inner(inner.call(req), Some(accepted)),
+            Ok(accepted) => ResponseFuture::upgrade(inner.call(req), accepted),
             Err(reject) => ResponseFuture::reject(reject),
         },
     }
