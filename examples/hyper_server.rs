@@ -80,8 +80,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         cookie_name: tower_sticky_upgrade::DEFAULT_COOKIE_NAME.to_owned(),
         close_spread: Duration::from_secs(10),
         // With the 2 s for plain HTTP after it, the exit comes before
-            // Kubernetes' default 30 s grace period runs out.
-            drain_timeout: Duration::from_secs(25),
+        // Kubernetes' default 30 s grace period runs out.
+        drain_timeout: Duration::from_secs(25),
         retry_after: Duration::from_secs(5),
         insecure: false,
     };
