@@ -37,7 +37,8 @@ pub struct Stats {
     pub refused_draining: u64,
     /// Upgrades answered `403` because of their `Origin`.
     pub rejected_origin: u64,
-    /// Sockets tracked by the drain right now.
+    /// Sockets tracked by the drain right now, as [`Drain::active`](crate::Drain::active)
+    /// counts them (upgrades whose response is not out yet included).
     pub active: usize,
 }
 
