@@ -162,6 +162,14 @@ async fn raw_ws_get(addr: std::net::SocketAddr, fields: &[&str]) -> String {
         .expect("io")
 }
 
+/// Sends [`LOOK_ALIKE_UPGRADE`]: the answer must be a 400 without a cookie,
+/// never a 5xx.
+async fn assert_look_alike_upgrade_is_a_400(addr: std::net::SocketAddr) {
+    let res = raw_ws_get(addr, &LOOK_ALIKE_UPGRADE).await;
+    assert!(res.starts_with("http/1.1 400"), "{res}");
+    assert!(!res.contains("set-cookie"), "{res}");
+}
+
 /// Polls `/ws-health` until it answers `status`, for up to `STEP`.
 async fn wait_for_health(addr: std::net::SocketAddr, status: u16) {
     let deadline = Instant::now() + STEP;
@@ -275,9 +283,7 @@ mod axum_server {
     #[tokio::test]
     async fn look_alike_upgrade_is_a_400_not_a_5xx() {
         let server = start(&["--insecure"]);
-        let res = raw_ws_get(server.addr, &LOOK_ALIKE_UPGRADE).await;
-        assert!(res.starts_with("http/1.1 400"), "{res}");
-        assert!(!res.contains("set-cookie"), "{res}");
+        assert_look_alike_upgrade_is_a_400(server.addr).await;
     }
 
     #[tokio::test]
@@ -615,9 +621,7 @@ mod hyper_server {
     #[tokio::test]
     async fn look_alike_upgrade_is_a_400_not_a_5xx() {
         let server = start(&["--insecure"]);
-        let res = raw_ws_get(server.addr, &LOOK_ALIKE_UPGRADE).await;
-        assert!(res.starts_with("http/1.1 400"), "{res}");
-        assert!(!res.contains("set-cookie"), "{res}");
+        assert_look_alike_upgrade_is_a_400(server.addr).await;
     }
 
     #[tokio::test]
