@@ -20,8 +20,8 @@
 //! let through whose response is not out yet, so that a drain starting during
 //! a handshake waits for its socket), the instant draining started, and two
 //! `tokio::sync::Notify`s (one for the start, one for the last guard leaving):
-//! no registry, no lock, nothing allocated per socket while serving. A guard is 24 bytes and the future of [`DrainGuard::closing`] 88
-//! bytes. Each guard gets a fixed offset in the spread window from a
+//! no registry, no lock, nothing allocated per socket while serving. A guard is
+//! 24 bytes and the future of [`DrainGuard::closing`] 88 bytes. Each guard gets a fixed offset in the spread window from a
 //! golden-ratio sequence over its creation order, which spaces any run of
 //! guards evenly however many there are. Once draining starts, each socket
 //! still waiting for its turn holds one boxed timer until it closes.
