@@ -172,6 +172,17 @@ impl CookieAttributes {
                 return Err(BuildError::HostPrefixWithPath { name, path });
             }
         }
+        // `__Host-Http-` starts with `__Host-`, so the rules above hold for it too.
+        let http_prefix = starts_with_ignore_case(&name, "__Http-")
+            || starts_with_ignore_case(&name, "__Host-Http-");
+        if http_prefix {
+            if !self.secure {
+                return Err(BuildError::HttpPrefixWithoutSecure { name });
+            }
+            if !self.http_only {
+                return Err(BuildError::HttpPrefixWithoutHttpOnly { name });
+            }
+        }
 
         let mut suffix = format!("; Path={path}");
         if let Some(domain) = &self.domain {
@@ -677,6 +688,87 @@ mod tests {
             .build()
             .is_ok());
         }
+    }
+
+    #[test]
+    fn build_applies_http_prefix_rules_in_any_case() {
+        for name in ["__Http-x", "__http-x", "__HTTP-x"] {
+            let no_secure = build_err(CookieAttributes {
+                name: name.into(),
+                secure: false,
+                ..attrs()
+            });
+            assert_eq!(
+                no_secure,
+                BuildError::HttpPrefixWithoutSecure { name: name.into() }
+            );
+            let no_http_only = build_err(CookieAttributes {
+                name: name.into(),
+                http_only: false,
+                ..attrs()
+            });
+            assert_eq!(
+                no_http_only,
+                BuildError::HttpPrefixWithoutHttpOnly { name: name.into() }
+            );
+            // Unlike `__Host-`, it allows any Path and a Domain.
+            assert!(CookieAttributes {
+                name: name.into(),
+                path: "/app".into(),
+                domain: Some("example.com".into()),
+                ..attrs()
+            }
+            .build()
+            .is_ok());
+        }
+    }
+
+    #[test]
+    fn build_applies_host_and_http_prefix_rules_to_host_http() {
+        for name in ["__Host-Http-x", "__host-http-x", "__HOST-HTTP-x"] {
+            let no_http_only = build_err(CookieAttributes {
+                name: name.into(),
+                http_only: false,
+                ..attrs()
+            });
+            assert_eq!(
+                no_http_only,
+                BuildError::HttpPrefixWithoutHttpOnly { name: name.into() }
+            );
+            let no_secure = build_err(CookieAttributes {
+                name: name.into(),
+                secure: false,
+                ..attrs()
+            });
+            assert_eq!(
+                no_secure,
+                BuildError::HostPrefixWithoutSecure { name: name.into() }
+            );
+            let domain = build_err(CookieAttributes {
+                name: name.into(),
+                domain: Some("example.com".into()),
+                ..attrs()
+            });
+            assert_eq!(
+                domain,
+                BuildError::HostPrefixWithDomain { name: name.into() }
+            );
+            assert!(CookieAttributes {
+                name: name.into(),
+                ..attrs()
+            }
+            .build()
+            .is_ok());
+        }
+        // The prefix is `__Host-Http-` exactly: a name that only looks close
+        // is a plain `__Host-` name, with no HttpOnly rule.
+        assert!(CookieAttributes {
+            name: "__Host-Httpx".into(),
+            http_only: false,
+            ..attrs()
+        }
+        .build()
+        .is_ok());
     }
 
     #[test]

@@ -91,6 +91,20 @@ pub enum BuildError {
         /// The path that was set.
         path: String,
     },
+    /// The name starts with `__Http-` (any case) but `Secure` is off. (A
+    /// `__Host-Http-` name without `Secure` is a
+    /// [`HostPrefixWithoutSecure`](Self::HostPrefixWithoutSecure).)
+    HttpPrefixWithoutSecure {
+        /// The cookie name.
+        name: String,
+    },
+    /// The name starts with `__Http-` or `__Host-Http-` (any case) but
+    /// `HttpOnly` is off. Browsers that know these prefixes refuse such a
+    /// cookie: the prefix promises that no page script set it.
+    HttpPrefixWithoutHttpOnly {
+        /// The cookie name.
+        name: String,
+    },
     /// `Max-Age` is below one second; the cookie would be deleted at once.
     MaxAgeTooShort {
         /// The rejected duration.
@@ -186,6 +200,14 @@ impl fmt::Display for BuildError {
             Self::HostPrefixWithPath { name, path } => write!(
                 f,
                 "cookie name {name:?} has the __Host- prefix, which requires Path=/ (got {path:?})"
+            ),
+            Self::HttpPrefixWithoutSecure { name } => write!(
+                f,
+                "cookie name {name:?} has the __Http- prefix, which requires the Secure attribute"
+            ),
+            Self::HttpPrefixWithoutHttpOnly { name } => write!(
+                f,
+                "cookie name {name:?} has an __Http- or __Host-Http- prefix, which requires the HttpOnly attribute"
             ),
             Self::MaxAgeTooShort { max_age } => {
                 write!(f, "Max-Age {max_age:?} is below one second")

@@ -223,7 +223,8 @@ impl StickyUpgradeBuilder {
     /// The cookie name. Default: `WS_SESSION_ID`. Must be an RFC 9110 token and
     /// must not start with `AWSALB` (reserved by AWS load balancers). A
     /// `__Host-` prefix (recommended) needs `Secure`, `Path=/` and no `Domain`;
-    /// `__Secure-` needs `Secure`.
+    /// `__Secure-` needs `Secure`; `__Http-` needs `Secure` and `HttpOnly`;
+    /// `__Host-Http-` needs all of these. Prefixes match in any case.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie.name = name.into();
         self
@@ -263,13 +264,15 @@ impl StickyUpgradeBuilder {
 
     /// The `Secure` attribute. Default: `true`. Turn it off only for plain-HTTP
     /// development: browsers then refuse `SameSite=None`, `Partitioned` and the
-    /// `__Host-` / `__Secure-` prefixes, and so does [`build`](Self::build).
+    /// `__Host-`, `__Secure-` and `__Http-` prefixes, and so does
+    /// [`build`](Self::build).
     pub fn secure(mut self, enabled: bool) -> Self {
         self.cookie.secure = enabled;
         self
     }
 
     /// The `HttpOnly` attribute. Default: `true` (page scripts cannot read the id).
+    /// The `__Http-` and `__Host-Http-` name prefixes need it.
     pub fn http_only(mut self, enabled: bool) -> Self {
         self.cookie.http_only = enabled;
         self

@@ -182,7 +182,9 @@
 //!   `Path=/` and no `Domain`, so a sibling cannot toss one: name the cookie
 //!   `__Host-…` (the builder enforces the rules that prefix needs). Signing
 //!   alone narrows tossing to values your nodes issued, such as the attacker's
-//!   own session; the prefix removes it.
+//!   own session; the prefix removes it. The newer `__Host-Http-` prefix adds
+//!   `HttpOnly` to these rules, and browsers that know it also refuse such a
+//!   cookie from a page script (an XSS).
 //! - **Cross-site WebSocket hijacking.** A page elsewhere can open a WebSocket
 //!   to your server and the browser may attach your cookies (same-site pages,
 //!   such as sibling subdomains, always; `SameSite=None` cookies from anywhere).

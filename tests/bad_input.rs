@@ -648,8 +648,8 @@ async fn cookie_affinity_pair_after_15_invalid_ones_is_still_kept() {
 
 // Row: builder: `;`, CR, LF, NUL, space in name/path/domain; SameSite=None
 // without Secure; Partitioned without Secure; `__Host-` with Domain or
-// Path≠`/`; `__Secure-` without Secure; Max-Age > 400 days; `AWSALB*` names
-// → typed build error
+// Path≠`/`; `__Secure-` without Secure; `__Http-` / `__Host-Http-` without
+// HttpOnly; Max-Age > 400 days; `AWSALB*` names → typed build error
 
 const BAD_BYTES: [&str; 5] = [";", "\r", "\n", "\0", " "];
 
@@ -751,6 +751,33 @@ fn builder_secure_prefix_without_secure_is_typed_error() {
         err,
         BuildError::SecurePrefixWithoutSecure {
             name: "__secure-ws".into()
+        }
+    );
+}
+
+#[test]
+fn builder_http_prefixes_without_http_only_are_typed_errors() {
+    for name in ["__Http-ws", "__Host-Http-ws"] {
+        let err = StickyUpgradeLayer::builder()
+            .cookie_name(name)
+            .http_only(false)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::HttpPrefixWithoutHttpOnly { name: name.into() }
+        );
+        assert!(err.to_string().contains("HttpOnly"), "{err}");
+    }
+    let err = StickyUpgradeLayer::builder()
+        .cookie_name("__http-ws")
+        .secure(false)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::HttpPrefixWithoutSecure {
+            name: "__http-ws".into()
         }
     );
 }

@@ -327,6 +327,8 @@ fn round_trip() -> impl Strategy<Value = RoundTrip> {
             NAME,
             "__Host-ws",
             "__Secure-sid",
+            "__Http-sid",
+            "__Host-Http-ws",
             "sid",
             "a",
             "X-Y_Z.1~",
