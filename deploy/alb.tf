@@ -14,7 +14,7 @@
 #   reports affinity "migrated" with the same session id.
 #
 # The `app_*` variables restate the nodes' own flags (`--drain-timeout`,
-# `--close-spread`, `--retry-after`, `--ping-interval`) so that the timing
+# `--close-delay`, `--close-spread`, `--retry-after`, `--ping-interval`) so that the timing
 # rules of deploy/README.md are checked at plan time.
 #
 # Usage: terraform init && terraform apply -var vpc_id=… -var 'subnet_ids=[…]'
@@ -148,6 +148,12 @@ variable "app_drain_timeout" {
   default     = 25
 }
 
+variable "app_close_delay" {
+  description = "The nodes' `--close-delay`, in seconds: 0 when targets are deregistered before they get SIGTERM, else about health_check_interval × unhealthy_threshold."
+  type        = number
+  default     = 0
+}
+
 variable "app_close_spread" {
   description = "The nodes' `--close-spread`, in seconds."
   type        = number
@@ -252,8 +258,8 @@ resource "aws_lb_target_group" "ws" {
       error_message = "app_drain_timeout + 2 s must be below deregistration_delay, or ALB cuts connections the node is still closing."
     }
     precondition {
-      condition     = var.app_close_spread + 5 < var.app_drain_timeout
-      error_message = "app_close_spread + 5 s (a close handshake) must be below app_drain_timeout, or the last sockets are cut instead of closed with 1001."
+      condition     = var.app_close_delay + var.app_close_spread + 5 < var.app_drain_timeout
+      error_message = "app_close_delay + app_close_spread + 5 s (a close handshake) must be below app_drain_timeout, or the last sockets are cut instead of closed with 1001."
     }
     precondition {
       condition     = var.app_ping_interval == 0 || var.app_ping_interval < var.idle_timeout

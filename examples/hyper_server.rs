@@ -56,6 +56,8 @@ usage: hyper_server [OPTIONS]
   --listen ADDR          address to bind (default 127.0.0.1:3000; port 0 picks one)
   --node NAME            node id carried in the cookie (default node-1)
   --cookie-name NAME     affinity cookie name (default WS_SESSION_ID)
+  --close-delay SECS     wait after the drain starts before closing any socket, so
+                         the balancer sees the failing health check first (default 0)
   --close-spread SECS    window over which open sockets are closed when draining (default 10)
   --drain-timeout SECS   longest wait for sockets to close before exiting (default 25)
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
@@ -67,6 +69,7 @@ struct Options {
     listen: String,
     node: String,
     cookie_name: String,
+    close_delay: Duration,
     close_spread: Duration,
     drain_timeout: Duration,
     retry_after: Duration,
@@ -78,6 +81,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         listen: "127.0.0.1:3000".to_owned(),
         node: "node-1".to_owned(),
         cookie_name: tower_sticky_upgrade::DEFAULT_COOKIE_NAME.to_owned(),
+        close_delay: Duration::ZERO,
         close_spread: Duration::from_secs(10),
         // With the 2 s for plain HTTP after it, the exit comes before
         // Kubernetes' default 30 s grace period runs out.
@@ -102,6 +106,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--listen" => opts.listen = value()?,
             "--node" => opts.node = value()?,
             "--cookie-name" => opts.cookie_name = value()?,
+            "--close-delay" => opts.close_delay = seconds(&flag, &value()?)?,
             "--close-spread" => opts.close_spread = seconds(&flag, &value()?)?,
             "--drain-timeout" => opts.drain_timeout = seconds(&flag, &value()?)?,
             "--retry-after" => opts.retry_after = seconds(&flag, &value()?)?,
@@ -132,7 +137,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let drain = Drain::with_close_spread(opts.close_spread);
+    let needed = opts
+        .close_delay
+        .saturating_add(opts.close_spread)
+        .saturating_add(CLOSE_HANDSHAKE_TIMEOUT);
+    if needed > opts.drain_timeout {
+        eprintln!(
+            "hyper_server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} \
+             for a close handshake is {needed:?}, over --drain-timeout {:?}: the last sockets \
+             may be cut without a close frame",
+            opts.drain_timeout
+        );
+    }
+    let drain = Drain::builder()
+        .close_delay(opts.close_delay)
+        .close_spread(opts.close_spread)
+        .build();
     let layer = StickyUpgradeLayer::builder()
         .node_id(opts.node.as_str())
         .cookie_name(opts.cookie_name.as_str())
@@ -249,8 +269,9 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     signal.await;
     drain.start();
     eprintln!(
-        "[{node}] draining: {} open sockets, close spread {:?}, deadline {:?}",
+        "[{node}] draining: {} open sockets, close delay {:?}, close spread {:?}, deadline {:?}",
         drain.active(),
+        opts.close_delay,
         opts.close_spread,
         opts.drain_timeout
     );

@@ -48,6 +48,8 @@ usage: server [OPTIONS]
   --listen ADDR          address to bind (default 127.0.0.1:3000; port 0 picks one)
   --node NAME            node id carried in the cookie (default node-1; A-Z a-z 0-9 - _)
   --cookie-name NAME     affinity cookie name (default WS_SESSION_ID)
+  --close-delay SECS     wait after the drain starts before closing any socket, so
+                         the balancer sees the failing health check first (default 0)
   --close-spread SECS    window over which open sockets are closed when draining (default 10)
   --drain-timeout SECS   longest wait for sockets to close before exiting (default 25)
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
@@ -64,6 +66,7 @@ struct Options {
     listen: String,
     node: String,
     cookie_name: String,
+    close_delay: Duration,
     close_spread: Duration,
     drain_timeout: Duration,
     retry_after: Duration,
@@ -78,6 +81,7 @@ impl Default for Options {
             listen: "127.0.0.1:3000".to_owned(),
             node: "node-1".to_owned(),
             cookie_name: tower_sticky_upgrade::DEFAULT_COOKIE_NAME.to_owned(),
+            close_delay: Duration::ZERO,
             close_spread: Duration::from_secs(10),
             // With the 2 s for plain HTTP after it, the exit comes before
             // Kubernetes' default 30 s grace period runs out.
@@ -115,6 +119,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "--listen" => opts.listen = value("--listen")?,
             "--node" => opts.node = value("--node")?,
             "--cookie-name" => opts.cookie_name = value("--cookie-name")?,
+            "--close-delay" => {
+                opts.close_delay = seconds("--close-delay", &value("--close-delay")?)?
+            }
             "--close-spread" => {
                 opts.close_spread = seconds("--close-spread", &value("--close-spread")?)?
             }
@@ -185,7 +192,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let drain = Drain::with_close_spread(opts.close_spread);
+    let needed = opts
+        .close_delay
+        .saturating_add(opts.close_spread)
+        .saturating_add(CLOSE_HANDSHAKE_TIMEOUT);
+    if needed > opts.drain_timeout {
+        eprintln!(
+            "server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} for a close \
+             handshake is {needed:?}, over --drain-timeout {:?}: the last sockets may be cut \
+             without a close frame",
+            opts.drain_timeout
+        );
+    }
+    let drain = Drain::builder()
+        .close_delay(opts.close_delay)
+        .close_spread(opts.close_spread)
+        .build();
     let layer = match build_layer(&opts, drain.clone()) {
         Ok(layer) => layer,
         Err(e) => {
@@ -265,8 +287,9 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     signals.next().await;
     drain.start();
     eprintln!(
-        "[{node}] draining: {} open sockets, close spread {:?}, deadline {:?}",
+        "[{node}] draining: {} open sockets, close delay {:?}, close spread {:?}, deadline {:?}",
         drain.active(),
+        opts.close_delay,
         opts.close_spread,
         opts.drain_timeout
     );

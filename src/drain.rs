@@ -9,8 +9,11 @@
 //!    with `503` and `Retry-After`, and the [`HealthService`]
 //!    answer `503`, so the load balancer stops routing here;
 //! 2. tells each guard to close its socket, one after another over the
-//!    [close spread](Drain::with_close_spread) window, so that clients do not
-//!    all reconnect in the same second; the app sends close code `1001` (going away);
+//!    [close spread](DrainBuilder::close_spread) window, so that clients do not
+//!    all reconnect in the same second; the app sends close code `1001` (going away).
+//!    With a [close delay](DrainBuilder::close_delay), the window opens only
+//!    once the balancer has had time to see the failing health check, so that
+//!    clients closed early do not come straight back to this node;
 //! 3. lets the app wait for the last guard to drop, with
 //!    [`closed`](Drain::closed) or [`wait`](Drain::wait) (with a deadline).
 //!
@@ -21,10 +24,11 @@
 //! a handshake waits for its socket), the instant draining started, and two
 //! `tokio::sync::Notify`s (one for the start, one for the last guard leaving):
 //! no registry, no lock, nothing allocated per socket while serving. A guard is
-//! 24 bytes and the future of [`DrainGuard::closing`] 88 bytes. Each guard gets a fixed offset in the spread window from a
-//! golden-ratio sequence over its creation order, which spaces any run of
-//! guards evenly however many there are. Once draining starts, each socket
-//! still waiting for its turn holds one boxed timer until it closes.
+//! 24 bytes and the future of [`DrainGuard::closing`] 88 bytes. Each guard gets
+//! a fixed offset in the spread window from a golden-ratio sequence over its
+//! creation order, which spaces any run of guards evenly however many there
+//! are. Once draining starts, each socket still waiting for its turn holds one
+//! boxed timer until it closes.
 //!
 //! # Example
 //!
@@ -68,6 +72,10 @@ pub const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(10);
 /// at most an hour), and keeps every close time representable.
 pub const MAX_CLOSE_SPREAD: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The longest close delay: [`DrainBuilder::close_delay`] caps the delay here,
+/// for the same reasons as [`MAX_CLOSE_SPREAD`].
+pub const MAX_CLOSE_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The drain controller, shared by the layer, the health check and the app.
 ///
 /// Cloning is cheap and every clone controls the same drain. See the
@@ -103,6 +111,8 @@ struct Inner {
     active: AtomicUsize,
     /// Wakes `closed()` when `active` drops to zero.
     all_closed: Notify,
+    /// From the start of draining to the opening of the spread window.
+    close_delay: Duration,
     close_spread: Duration,
     next_slot: AtomicU64,
 }
@@ -137,41 +147,57 @@ pub enum DrainOutcome {
 }
 
 impl Drain {
-    /// A drain that spreads closes over [`DEFAULT_CLOSE_SPREAD`].
+    /// A drain that spreads closes over [`DEFAULT_CLOSE_SPREAD`] from the
+    /// moment it starts.
     pub fn new() -> Self {
-        Self::with_close_spread(DEFAULT_CLOSE_SPREAD)
+        Self::builder().build()
+    }
+
+    /// A builder, to set a [close delay](DrainBuilder::close_delay) as well as
+    /// the [close spread](DrainBuilder::close_spread).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::builder()
+    ///     .close_delay(Duration::from_secs(10))
+    ///     .close_spread(Duration::from_secs(20))
+    ///     .build();
+    /// assert_eq!(drain.close_delay(), Duration::from_secs(10));
+    /// assert_eq!(drain.close_spread(), Duration::from_secs(20));
+    /// ```
+    pub fn builder() -> DrainBuilder {
+        DrainBuilder {
+            close_delay: Duration::ZERO,
+            close_spread: DEFAULT_CLOSE_SPREAD,
+        }
     }
 
     /// A drain that spreads the close signals of open sockets over `window`
-    /// after [`start`](Self::start); `Duration::ZERO` signals all at once.
-    ///
-    /// Pick a window that the drain deadline leaves room for, and that lets the
-    /// other nodes absorb the reconnects: clients reconnect at about
-    /// `open sockets / window` per second. A window over [`MAX_CLOSE_SPREAD`]
-    /// (a day) is taken as that.
+    /// from the moment it [starts](Self::start), with no close delay; the same
+    /// as `Drain::builder().close_spread(window).build()` (see
+    /// [`DrainBuilder::close_spread`]).
     ///
     /// ```
     /// use std::time::Duration;
     /// use tower_sticky_upgrade::{Drain, MAX_CLOSE_SPREAD};
     ///
-    /// assert_eq!(Drain::with_close_spread(Duration::from_secs(30)).close_spread(), Duration::from_secs(30));
+    /// let drain = Drain::with_close_spread(Duration::from_secs(30));
+    /// assert_eq!(drain.close_spread(), Duration::from_secs(30));
+    /// assert_eq!(drain.close_delay(), Duration::ZERO);
     /// assert_eq!(Drain::with_close_spread(Duration::MAX).close_spread(), MAX_CLOSE_SPREAD);
     /// ```
     pub fn with_close_spread(window: Duration) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                started: OnceLock::new(),
-                draining: AtomicBool::new(false),
-                start_signal: Notify::new(),
-                active: AtomicUsize::new(0),
-                all_closed: Notify::new(),
-                close_spread: window.min(MAX_CLOSE_SPREAD),
-                next_slot: AtomicU64::new(0),
-            }),
-        }
+        Self::builder().close_spread(window).build()
     }
 
-    /// The window close signals are spread over.
+    /// How long after [`start`](Self::start) the first socket is told to close.
+    pub fn close_delay(&self) -> Duration {
+        self.inner.close_delay
+    }
+
+    /// The window close signals are spread over, once the close delay is over.
     pub fn close_spread(&self) -> Duration {
         self.inner.close_spread
     }
@@ -186,6 +212,7 @@ impl Drain {
         self.inner.start_signal.notify_waiters();
         tracing::info!(
             active = self.active(),
+            close_delay_ms = self.inner.close_delay.as_millis() as u64,
             close_spread_ms = self.inner.close_spread.as_millis() as u64,
             "drain started"
         );
@@ -228,7 +255,7 @@ impl Drain {
     #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
         self.inner.active.fetch_add(1, Ordering::SeqCst);
-        // A guard taken after draining began closes at once.
+        // A guard taken after draining began closes as soon as the window opens.
         let offset = if self.inner.started.get().is_some() {
             Duration::ZERO
         } else {
@@ -262,7 +289,8 @@ impl Drain {
     /// Waits until no socket is tracked, or until `deadline` passes, whichever
     /// comes first. Keep the deadline below the load balancer's deregistration
     /// delay (AWS ALB: 300 s by default) so the process exits before the
-    /// balancer gives up on it.
+    /// balancer gives up on it, and above the close delay plus the close
+    /// spread plus a close handshake, so the last sockets get their `1001`.
     pub fn wait(&self, deadline: Duration) -> impl Future<Output = DrainOutcome> + Send + 'static {
         let this = self.clone();
         async move {
@@ -294,8 +322,111 @@ impl fmt::Debug for Drain {
         f.debug_struct("Drain")
             .field("draining", &self.is_draining())
             .field("active", &self.active())
+            .field("close_delay", &self.inner.close_delay)
             .field("close_spread", &self.inner.close_spread)
             .finish()
+    }
+}
+
+/// Builds a [`Drain`]: when, after [`Drain::start`], open sockets are told to
+/// close. Made by [`Drain::builder`].
+///
+/// The timeline of a drain: at `start()` new upgrades are refused and the
+/// health check answers `503` at once; after the close delay the spread window
+/// opens, and each open socket is told to close at its own place in it.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{Drain, StickyUpgradeLayer};
+///
+/// // HAProxy checking every 2 s, taking a node out after 3 failed checks.
+/// let drain = Drain::builder()
+///     .close_delay(Duration::from_secs(6))
+///     .close_spread(Duration::from_secs(10))
+///     .build();
+/// let layer = StickyUpgradeLayer::builder().drain(drain.clone()).build().unwrap();
+/// assert_eq!(layer.drain().close_delay(), Duration::from_secs(6));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct DrainBuilder {
+    close_delay: Duration,
+    close_spread: Duration,
+}
+
+impl DrainBuilder {
+    /// How long to wait after [`Drain::start`] before the first socket is told
+    /// to close. Default: `Duration::ZERO`, the spread starts with the drain.
+    ///
+    /// Set it when the load balancer learns of the drain from the failing
+    /// health check, and so keeps routing here for a while: about the check
+    /// interval × the unhealthy threshold (HAProxy `inter` × `fall`; ALB
+    /// `interval` × `unhealthy_threshold`). A client closed before then
+    /// reconnects to this node and is refused with `503`; one closed after
+    /// goes straight to a live node. Leave it at zero when the balancer stops
+    /// routing here before the process is told to stop (an ALB target that is
+    /// deregistered first).
+    ///
+    /// The drain deadline must leave room for the delay, the spread and a close
+    /// handshake. A delay over [`MAX_CLOSE_DELAY`] (a day) is taken as that.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{Drain, MAX_CLOSE_DELAY};
+    ///
+    /// let drain = Drain::builder().close_delay(Duration::MAX).build();
+    /// assert_eq!(drain.close_delay(), MAX_CLOSE_DELAY);
+    /// ```
+    pub fn close_delay(mut self, delay: Duration) -> Self {
+        self.close_delay = delay.min(MAX_CLOSE_DELAY);
+        self
+    }
+
+    /// The window the close signals of open sockets are spread over, once the
+    /// close delay is over; `Duration::ZERO` signals all at once. Default:
+    /// [`DEFAULT_CLOSE_SPREAD`].
+    ///
+    /// Pick a window that the drain deadline leaves room for, and that lets the
+    /// other nodes absorb the reconnects: clients reconnect at about
+    /// `open sockets / window` per second. A window over [`MAX_CLOSE_SPREAD`]
+    /// (a day) is taken as that.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{Drain, MAX_CLOSE_SPREAD};
+    ///
+    /// let drain = Drain::builder().close_spread(Duration::from_secs(30)).build();
+    /// assert_eq!(drain.close_spread(), Duration::from_secs(30));
+    /// let drain = Drain::builder().close_spread(Duration::MAX).build();
+    /// assert_eq!(drain.close_spread(), MAX_CLOSE_SPREAD);
+    /// ```
+    pub fn close_spread(mut self, window: Duration) -> Self {
+        self.close_spread = window.min(MAX_CLOSE_SPREAD);
+        self
+    }
+
+    /// The drain.
+    pub fn build(self) -> Drain {
+        Drain {
+            inner: Arc::new(Inner {
+                started: OnceLock::new(),
+                draining: AtomicBool::new(false),
+                start_signal: Notify::new(),
+                active: AtomicUsize::new(0),
+                all_closed: Notify::new(),
+                close_delay: self.close_delay,
+                close_spread: self.close_spread,
+                next_slot: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Default for DrainBuilder {
+    fn default() -> Self {
+        Drain::builder()
     }
 }
 
@@ -347,12 +478,15 @@ impl DrainGuard {
 
     /// When this socket should close, once draining started.
     pub fn close_at(&self) -> Option<Instant> {
-        // Cannot overflow: the offset is below `MAX_CLOSE_SPREAD`.
-        self.inner.started.get().map(|&start| start + self.offset)
+        self.inner
+            .started
+            .get()
+            .map(|&start| self.inner.close_at(start, self.offset))
     }
 
     /// Resolves when this socket should close: its place in the spread window
-    /// after [`Drain::start`], or at once for a guard taken after draining began.
+    /// after [`Drain::start`] and the close delay. A guard taken after draining
+    /// began closes when the window opens: at once if it is already open.
     ///
     /// Cancel-safe: the close time is fixed when draining starts, so calling it
     /// again (as in a `tokio::select!` loop) waits for the same instant.
@@ -366,7 +500,7 @@ impl DrainGuard {
             }
             notified.await;
         };
-        let close_at = start + self.offset;
+        let close_at = self.inner.close_at(start, self.offset);
         if Instant::now() < close_at {
             // Boxed so that a socket waiting for the drain to start (all its
             // life, usually) does not carry a timer inline in its task.
@@ -382,6 +516,13 @@ impl Drop for DrainGuard {
 }
 
 impl Inner {
+    /// When the socket at `offset` in the window closes, for a drain that
+    /// started at `start`. Cannot overflow: the delay and the offset are each
+    /// at most a day.
+    fn close_at(&self, start: Instant, offset: Duration) -> Instant {
+        start + self.close_delay + offset
+    }
+
     /// One guard or handshake less; wakes `closed()` at zero.
     fn leave(&self) {
         if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -557,6 +698,89 @@ mod tests {
             guard.closing().await;
             assert!(Instant::now() >= close_at);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_waits_for_the_delay_then_its_offset() {
+        let delay = Duration::from_secs(4);
+        let drain = Drain::builder()
+            .close_delay(delay)
+            .close_spread(Duration::from_secs(10))
+            .build();
+        let first = drain.guard(); // slot 0: offset 0, so it closes as the delay ends
+        let second = drain.guard(); // slot 1: offset ~6.18 s after that
+        let started = Instant::now();
+        drain.start();
+        assert!(drain.is_draining(), "refusals and health do not wait");
+        assert_eq!(first.close_at(), Some(started + delay));
+        assert_eq!(second.close_at(), Some(started + delay + second.offset));
+
+        let early = tokio::time::timeout(delay - Duration::from_millis(1), first.closing()).await;
+        assert!(
+            early.is_err(),
+            "no socket is told to close during the delay"
+        );
+        first.closing().await;
+        assert_eq!(started.elapsed(), delay);
+        second.closing().await;
+        let elapsed = started.elapsed();
+        let due = delay + second.offset;
+        assert!(
+            elapsed >= due && elapsed <= due + Duration::from_millis(1),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guard_taken_after_start_closes_when_the_window_opens() {
+        let delay = Duration::from_secs(5);
+        let drain = Drain::builder()
+            .close_delay(delay)
+            .close_spread(Duration::from_secs(60))
+            .build();
+        drain.start();
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let during_delay = drain.guard();
+        during_delay.closing().await;
+        assert_eq!(started.elapsed(), delay, "no offset: first in the window");
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let after_delay = drain.guard();
+        let now = Instant::now();
+        after_delay.closing().await;
+        assert_eq!(now.elapsed(), Duration::ZERO, "the window is open: at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delay_of_any_length_closes_within_a_day() {
+        let drain = Drain::builder()
+            .close_delay(Duration::MAX)
+            .close_spread(Duration::MAX)
+            .build();
+        assert_eq!(drain.close_delay(), MAX_CLOSE_DELAY);
+        let _first = drain.guard();
+        let guard = drain.guard();
+        drain.start();
+        let started = Instant::now();
+        let close_at = guard.close_at().expect("draining");
+        assert!(close_at > started + MAX_CLOSE_DELAY);
+        assert!(close_at < started + MAX_CLOSE_DELAY + MAX_CLOSE_SPREAD);
+        guard.closing().await;
+        assert!(Instant::now() >= close_at);
+    }
+
+    #[test]
+    fn new_and_with_close_spread_have_no_delay() {
+        assert_eq!(Drain::new().close_delay(), Duration::ZERO);
+        assert_eq!(Drain::new().close_spread(), DEFAULT_CLOSE_SPREAD);
+        let drain = Drain::with_close_spread(Duration::from_secs(3));
+        assert_eq!(drain.close_delay(), Duration::ZERO);
+        assert_eq!(drain.close_spread(), Duration::from_secs(3));
+        assert_eq!(
+            DrainBuilder::default().build().close_delay(),
+            Duration::ZERO
+        );
     }
 
     #[test]

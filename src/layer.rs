@@ -97,7 +97,7 @@ impl StickyUpgradeLayer {
     /// `Path=/; Secure; HttpOnly; SameSite=Lax` and no lifetime (a session
     /// cookie), UUID v4 ids, no node id, refreshed on every upgrade, accepting
     /// `websocket`, refusing upgrades with `503` and `Retry-After: 5` while its
-    /// own [`Drain`] (close spread 10 s) is draining.
+    /// own [`Drain`] (close spread 10 s, no close delay) is draining.
     pub fn new() -> Self {
         match StickyUpgradeBuilder::default().build() {
             Ok(layer) => layer,

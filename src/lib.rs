@@ -132,18 +132,21 @@
 //! 2. the load balancer sees the failing health check (or the deregistration)
 //!    and stops routing new connections here;
 //! 3. each [`DrainGuard::closing`] resolves at its place in the close-spread
-//!    window; the app sends close code `1001` (going away) and the client
-//!    reconnects, landing on a live node with [`Affinity::Migrated`] and the same
-//!    session id;
+//!    window, which opens after the [close delay](DrainBuilder::close_delay)
+//!    (zero by default; set it to the time step 2 takes, so that no client is
+//!    closed while the balancer still routes here); the app sends close code
+//!    `1001` (going away) and the client reconnects, landing on a live node
+//!    with [`Affinity::Migrated`] and the same session id;
 //! 4. the process exits when [`Drain::wait`] reports that every socket is gone,
 //!    or when its deadline passes.
 //!
 //! Choosing the numbers: keep the drain deadline below the balancer's
 //! deregistration delay (AWS ALB: 300 s by default, 0 to 3600) and above the
-//! close spread plus a close handshake; make the spread long enough that the
-//! remaining nodes absorb `open sockets / spread` reconnects per second;
-//! make `Retry-After` roughly the time the balancer needs to notice the failing
-//! health check (interval × unhealthy threshold). See the README for
+//! close delay plus the close spread plus a close handshake; make the spread
+//! long enough that the remaining nodes absorb `open sockets / spread`
+//! reconnects per second; make `Retry-After` roughly the time the balancer
+//! needs to notice the failing health check (interval × unhealthy threshold).
+//! See the README for
 //! `axum::serve(..).with_graceful_shutdown` and hyper-util `GracefulShutdown`.
 //!
 //! # Cookie value and security
@@ -257,7 +260,10 @@ pub use affinity::{
     UuidV4,
 };
 pub use cookie::SameSite;
-pub use drain::{Drain, DrainGuard, DrainOutcome, DEFAULT_CLOSE_SPREAD, MAX_CLOSE_SPREAD};
+pub use drain::{
+    Drain, DrainBuilder, DrainGuard, DrainOutcome, DEFAULT_CLOSE_SPREAD, MAX_CLOSE_DELAY,
+    MAX_CLOSE_SPREAD,
+};
 pub use error::BuildError;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -161,6 +161,53 @@ async fn every_socket_gets_1001_spread_over_the_window() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_delay_holds_the_closes_but_not_the_refusals() {
+    const CLIENTS: usize = 8;
+    let delay = Duration::from_millis(1500);
+    let window = Duration::from_millis(500);
+    let drain = Drain::builder()
+        .close_delay(delay)
+        .close_spread(window)
+        .build();
+    let mut node = Node::start(layer_with(&drain)).await;
+    let readers: Vec<_> = open(&node, CLIENTS)
+        .await
+        .into_iter()
+        .map(|(ws, id)| read_until_closed(ws, id))
+        .collect();
+
+    let before = Instant::now();
+    assert!(drain.start());
+    let after = Instant::now();
+    // The balancer is told at once: upgrades are refused and health fails
+    // while every socket is still open.
+    let res = refused(node.ws_request(&[])).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let res = get(node.addr, "/ws-health").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    if before.elapsed() < delay {
+        assert_eq!(drain.active(), CLIENTS, "no socket closed during the delay");
+    }
+
+    let mut endings = Vec::new();
+    for reader in readers {
+        endings.push(within("client sees Close", reader).await.expect("reader"));
+    }
+    assert_eq!(drain.wait(LONG).await, DrainOutcome::Drained);
+    let close_at = close_times(&mut node);
+    assert_eq!(close_at.len(), CLIENTS);
+    for end in &endings {
+        assert_eq!(end.code, Some(CloseCode::Away), "{end:?}");
+        let at = close_at[&end.session];
+        assert!(
+            at >= before + delay && at < after + delay + window,
+            "planned outside the window after the delay: {end:?}"
+        );
+        assert!(end.at >= at, "arrived before its slot: {end:?}");
+    }
+}
+
 #[tokio::test]
 async fn clients_ignoring_the_close_are_dropped_after_the_close_handshake_wait() {
     let drain = Drain::with_close_spread(Duration::ZERO);

@@ -508,6 +508,40 @@ mod axum_server {
     }
 
     #[tokio::test]
+    async fn close_delay_fails_health_first_and_closes_after_it() {
+        let server = start(&[
+            "--close-delay",
+            "1.5",
+            "--close-spread",
+            "0",
+            "--drain-timeout",
+            "20",
+        ]);
+        let addr = server.addr;
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        let since = Instant::now();
+        server.sigterm();
+        // Health fails (and upgrades are refused) from the start of the drain…
+        wait_for_health(addr, 503).await;
+        // …while the socket is told to close only once the delay is over: a
+        // lower bound, as the drain starts after `since`.
+        let frame = next_frame(&mut ws).await;
+        let closed_at = since.elapsed();
+        assert!(
+            matches!(&frame, Message::Close(Some(f)) if f.code == CloseCode::Away),
+            "{frame:?}"
+        );
+        assert!(
+            closed_at >= Duration::from_millis(1500),
+            "closed during the delay: {closed_at:?}"
+        );
+        drop(ws);
+        let (status, _) = exit_status(server, Duration::from_secs(20), since).await;
+        assert_eq!(status.code(), Some(0));
+    }
+
+    #[tokio::test]
     async fn ping_interval_sends_pings() {
         let server = start(&["--ping-interval", "0.2"]);
         // Before connecting: the server's interval starts when it sends the
@@ -540,6 +574,7 @@ mod axum_server {
             &["--bogus"][..],
             &["--listen"],
             &["--close-spread", "soon"],
+            &["--close-delay", "-1"],
             &["--drain-timeout", "-1"],
             &["--node", "has space"],
             &["--cookie-name", "bad;name"],
@@ -553,6 +588,7 @@ mod axum_server {
         let (code, stdout, _) = run_to_end("server", &["--help"], Duration::from_secs(60));
         assert_eq!(code, Some(0));
         assert!(stdout.contains("--close-spread"));
+        assert!(stdout.contains("--close-delay"));
         let (code, _, stderr) = run_to_end("hyper_server", &["--nope"], Duration::from_secs(60));
         assert_eq!(code, Some(2), "{stderr}");
         assert!(stderr.starts_with("hyper_server: "), "{stderr}");
