@@ -76,7 +76,7 @@ impl SessionId {
     /// When `id` is empty, longer than [`MAX_LEN`](Self::MAX_LEN), or holds a byte
     /// that is not a cookie-octet or is `.`.
     pub fn new(id: &str) -> Result<Self, InvalidSessionId> {
-        Self::from_bytes(id.as_bytes()).ok_or(InvalidSessionId(()))
+        Self::from_bytes(id.as_bytes()).ok_or_else(|| InvalidSessionId(Rejected::new(id)))
     }
 
     pub(crate) fn from_bytes(id: &[u8]) -> Option<Self> {
@@ -124,16 +124,20 @@ impl AsRef<str> for SessionId {
 /// use tower_sticky_upgrade::SessionId;
 ///
 /// let err = SessionId::new("with space").unwrap_err();
-/// assert!(err.to_string().contains("session id"));
+/// assert_eq!(
+///     err.to_string(),
+///     r#"session id "with space" is invalid: it must be 1 to 64 cookie-octets other than '.'"#
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidSessionId(());
+pub struct InvalidSessionId(Rejected);
 
 impl fmt::Display for InvalidSessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "a session id must be 1 to {} cookie-octets other than '.'",
+            "session id {} is invalid: it must be 1 to {} cookie-octets other than '.'",
+            self.0,
             SessionId::MAX_LEN
         )
     }
@@ -168,7 +172,7 @@ impl NodeId {
     /// When `node` is empty, longer than [`MAX_LEN`](Self::MAX_LEN), or holds a
     /// character outside `A-Z a-z 0-9 - _`.
     pub fn new(node: &str) -> Result<Self, InvalidNodeId> {
-        Self::from_bytes(node.as_bytes()).ok_or(InvalidNodeId(()))
+        Self::from_bytes(node.as_bytes()).ok_or_else(|| InvalidNodeId(Rejected::new(node)))
     }
 
     fn from_bytes(node: &[u8]) -> Option<Self> {
@@ -210,22 +214,63 @@ impl fmt::Display for NodeId {
 /// use tower_sticky_upgrade::NodeId;
 ///
 /// let err = NodeId::new("node 1").unwrap_err();
-/// assert!(err.to_string().contains("node id"));
+/// assert_eq!(
+///     err.to_string(),
+///     r#"node id "node 1" is invalid: it must be 1 to 32 characters of A-Z, a-z, 0-9, '-' or '_'"#
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidNodeId(());
+pub struct InvalidNodeId(Rejected);
 
 impl fmt::Display for InvalidNodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "a node id must be 1 to {} characters of A-Z, a-z, 0-9, '-' or '_'",
+            "node id {} is invalid: it must be 1 to {} characters of A-Z, a-z, 0-9, '-' or '_'",
+            self.0,
             NodeId::MAX_LEN
         )
     }
 }
 
 impl std::error::Error for InvalidNodeId {}
+
+/// A rejected value, kept for the error message: its first
+/// [`PREVIEW`](Self::PREVIEW) bytes (cut at a character boundary) and its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rejected {
+    start: Box<str>,
+    len: usize,
+}
+
+impl Rejected {
+    /// Enough to recognise any value that was meant as an id (twice the
+    /// longest session id), not so much that a stray buffer floods a log.
+    const PREVIEW: usize = 2 * SessionId::MAX_LEN;
+
+    fn new(value: &str) -> Self {
+        let mut end = value.len().min(Self::PREVIEW);
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            start: value[..end].into(),
+            len: value.len(),
+        }
+    }
+}
+
+/// `"value"`, or `"start"… (N bytes)` when cut, with `Debug` escapes so that
+/// control characters show.
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.start)?;
+        if self.start.len() < self.len {
+            write!(f, "… ({} bytes)", self.len)?;
+        }
+        Ok(())
+    }
+}
 
 /// `A-Z a-z 0-9 - _`
 fn is_node_char(b: u8) -> bool {
@@ -863,6 +908,38 @@ mod tests {
         assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN + 1)).is_err());
         assert!(NodeId::new("").is_err());
         assert!(NodeId::new("a=b").is_err());
+    }
+
+    #[test]
+    fn errors_echo_the_rejected_value() {
+        let err = SessionId::new("a\r\nb").unwrap_err().to_string();
+        assert!(
+            err.starts_with(r#"session id "a\r\nb" is invalid"#),
+            "{err}"
+        );
+        let err = NodeId::new("").unwrap_err().to_string();
+        assert!(err.starts_with(r#"node id "" is invalid"#), "{err}");
+        let err = NodeId::new(&"n".repeat(NodeId::MAX_LEN + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{:?}", "n".repeat(33))), "{err}");
+        assert!(!err.contains("bytes)"), "not cut: {err}");
+    }
+
+    #[test]
+    fn errors_cut_a_long_value_at_a_character_boundary() {
+        // 'é' is two bytes: the cut at PREVIEW would fall inside one.
+        let value = format!("x{}", "é".repeat(200));
+        let err = SessionId::new(&value).unwrap_err();
+        let cut = format!("x{}", "é".repeat((Rejected::PREVIEW - 1) / 2));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "session id {cut:?}… ({} bytes) is invalid: it must be 1 to 64 \
+                 cookie-octets other than '.'",
+                value.len()
+            )
+        );
     }
 
     #[test]
