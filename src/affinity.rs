@@ -557,8 +557,7 @@ fn is_uuid_v4_text(b: &[u8; UUID_LEN]) -> bool {
 
 /// Whether all eight bytes of `w` are `0-9` or `a-f` (SWAR: one word at a time).
 fn all_lower_hex(w: u64) -> bool {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    use crate::find::{HIGHS, ONES};
     // For a byte below 0x80, adding `0x80 - lo` sets its high bit exactly when
     // the byte is at least `lo`, and never carries into the next byte. Bytes
     // from 0x80 up are refused first, so their lanes need not make sense.

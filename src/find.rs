@@ -10,6 +10,11 @@
 /// Bytes tested at once.
 const BLOCK: usize = 32;
 
+/// `0x01` in every byte of a word: times a byte, that byte in every lane.
+pub(crate) const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+/// The high bit of every byte of a word, where SWAR tests leave their answers.
+pub(crate) const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+
 /// The index of the first `needle` in `haystack`.
 pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     let mut offset = 0;
@@ -34,8 +39,6 @@ pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
 
 /// [`find_byte`] for short haystacks, eight bytes at a time.
 fn find_in_words(haystack: &[u8], needle: u8) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     let pattern = ONES * u64::from(needle);
     let mut words = haystack.chunks_exact(8);
     let mut offset = 0;
