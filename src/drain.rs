@@ -67,7 +67,8 @@ use crate::HealthService;
 /// The close spread of [`Drain::new`]: open sockets are told to close over 10 seconds.
 pub const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(10);
 
-/// The longest close spread: [`Drain::with_close_spread`] caps its window here.
+/// The longest close spread: [`DrainBuilder::close_spread`] (and so
+/// [`Drain::with_close_spread`]) caps the window here.
 /// A day is far beyond any deregistration delay or grace period (AWS ALB allows
 /// at most an hour), and keeps every close time representable.
 pub const MAX_CLOSE_SPREAD: Duration = Duration::from_secs(24 * 60 * 60);
@@ -255,8 +256,14 @@ impl Drain {
     #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
         self.inner.active.fetch_add(1, Ordering::SeqCst);
-        // A guard taken after draining began closes as soon as the window opens.
-        let offset = if self.inner.started.get().is_some() {
+        // A guard taken once the window is open closes at once. Before that,
+        // during the close delay too, it takes the next place in the window:
+        // guards arriving during the delay must not all close at its end.
+        let window_open = match self.inner.started.get() {
+            Some(&start) => Instant::now() >= start + self.inner.close_delay,
+            None => false,
+        };
+        let offset = if window_open {
             Duration::ZERO
         } else {
             let slot = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
@@ -485,8 +492,9 @@ impl DrainGuard {
     }
 
     /// Resolves when this socket should close: its place in the spread window
-    /// after [`Drain::start`] and the close delay. A guard taken after draining
-    /// began closes when the window opens: at once if it is already open.
+    /// after [`Drain::start`] and the close delay. A guard taken during the
+    /// delay gets a place in the window too; one taken once the window is open
+    /// closes at once.
     ///
     /// Cancel-safe: the close time is fixed when draining starts, so calling it
     /// again (as in a `tokio::select!` loop) waits for the same instant.
@@ -732,28 +740,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn guard_taken_after_start_closes_when_the_window_opens() {
+    async fn guards_taken_during_the_delay_are_spread_then_later_ones_close_at_once() {
         let delay = Duration::from_secs(5);
+        let window = Duration::from_secs(60);
         let drain = Drain::builder()
             .close_delay(delay)
-            .close_spread(Duration::from_secs(60))
+            .close_spread(window)
             .build();
         drain.start();
         let started = Instant::now();
         tokio::time::advance(Duration::from_secs(2)).await;
-        let during_delay = drain.guard();
-        during_delay.closing().await;
-        assert_eq!(started.elapsed(), delay, "no offset: first in the window");
+        // Upgrades still let through during the delay (a layer that does not
+        // refuse while draining): each gets its own place in the window.
+        let during: Vec<_> = (0..3).map(|_| drain.guard()).collect();
+        let mut close_at: Vec<_> = during.iter().map(|g| g.close_at().unwrap()).collect();
+        close_at.sort();
+        close_at.dedup();
+        assert_eq!(close_at.len(), 3, "not all at the end of the delay");
+        assert_eq!(close_at[0], started + delay, "slot 0 opens the window");
+        assert!(close_at[2] > started + delay + window / 2, "{close_at:?}");
+        for guard in &during {
+            guard.closing().await;
+        }
+        // tokio's timer wheel has millisecond resolution and rounds up.
+        let (elapsed, due) = (started.elapsed(), close_at[2] - started);
+        assert!(
+            elapsed >= due && elapsed <= due + Duration::from_millis(1),
+            "{elapsed:?}"
+        );
 
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let after_delay = drain.guard();
+        let after = drain.guard();
         let now = Instant::now();
-        after_delay.closing().await;
-        assert_eq!(now.elapsed(), Duration::ZERO, "the window is open: at once");
+        assert_eq!(
+            after.close_at(),
+            Some(started + delay),
+            "the window is open"
+        );
+        after.closing().await;
+        assert_eq!(now.elapsed(), Duration::ZERO, "so it closes at once");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_delay_of_any_length_closes_within_a_day() {
+    async fn a_delay_of_any_length_keeps_close_times_representable() {
         let drain = Drain::builder()
             .close_delay(Duration::MAX)
             .close_spread(Duration::MAX)
