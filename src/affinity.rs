@@ -76,7 +76,7 @@ impl SessionId {
     /// When `id` is empty, longer than [`MAX_LEN`](Self::MAX_LEN), or holds a byte
     /// that is not a cookie-octet or is `.`.
     pub fn new(id: &str) -> Result<Self, InvalidSessionId> {
-        Self::from_bytes(id.as_bytes()).ok_or_else(|| InvalidSessionId(Rejected::new(id)))
+        Self::from_bytes(id.as_bytes()).ok_or_else(|| InvalidSessionId::of(id.as_bytes()))
     }
 
     pub(crate) fn from_bytes(id: &[u8]) -> Option<Self> {
@@ -118,6 +118,10 @@ impl AsRef<str> for SessionId {
 
 /// The error returned by [`SessionId::new`] for a string that cannot be a session id.
 ///
+/// The message says what is wrong (empty, too long, or which byte is refused)
+/// without quoting the value: a near-valid id is close to a live one, and
+/// error messages end up in logs.
+///
 /// # Example
 ///
 /// ```
@@ -126,18 +130,49 @@ impl AsRef<str> for SessionId {
 /// let err = SessionId::new("with space").unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"session id "with space" is invalid: it must be 1 to 64 cookie-octets other than '.'"#
+///     "session id is invalid: byte 4 is ' ' (0x20); \
+///      it must be 1 to 64 cookie-octets other than '.'"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidSessionId(Rejected);
+pub struct InvalidSessionId(SessionIdProblem);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionIdProblem {
+    Empty,
+    TooLong { len: usize },
+    Byte { index: usize, byte: u8 },
+}
+
+impl InvalidSessionId {
+    /// What is wrong with `id`, which [`SessionId::from_bytes`] refused.
+    fn of(id: &[u8]) -> Self {
+        let bad = id.iter().position(|&b| !is_cookie_octet(b) || b == b'.');
+        Self(match bad {
+            _ if id.is_empty() => SessionIdProblem::Empty,
+            Some(index) => SessionIdProblem::Byte {
+                index,
+                byte: id[index],
+            },
+            None => SessionIdProblem::TooLong { len: id.len() },
+        })
+    }
+}
 
 impl fmt::Display for InvalidSessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("session id is invalid: ")?;
+        match self.0 {
+            SessionIdProblem::Empty => f.write_str("it is empty")?,
+            SessionIdProblem::TooLong { len } => write!(f, "it is {len} bytes")?,
+            SessionIdProblem::Byte { index, byte } if byte.is_ascii_graphic() || byte == b' ' => {
+                write!(f, "byte {index} is '{}' (0x{byte:02X})", char::from(byte))?
+            }
+            SessionIdProblem::Byte { index, byte } => write!(f, "byte {index} is 0x{byte:02X}")?,
+        }
         write!(
             f,
-            "session id {} is invalid: it must be 1 to {} cookie-octets other than '.'",
-            self.0,
+            "; it must be 1 to {} cookie-octets other than '.'",
             SessionId::MAX_LEN
         )
     }
@@ -235,8 +270,9 @@ impl fmt::Display for InvalidNodeId {
 
 impl std::error::Error for InvalidNodeId {}
 
-/// A rejected value, kept for the error message: its first
+/// A rejected node id, kept for the error message: its first
 /// [`PREVIEW`](Self::PREVIEW) bytes (cut at a character boundary) and its length.
+/// Node ids are configuration, not secrets, so the message quotes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rejected {
     start: Box<str>,
@@ -244,9 +280,9 @@ struct Rejected {
 }
 
 impl Rejected {
-    /// Enough to recognise any value that was meant as an id (twice the
-    /// longest session id), not so much that a stray buffer floods a log.
-    const PREVIEW: usize = 2 * SessionId::MAX_LEN;
+    /// Enough to recognise any value that was meant as a node id, not so much
+    /// that a stray buffer floods a log.
+    const PREVIEW: usize = 4 * NodeId::MAX_LEN;
 
     fn new(value: &str) -> Self {
         let mut end = value.len().min(Self::PREVIEW);
@@ -910,32 +946,54 @@ mod tests {
     }
 
     #[test]
-    fn errors_echo_the_rejected_value() {
-        let err = SessionId::new("a\r\nb").unwrap_err().to_string();
-        assert!(
-            err.starts_with(r#"session id "a\r\nb" is invalid"#),
-            "{err}"
+    fn session_id_errors_say_what_is_wrong_without_quoting_the_id() {
+        let problem = |id: &str| {
+            let err = SessionId::new(id).unwrap_err().to_string();
+            let rule = "; it must be 1 to 64 cookie-octets other than '.'";
+            err.strip_prefix("session id is invalid: ")
+                .and_then(|rest| rest.strip_suffix(rule))
+                .unwrap_or_else(|| panic!("{err}"))
+                .to_owned()
+        };
+        assert_eq!(problem(""), "it is empty");
+        assert_eq!(problem(&"s".repeat(65)), "it is 65 bytes");
+        assert_eq!(problem("secret.tail"), "byte 6 is '.' (0x2E)");
+        assert_eq!(problem("secret\r\n"), "byte 6 is 0x0D");
+        assert_eq!(problem("secret\u{e9}"), "byte 6 is 0xC3");
+        // A bad byte is named even in an overlong id.
+        assert_eq!(
+            problem(&format!("{};", "s".repeat(70))),
+            "byte 70 is ';' (0x3B)"
         );
-        let err = NodeId::new("").unwrap_err().to_string();
-        assert!(err.starts_with(r#"node id "" is invalid"#), "{err}");
-        let err = NodeId::new(&"n".repeat(NodeId::MAX_LEN + 1))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&format!("{:?}", "n".repeat(33))), "{err}");
-        assert!(!err.contains("bytes)"), "not cut: {err}");
+        let err = SessionId::new("secret;").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]
-    fn errors_cut_a_long_value_at_a_character_boundary() {
+    fn node_id_errors_quote_the_node_id() {
+        let err = NodeId::new("a\r\nb").unwrap_err().to_string();
+        assert!(err.starts_with(r#"node id "a\r\nb" is invalid"#), "{err}");
+        let err = NodeId::new("").unwrap_err().to_string();
+        assert!(err.starts_with(r#"node id "" is invalid"#), "{err}");
+        let too_long = "n".repeat(NodeId::MAX_LEN + 1);
+        let err = NodeId::new(&too_long).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{too_long:?} is invalid")),
+            "not cut: {err}"
+        );
+    }
+
+    #[test]
+    fn node_id_errors_cut_a_long_value_at_a_character_boundary() {
         // 'é' is two bytes: the cut at PREVIEW would fall inside one.
         let value = format!("x{}", "é".repeat(200));
-        let err = SessionId::new(&value).unwrap_err();
+        let err = NodeId::new(&value).unwrap_err();
         let cut = format!("x{}", "é".repeat((Rejected::PREVIEW - 1) / 2));
         assert_eq!(
             err.to_string(),
             format!(
-                "session id {cut:?}… ({} bytes) is invalid: it must be 1 to 64 \
-                 cookie-octets other than '.'",
+                "node id {cut:?}… ({} bytes) is invalid: it must be 1 to 32 characters of \
+                 A-Z, a-z, 0-9, '-' or '_'",
                 value.len()
             )
         );
