@@ -35,6 +35,7 @@ fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
     let cluster = Cluster::start(
         &haproxy,
         NodeOptions {
+            close_delay: Duration::ZERO,
             close_spread: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),

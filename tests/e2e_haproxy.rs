@@ -34,6 +34,8 @@ const RECONNECT_BUDGET: Duration = Duration::from_secs(20);
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
 const OPTIONS: NodeOptions = NodeOptions {
+    // HAProxy takes a node out after `inter 500ms fall 2`: about a second.
+    close_delay: Duration::from_millis(1500),
     close_spread: Duration::from_secs(1),
     drain_timeout: Duration::from_secs(10),
     retry_after: Duration::from_secs(1),

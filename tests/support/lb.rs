@@ -429,6 +429,7 @@ pub fn start_node(args: &[&str], log: &OutputLog) -> Server {
 /// The knobs the cluster's nodes are started with.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeOptions {
+    pub close_delay: Duration,
     pub close_spread: Duration,
     pub drain_timeout: Duration,
     pub retry_after: Duration,
@@ -453,7 +454,8 @@ impl Cluster {
     /// waits until its health checks see every node up.
     pub fn start(haproxy: &Path, options: NodeOptions) -> Cluster {
         let secs = |d: Duration| d.as_secs_f64().to_string();
-        let (spread, timeout, retry) = (
+        let (delay, spread, timeout, retry) = (
+            secs(options.close_delay),
             secs(options.close_spread),
             secs(options.drain_timeout),
             secs(options.retry_after),
@@ -469,6 +471,8 @@ impl Cluster {
                         "--node",
                         node,
                         "--insecure",
+                        "--close-delay",
+                        &delay,
                         "--close-spread",
                         &spread,
                         "--drain-timeout",
