@@ -8,10 +8,11 @@
 #   client sends both back and ALB routes the reconnect to the same target.
 #   Browsers do this on their own; other clients must keep every cookie.
 # - On deploy the node gets SIGTERM, its /ws-health turns 503 and it refuses
-#   new upgrades with 503 + Retry-After, then closes its sockets with 1001
-#   over the close spread. ALB stops routing to it (deregistration, or the
-#   failing health check) and its clients reconnect to a healthy target, which
-#   reports affinity "migrated" with the same session id.
+#   new upgrades with 503 + Retry-After, then (after --close-delay) closes
+#   its sockets with 1001 over the close spread. ALB stops routing to it
+#   (deregistration, or the failing health check) and its clients reconnect
+#   to a healthy target, which reports affinity "migrated" with the same
+#   session id.
 #
 # The `app_*` variables restate the nodes' own flags (`--drain-timeout`,
 # `--close-delay`, `--close-spread`, `--retry-after`, `--ping-interval`) so that the timing

@@ -18,9 +18,10 @@
 //! - `GET /ws-health`: `200 ok`, or `503 draining`.
 //!
 //! On SIGTERM or Ctrl-C: the [`Drain`] starts (health `503`, new upgrades
-//! `503` + `Retry-After`, sockets closed over the spread), the process waits
-//! for the sockets or the drain timeout, then hyper-util's `GracefulShutdown`
-//! lets the remaining HTTP connections finish, and it exits with status 0.
+//! `503` + `Retry-After`, sockets closed over the spread after the close
+//! delay), the process waits for the sockets or the drain timeout, then
+//! hyper-util's `GracefulShutdown` lets the remaining HTTP connections finish,
+//! and it exits with status 0.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
         .close_delay
         .saturating_add(opts.close_spread)
         .saturating_add(CLOSE_HANDSHAKE_TIMEOUT);
-    if needed > opts.drain_timeout {
+    if needed >= opts.drain_timeout {
         eprintln!(
             "hyper_server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} \
              for a close handshake is {needed:?}, over --drain-timeout {:?}: the last sockets \
@@ -271,8 +272,8 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     eprintln!(
         "[{node}] draining: {} open sockets, close delay {:?}, close spread {:?}, deadline {:?}",
         drain.active(),
-        opts.close_delay,
-        opts.close_spread,
+        drain.close_delay(),
+        drain.close_spread(),
         opts.drain_timeout
     );
     match drain.wait(opts.drain_timeout).await {

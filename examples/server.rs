@@ -19,8 +19,8 @@
 //!
 //! On SIGTERM or Ctrl-C the server drains: the health check turns `503`, new
 //! upgrades get `503` + `Retry-After`, open sockets are closed over the close
-//! spread, and the process exits (status 0) when the last socket is gone or the
-//! drain timeout passes. The listener stays open while draining so that the
+//! spread once the close delay is over, and the process exits (status 0) when
+//! the last socket is gone or the drain timeout passes. The listener stays open while draining so that the
 //! load balancer sees the failing health check and clients see `Retry-After`.
 //! A second signal exits at once (status 1).
 
@@ -196,7 +196,7 @@ fn main() -> ExitCode {
         .close_delay
         .saturating_add(opts.close_spread)
         .saturating_add(CLOSE_HANDSHAKE_TIMEOUT);
-    if needed > opts.drain_timeout {
+    if needed >= opts.drain_timeout {
         eprintln!(
             "server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} for a close \
              handshake is {needed:?}, over --drain-timeout {:?}: the last sockets may be cut \
@@ -289,8 +289,8 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     eprintln!(
         "[{node}] draining: {} open sockets, close delay {:?}, close spread {:?}, deadline {:?}",
         drain.active(),
-        opts.close_delay,
-        opts.close_spread,
+        drain.close_delay(),
+        drain.close_spread(),
         opts.drain_timeout
     );
     // Keep accepting while draining: health checks must see the 503, and

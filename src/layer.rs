@@ -331,8 +331,9 @@ impl StickyUpgradeBuilder {
         self
     }
 
-    /// Share a [`Drain`] controller, for example one made with a custom close
-    /// spread or shared by several layers. Default: a new [`Drain::new`].
+    /// Share a [`Drain`] controller, for example one made with a close delay or
+    /// a custom close spread ([`Drain::builder`]) or shared by several layers.
+    /// Default: a new [`Drain::new`].
     pub fn drain(mut self, drain: Drain) -> Self {
         self.drain = Some(drain);
         self

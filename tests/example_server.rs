@@ -541,6 +541,44 @@ mod axum_server {
         assert_eq!(status.code(), Some(0));
     }
 
+    /// The warning is printed exactly when delay + spread + the 5 s close
+    /// handshake reach the drain timeout.
+    #[tokio::test]
+    async fn warns_when_the_drain_timeout_leaves_no_room_for_delay_and_spread() {
+        for (timeout_secs, warns) in [("25", true), ("26", false)] {
+            let args = [
+                "--listen",
+                "127.0.0.1:0",
+                "--close-delay",
+                "10",
+                "--close-spread",
+                "10",
+                "--drain-timeout",
+                timeout_secs,
+            ];
+            let (tx, rx) = std::sync::mpsc::channel();
+            let server = Server::start_capturing("server", &args, move |mut stderr| {
+                std::thread::spawn(move || {
+                    let mut text = String::new();
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+                    let _ = tx.send(text);
+                });
+            });
+            let since = Instant::now();
+            server.sigterm();
+            let (status, _) = exit_status(server, Duration::from_secs(20), since).await;
+            assert_eq!(status.code(), Some(0));
+            let stderr = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("stderr ends with the process");
+            assert_eq!(
+                stderr.contains("server: warning: --close-delay + --close-spread"),
+                warns,
+                "--drain-timeout {timeout_secs}: {stderr}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn ping_interval_sends_pings() {
         let server = start(&["--ping-interval", "0.2"]);
@@ -589,9 +627,11 @@ mod axum_server {
         assert_eq!(code, Some(0));
         assert!(stdout.contains("--close-spread"));
         assert!(stdout.contains("--close-delay"));
-        let (code, _, stderr) = run_to_end("hyper_server", &["--nope"], Duration::from_secs(60));
-        assert_eq!(code, Some(2), "{stderr}");
-        assert!(stderr.starts_with("hyper_server: "), "{stderr}");
+        for args in [&["--nope"][..], &["--close-delay", "-1"]] {
+            let (code, _, stderr) = run_to_end("hyper_server", args, Duration::from_secs(60));
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(stderr.starts_with("hyper_server: "), "{args:?}: {stderr}");
+        }
     }
 
     #[cfg(feature = "signed")]
@@ -746,6 +786,8 @@ mod hyper_server {
     #[tokio::test]
     async fn sigterm_sends_1001_refuses_upgrades_and_exits_zero() {
         let server = start(&[
+            "--close-delay",
+            "0.5",
             "--close-spread",
             "0",
             "--drain-timeout",
@@ -771,6 +813,9 @@ mod hyper_server {
             Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
             other => panic!("expected close 1001, got {other:?}"),
         }
+        // After the close delay: a lower bound, as the drain starts after `since`.
+        let closed_at = since.elapsed();
+        assert!(closed_at >= Duration::from_millis(500), "{closed_at:?}");
         let end = timeout(STEP, open.next()).await.expect("stream end");
         assert!(matches!(end, None | Some(Err(_))), "{end:?}");
         let (status, took) = exit_status(server, Duration::from_secs(20), since).await;
