@@ -22,8 +22,9 @@
 //! The controller is an atomic count of live guards (and of upgrades the layer
 //! let through whose response is not out yet, so that a drain starting during
 //! a handshake waits for its socket), the instant draining started, and two
-//! `tokio::sync::Notify`s (one for the start, one for the last guard leaving):
-//! no registry, no lock, nothing allocated per socket while serving. A guard is
+//! `tokio::sync::Notify`s (one for the start, one for the last guard leaving,
+//! used only while someone waits for it): no registry, no lock while serving,
+//! nothing allocated per socket. A guard is
 //! 24 bytes and the future of [`DrainGuard::closing`] 88 bytes. Each guard gets
 //! a fixed offset in the spread window from a golden-ratio sequence over its
 //! creation order, which spaces any run of guards evenly however many there
@@ -112,6 +113,12 @@ struct Inner {
     active: AtomicUsize,
     /// Wakes `closed()` when `active` drops to zero.
     all_closed: Notify,
+    /// How many `closed()` futures are waiting. Waking them takes a lock
+    /// (`Notify::notify_waiters`), so `leave` only does it when there are any:
+    /// on a node that is not draining, the count of every upgrade that ends
+    /// without a guard (a refused handshake, or one in a benchmark) drops to
+    /// zero, and nobody is waiting.
+    waiting: AtomicUsize,
     /// From the start of draining to the opening of the spread window.
     close_delay: Duration,
     close_spread: Duration,
@@ -280,6 +287,9 @@ impl Drain {
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
+            // Counted before the first check, and for as long as this future
+            // lives, cancelled or not (see `Inner::leave`).
+            let _waiting = Waiting::new(&inner);
             loop {
                 // Created before the check: a `Notified` receives
                 // `notify_waiters` from then on, so a guard dropped in between
@@ -423,6 +433,7 @@ impl DrainBuilder {
                 start_signal: Notify::new(),
                 active: AtomicUsize::new(0),
                 all_closed: Notify::new(),
+                waiting: AtomicUsize::new(0),
                 close_delay: self.close_delay,
                 close_spread: self.close_spread,
                 next_slot: AtomicU64::new(0),
@@ -532,10 +543,35 @@ impl Inner {
     }
 
     /// One guard or handshake less; wakes `closed()` at zero.
+    ///
+    /// `closed()` raises `waiting` before it reads `active`, and this lowers
+    /// `active` before it reads `waiting`, all sequentially consistent. So
+    /// either `closed()` reads the lowered count (and returns), or this sees it
+    /// waiting (and wakes it: its `Notified` was made before its read of the
+    /// count, so before this wake-up).
     fn leave(&self) {
-        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.waiting.load(Ordering::SeqCst) != 0
+        {
             self.all_closed.notify_waiters();
         }
+    }
+}
+
+/// One waiting `closed()` future in [`Inner::waiting`], from its creation
+/// until it is dropped.
+struct Waiting<'a>(&'a Inner);
+
+impl<'a> Waiting<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -814,6 +850,49 @@ mod tests {
     #[test]
     fn guard_is_small() {
         assert!(std::mem::size_of::<DrainGuard>() <= 24);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_counts_as_waiting_while_it_lives() {
+        let drain = Drain::new();
+        let guard = drain.guard();
+        let mut closed = Box::pin(drain.closed());
+        assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 0, "lazy");
+        let pending = tokio::time::timeout(Duration::from_millis(1), &mut closed).await;
+        assert!(pending.is_err(), "a guard is alive");
+        assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 1);
+        // Cancelled: no longer waiting, and the last guard leaving wakes nobody.
+        drop(closed);
+        assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 0);
+        drop(guard);
+        // Resolved: no longer waiting either.
+        drain.closed().await;
+        assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    /// Many waiters and many guards leaving on other threads: every waiter
+    /// wakes, whichever of "count drops" and "waiter starts" comes first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_never_misses_the_last_guard() {
+        for _ in 0..200 {
+            let drain = Drain::new();
+            let guards: Vec<_> = (0..4).map(|_| drain.guard()).collect();
+            let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(drain.closed())).collect();
+            let leavers: Vec<_> = guards
+                .into_iter()
+                .map(|g| tokio::spawn(async move { drop(g) }))
+                .collect();
+            for leaver in leavers {
+                leaver.await.unwrap();
+            }
+            for waiter in waiters {
+                tokio::time::timeout(Duration::from_secs(10), waiter)
+                    .await
+                    .expect("closed() woke after the last guard left")
+                    .unwrap();
+            }
+            assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 0);
+        }
     }
 
     #[tokio::test(start_paused = true)]
