@@ -870,29 +870,90 @@ mod tests {
         assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 0);
     }
 
-    /// Many waiters and many guards leaving on other threads: every waiter
-    /// wakes, whichever of "count drops" and "waiter starts" comes first.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn closed_never_misses_the_last_guard() {
-        for _ in 0..200 {
-            let drain = Drain::new();
-            let guards: Vec<_> = (0..4).map(|_| drain.guard()).collect();
-            let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(drain.closed())).collect();
-            let leavers: Vec<_> = guards
-                .into_iter()
-                .map(|g| tokio::spawn(async move { drop(g) }))
-                .collect();
-            for leaver in leavers {
-                leaver.await.unwrap();
+    /// The race the `waiting` count must not lose: the first poll of a
+    /// `closed()` and the drop of the last guard on another thread, many
+    /// times over. Both threads meet at a spinning rendezvous, then each waits
+    /// a few spins more, by an amount that varies from round to round, so the
+    /// two sweep over every order of their steps. Whichever comes first, the
+    /// future is ready at that poll or its waker is called.
+    #[test]
+    fn closed_never_misses_the_last_guard() {
+        use std::sync::mpsc;
+        use std::task::{Context, Wake, Waker};
+
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
             }
-            for waiter in waiters {
-                tokio::time::timeout(Duration::from_secs(10), waiter)
-                    .await
-                    .expect("closed() woke after the last guard left")
-                    .unwrap();
-            }
-            assert_eq!(drain.inner.waiting.load(Ordering::SeqCst), 0);
         }
+
+        /// Both threads arrive (`arrivals` reaches `2 * round + 2`), spinning;
+        /// bounded by a deadline in case the other thread has died.
+        fn meet(arrivals: &AtomicUsize, round: usize) {
+            arrivals.fetch_add(1, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut spins = 0u32;
+            while arrivals.load(Ordering::SeqCst) < 2 * round + 2 {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins % 1024 == 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "round {round}: no partner"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+        }
+
+        fn spin(n: usize) {
+            for _ in 0..n {
+                std::hint::spin_loop();
+            }
+        }
+
+        const ROUNDS: usize = 30_000;
+        const SWEEP: usize = 160;
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let (send, guards) = mpsc::channel::<DrainGuard>();
+        let (dropped, each_drop) = mpsc::channel::<()>();
+        let dropper = std::thread::spawn({
+            let arrivals = Arc::clone(&arrivals);
+            move || {
+                for (round, guard) in guards.iter().take(ROUNDS).enumerate() {
+                    meet(&arrivals, round);
+                    spin(round % SWEEP);
+                    drop(guard);
+                    if dropped.send(()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        for round in 0..ROUNDS {
+            let drain = Drain::new();
+            send.send(drain.guard()).expect("dropper alive");
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let waker = Waker::from(Arc::clone(&flag));
+            let mut cx = Context::from_waker(&waker);
+            let mut closed = Box::pin(drain.closed());
+            meet(&arrivals, round);
+            spin(round / SWEEP % SWEEP);
+            let ready = closed.as_mut().poll(&mut cx).is_ready();
+            each_drop
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the guard is dropped");
+            let woken = flag.0.load(Ordering::SeqCst);
+            assert!(
+                ready || woken,
+                "round {round}: closed() missed the last guard"
+            );
+            if !ready {
+                assert!(closed.as_mut().poll(&mut cx).is_ready(), "round {round}");
+            }
+        }
+        dropper.join().expect("dropper");
     }
 
     #[tokio::test(start_paused = true)]
