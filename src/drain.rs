@@ -24,12 +24,12 @@
 //! a handshake waits for its socket), the instant draining started, and two
 //! `tokio::sync::Notify`s (one for the start, one for the last guard leaving,
 //! used only while someone waits for it): no registry, no lock while serving,
-//! nothing allocated per socket. A guard is
-//! 24 bytes and the future of [`DrainGuard::closing`] 88 bytes. Each guard gets
-//! a fixed offset in the spread window from a golden-ratio sequence over its
-//! creation order, which spaces any run of guards evenly however many there
-//! are. Once draining starts, each socket still waiting for its turn holds one
-//! boxed timer until it closes.
+//! nothing allocated per socket. A guard is 24 bytes and the future of
+//! [`DrainGuard::closing`] 88 bytes. Each guard gets a fixed offset in the
+//! spread window from a golden-ratio sequence over its creation order, which
+//! spaces any run of guards evenly however many there are. Once draining
+//! starts, each socket still waiting for its turn holds one boxed timer until
+//! it closes.
 //!
 //! # Example
 //!
@@ -358,13 +358,14 @@ impl fmt::Debug for Drain {
 /// use std::time::Duration;
 /// use tower_sticky_upgrade::{Drain, StickyUpgradeLayer};
 ///
-/// // HAProxy checking every 2 s, taking a node out after 3 failed checks.
+/// // HAProxy checking every 2 s, taking a node out after 3 failed checks
+/// // (6 s), plus a margin.
 /// let drain = Drain::builder()
-///     .close_delay(Duration::from_secs(6))
+///     .close_delay(Duration::from_secs(8))
 ///     .close_spread(Duration::from_secs(10))
 ///     .build();
 /// let layer = StickyUpgradeLayer::builder().drain(drain.clone()).build().unwrap();
-/// assert_eq!(layer.drain().close_delay(), Duration::from_secs(6));
+/// assert_eq!(layer.drain().close_delay(), Duration::from_secs(8));
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
@@ -378,9 +379,10 @@ impl DrainBuilder {
     /// to close. Default: `Duration::ZERO`, the spread starts with the drain.
     ///
     /// Set it when the load balancer learns of the drain from the failing
-    /// health check, and so keeps routing here for a while: about the check
+    /// health check, and so keeps routing here for a while: at least the check
     /// interval × the unhealthy threshold (HAProxy `inter` × `fall`; ALB
-    /// `interval` × `unhealthy_threshold`). A client closed before then
+    /// `interval` × `unhealthy_threshold`), plus a margin (ALB takes a few
+    /// seconds more until all its nodes agree). A client closed before then
     /// reconnects to this node and is refused with `503`; one closed after
     /// goes straight to a live node. Leave it at zero when the balancer stops
     /// routing here before the process is told to stop (an ALB target that is
