@@ -75,6 +75,23 @@ fn read_until_closed(mut ws: Client, session: String) -> tokio::task::JoinHandle
     })
 }
 
+/// A [`read_until_closed`] task for each socket of [`open`].
+fn read_all_until_closed(sockets: Vec<(Client, String)>) -> Vec<tokio::task::JoinHandle<Ending>> {
+    sockets
+        .into_iter()
+        .map(|(ws, id)| read_until_closed(ws, id))
+        .collect()
+}
+
+/// What each reader saw, in order; each bounded by [`within`].
+async fn endings(readers: Vec<tokio::task::JoinHandle<Ending>>) -> Vec<Ending> {
+    let mut endings = Vec::with_capacity(readers.len());
+    for reader in readers {
+        endings.push(within("client sees Close", reader).await.expect("reader"));
+    }
+    endings
+}
+
 /// The `CloseSent` events reported so far, by session id.
 fn close_times(node: &mut Node) -> HashMap<String, Instant> {
     node.drain_events()
@@ -106,19 +123,13 @@ async fn every_socket_gets_1001_spread_over_the_window() {
     let mut node = Node::start(layer_with(&drain)).await;
     let sockets = open(&node, CLIENTS).await;
     assert_eq!(drain.active(), CLIENTS);
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|(ws, id)| read_until_closed(ws, id))
-        .collect();
+    let readers = read_all_until_closed(sockets);
 
     let before = Instant::now();
     assert!(drain.start());
     let after = Instant::now();
 
-    let mut endings = Vec::new();
-    for reader in readers {
-        endings.push(within("client sees Close", reader).await.expect("reader"));
-    }
+    let endings = endings(readers).await;
     assert_eq!(drain.wait(LONG).await, DrainOutcome::Drained);
     assert_eq!(drain.active(), 0);
 
@@ -171,11 +182,7 @@ async fn a_close_delay_holds_the_closes_but_not_the_refusals() {
         .close_spread(window)
         .build();
     let mut node = Node::start(layer_with(&drain)).await;
-    let readers: Vec<_> = open(&node, CLIENTS)
-        .await
-        .into_iter()
-        .map(|(ws, id)| read_until_closed(ws, id))
-        .collect();
+    let readers = read_all_until_closed(open(&node, CLIENTS).await);
 
     let before = Instant::now();
     assert!(drain.start());
@@ -193,10 +200,7 @@ async fn a_close_delay_holds_the_closes_but_not_the_refusals() {
         assert_eq!(active, CLIENTS, "no socket closed during the delay");
     }
 
-    let mut endings = Vec::new();
-    for reader in readers {
-        endings.push(within("client sees Close", reader).await.expect("reader"));
-    }
+    let endings = endings(readers).await;
     assert_eq!(drain.wait(LONG).await, DrainOutcome::Drained);
     let close_at = close_times(&mut node);
     assert_eq!(close_at.len(), CLIENTS);
@@ -411,10 +415,7 @@ async fn start_twice_is_harmless() {
     let mut node = Node::start(layer_with(&drain)).await;
     let sockets = open(&node, CLIENTS).await;
     let probe = drain.guard();
-    let mut readers: Vec<_> = sockets
-        .into_iter()
-        .map(|(ws, id)| read_until_closed(ws, id))
-        .collect();
+    let readers = read_all_until_closed(sockets);
 
     let before = Instant::now();
     assert!(drain.start());
@@ -437,8 +438,7 @@ async fn start_twice_is_harmless() {
     );
 
     let mut signalled = vec![first.to_string()];
-    for reader in readers.drain(..) {
-        let end = within("client sees Close", reader).await.expect("reader");
+    for end in endings(readers).await {
         assert_eq!(end.code, Some(CloseCode::Away));
         assert_eq!(end.extra_closes, 0, "signalled once: {end:?}");
     }
@@ -487,12 +487,11 @@ async fn a_thousand_sockets_drain() {
 
     let started = Instant::now();
     assert!(drain.start());
-    let mut away = 0;
-    for reader in readers {
-        let end = within("client sees Close", reader).await.expect("reader");
-        away += usize::from(end.code == Some(CloseCode::Away));
-    }
-    assert_eq!(away, CLIENTS);
+    let endings = endings(readers).await;
+    let away = endings
+        .iter()
+        .filter(|end| end.code == Some(CloseCode::Away));
+    assert_eq!(away.count(), CLIENTS);
     assert_eq!(drain.wait(LONG).await, DrainOutcome::Drained);
     assert_eq!(drain.active(), 0);
     eprintln!(
