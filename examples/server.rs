@@ -199,7 +199,7 @@ fn main() -> ExitCode {
     if needed >= opts.drain_timeout {
         eprintln!(
             "server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} for a close \
-             handshake is {needed:?}, over --drain-timeout {:?}: the last sockets may be cut \
+             handshake is {needed:?}, not below --drain-timeout {:?}: the last sockets may be cut \
              without a close frame",
             opts.drain_timeout
         );
