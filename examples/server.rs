@@ -20,9 +20,9 @@
 //! On SIGTERM or Ctrl-C the server drains: the health check turns `503`, new
 //! upgrades get `503` + `Retry-After`, open sockets are closed over the close
 //! spread once the close delay is over, and the process exits (status 0) when
-//! the last socket is gone or the drain timeout passes. The listener stays open while draining so that the
-//! load balancer sees the failing health check and clients see `Retry-After`.
-//! A second signal exits at once (status 1).
+//! the last socket is gone or the drain timeout passes. The listener stays
+//! open while draining so that the load balancer sees the failing health check
+//! and clients see `Retry-After`. A second signal exits at once (status 1).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -198,9 +198,9 @@ fn main() -> ExitCode {
         .saturating_add(CLOSE_HANDSHAKE_TIMEOUT);
     if needed >= opts.drain_timeout {
         eprintln!(
-            "server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} for a close \
-             handshake is {needed:?}, not below --drain-timeout {:?}: the last sockets may be cut \
-             without a close frame",
+            "server: warning: --close-delay + --close-spread + {CLOSE_HANDSHAKE_TIMEOUT:?} \
+             for a close handshake is {needed:?}, not below --drain-timeout {:?}: the last \
+             sockets may be cut without a close frame",
             opts.drain_timeout
         );
     }
