@@ -19,7 +19,8 @@
 //!
 //! On SIGTERM or Ctrl-C: the [`Drain`] starts (health `503`, new upgrades
 //! `503` + `Retry-After`, sockets closed over the spread after the close
-//! delay), the process waits for the sockets or the drain timeout, then
+//! delay), the process waits for the sockets and the close delay, or for the
+//! drain timeout, then
 //! hyper-util's `GracefulShutdown` lets the remaining HTTP connections finish,
 //! and it exits with status 0.
 

@@ -20,7 +20,8 @@
 //! On SIGTERM or Ctrl-C the server drains: the health check turns `503`, new
 //! upgrades get `503` + `Retry-After`, open sockets are closed over the close
 //! spread once the close delay is over, and the process exits (status 0) when
-//! the last socket is gone or the drain timeout passes. The listener stays
+//! the last socket is gone and the close delay is over, or when the drain
+//! timeout passes. The listener stays
 //! open while draining so that the load balancer sees the failing health check
 //! and clients see `Retry-After`. A second signal exits at once (status 1).
 

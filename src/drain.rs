@@ -15,7 +15,8 @@
 //!    once the balancer has had time to see the failing health check, so that
 //!    clients closed early do not come straight back to this node;
 //! 3. lets the app wait for the last guard to drop, with
-//!    [`closed`](Drain::closed) or [`wait`](Drain::wait) (with a deadline).
+//!    [`closed`](Drain::closed), or, before exiting, with [`wait`](Drain::wait),
+//!    which has a deadline and also waits out the close delay.
 //!
 //! # How it works
 //!
@@ -303,15 +304,51 @@ impl Drain {
         }
     }
 
-    /// Waits until no socket is tracked, or until `deadline` passes, whichever
-    /// comes first. Keep the deadline below the load balancer's deregistration
-    /// delay (AWS ALB: 300 s by default) so the process exits before the
-    /// balancer gives up on it, and above the close delay plus the close
-    /// spread plus a close handshake, so the last sockets get their `1001`.
+    /// Waits until the drain is done, or until `deadline` passes, whichever
+    /// comes first. Done means no socket is tracked and, once draining
+    /// started, the [close delay](DrainBuilder::close_delay) is over: until
+    /// then the balancer may still route here, so the process must keep its
+    /// listener open (health `503`, upgrades refused with `503`) rather than
+    /// exit and have connections refused. Without a close delay, done is the
+    /// same as [`closed`](Self::closed).
+    ///
+    /// Keep the deadline below the load balancer's deregistration delay (AWS
+    /// ALB: 300 s by default) so the process exits before the balancer gives
+    /// up on it, and above the close delay plus the close spread plus a close
+    /// handshake, so the last sockets get their `1001`. A deadline that ends
+    /// within the close delay gives
+    /// [`TimedOut`](DrainOutcome::TimedOut), even with no socket open.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower_sticky_upgrade::{Drain, DrainOutcome};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::builder().close_delay(Duration::from_secs(8)).build();
+    /// let started = Instant::now();
+    /// drain.start();
+    /// // No socket is open, but the balancer may route here for 8 s more.
+    /// assert_eq!(drain.wait(Duration::from_secs(30)).await, DrainOutcome::Drained);
+    /// assert!(started.elapsed() >= Duration::from_secs(8));
+    /// # }
+    /// ```
     pub fn wait(&self, deadline: Duration) -> impl Future<Output = DrainOutcome> + Send + 'static {
         let this = self.clone();
         async move {
-            match tokio::time::timeout(deadline, this.closed()).await {
+            let done = async {
+                this.closed().await;
+                if let Some(&start) = this.inner.started.get() {
+                    let delay_over = start + this.inner.close_delay;
+                    if Instant::now() < delay_over {
+                        tokio::time::sleep_until(delay_over).await;
+                        // The app may have taken a guard of its own meanwhile.
+                        this.closed().await;
+                    }
+                }
+            };
+            match tokio::time::timeout(deadline, done).await {
                 Ok(()) => DrainOutcome::Drained,
                 Err(_) => DrainOutcome::TimedOut {
                     still_open: this.active(),
@@ -722,6 +759,81 @@ mod tests {
         let outcome = drain.wait(Duration::from_secs(5)).await;
         assert_eq!(outcome, DrainOutcome::Drained);
         assert_eq!(drain.active(), 0);
+    }
+
+    /// With a close delay, `wait` keeps the process up until the delay is
+    /// over even when no socket is open: the balancer may still route here
+    /// until then. `closed` does not wait for it.
+    #[tokio::test(start_paused = true)]
+    async fn wait_lasts_at_least_the_close_delay() {
+        let delay = Duration::from_secs(8);
+        let drain = Drain::builder().close_delay(delay).build();
+        let started = Instant::now();
+        drain.start();
+        drain.closed().await;
+        assert_eq!(
+            Instant::now(),
+            started,
+            "closed() does not wait for the delay"
+        );
+
+        let early = drain.wait(delay - Duration::from_millis(1)).await;
+        assert_eq!(early, DrainOutcome::TimedOut { still_open: 0 });
+        assert_eq!(
+            drain.wait(Duration::from_secs(30)).await,
+            DrainOutcome::Drained
+        );
+        assert_eq!(Instant::now(), started + delay);
+
+        // Once the delay is over, nothing more to wait for.
+        let later = Instant::now();
+        assert_eq!(
+            drain.wait(Duration::from_secs(30)).await,
+            DrainOutcome::Drained
+        );
+        assert_eq!(Instant::now(), later);
+    }
+
+    /// A socket that outlasts the delay is waited for; one that closes early
+    /// does not end the wait before the delay does; and a guard taken during
+    /// the delay is waited for too.
+    #[tokio::test(start_paused = true)]
+    async fn wait_needs_both_the_delay_and_the_last_guard() {
+        let delay = Duration::from_secs(5);
+        let drain = Drain::builder()
+            .close_delay(delay)
+            .close_spread(Duration::ZERO)
+            .build();
+        let started = Instant::now();
+        let quick = drain.guard();
+        drain.start();
+        let waiter = tokio::spawn(drain.wait(Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(quick);
+        // Nothing is open now; then a guard is taken during the delay, and
+        // dropped 3 s after it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiter.is_finished(), "the delay is not over");
+        let late = drain.guard();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(started + delay + Duration::from_secs(3)).await;
+            drop(late);
+        });
+        assert_eq!(waiter.await.unwrap(), DrainOutcome::Drained);
+        assert_eq!(Instant::now(), started + delay + Duration::from_secs(3));
+    }
+
+    /// Before `start`, there is no delay to wait for: `wait` is `closed`
+    /// with a deadline.
+    #[tokio::test(start_paused = true)]
+    async fn wait_before_start_ignores_the_delay() {
+        let drain = Drain::builder().close_delay(Duration::from_secs(8)).build();
+        let before = Instant::now();
+        assert_eq!(
+            drain.wait(Duration::from_secs(30)).await,
+            DrainOutcome::Drained
+        );
+        assert_eq!(Instant::now(), before);
     }
 
     /// However long the window, close times stay representable: a window

@@ -137,8 +137,9 @@
 //!    closed while the balancer still routes here); the app sends close code
 //!    `1001` (going away) and the client reconnects, landing on a live node
 //!    with [`Affinity::Migrated`] and the same session id;
-//! 4. the process exits when [`Drain::wait`] reports that every socket is gone,
-//!    or when its deadline passes.
+//! 4. the process exits when [`Drain::wait`] reports that every socket is gone
+//!    and the close delay is over (an idle node stays up and answers `503`
+//!    until the balancer has stopped routing here), or when its deadline passes.
 //!
 //! Choosing the numbers: keep the drain deadline below the balancer's
 //! deregistration delay (AWS ALB: 300 s by default, 0 to 3600) and above the

@@ -439,6 +439,25 @@ mod axum_server {
         );
     }
 
+    /// With a close delay, an idle node keeps answering (health `503`) until
+    /// the delay is over, rather than exit and have the balancer's next
+    /// connection refused.
+    #[tokio::test]
+    async fn sigterm_when_idle_stays_up_for_the_close_delay() {
+        let server = start(&["--close-delay", "2", "--drain-timeout", "20"]);
+        let addr = server.addr;
+        let since = Instant::now();
+        server.sigterm();
+        wait_for_health(addr, 503).await;
+        let (status, took) = exit_status(server, Duration::from_secs(15), since).await;
+        assert_eq!(status.code(), Some(0));
+        // A lower bound, as the drain starts after `since`.
+        assert!(
+            took >= Duration::from_secs(2),
+            "exited during the delay: {took:?}"
+        );
+    }
+
     #[tokio::test]
     async fn drain_timeout_bounds_the_exit_when_a_client_ignores_close() {
         let server = start(&["--close-spread", "0", "--drain-timeout", "1.5"]);
@@ -821,6 +840,22 @@ mod hyper_server {
         let (status, took) = exit_status(server, Duration::from_secs(20), since).await;
         assert_eq!(status.code(), Some(0));
         assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    /// As for the axum example: idle, it stays up until the close delay is over.
+    #[tokio::test]
+    async fn sigterm_when_idle_stays_up_for_the_close_delay() {
+        let server = start(&["--close-delay", "2", "--drain-timeout", "20"]);
+        let addr = server.addr;
+        let since = Instant::now();
+        server.sigterm();
+        wait_for_health(addr, 503).await;
+        let (status, took) = exit_status(server, Duration::from_secs(15), since).await;
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            took >= Duration::from_secs(2),
+            "exited during the delay: {took:?}"
+        );
     }
 }
 
