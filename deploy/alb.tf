@@ -16,10 +16,13 @@
 #
 # The `app_*` variables restate the nodes' own flags (`--drain-timeout`,
 # `--close-delay`, `--close-spread`, `--retry-after`, `--ping-interval`) so that the timing
-# rules of deploy/README.md are checked at plan time.
+# rules of deploy/README.md are checked at plan time. They have no defaults on
+# purpose: checks of values nobody runs would pass for nothing.
 #
 # Usage: terraform init && terraform apply -var vpc_id=… -var 'subnet_ids=[…]'
 #        -var certificate_arn=… -var 'target_ids=[…]'
+#        -var app_drain_timeout=25 -var app_close_delay=0 -var app_close_spread=10
+#        -var app_retry_after=10 -var app_ping_interval=25   (your nodes' flags)
 # Register targets here (target_ids) or from an Auto Scaling group / ECS
 # service with the `target_group_arn` output.
 
@@ -146,31 +149,26 @@ variable "unhealthy_threshold" {
 variable "app_drain_timeout" {
   description = "The nodes' `--drain-timeout`, in seconds."
   type        = number
-  default     = 25
 }
 
 variable "app_close_delay" {
   description = "The nodes' `--close-delay`, in seconds: 0 when targets are deregistered before they get SIGTERM, else about health_check_interval × unhealthy_threshold."
   type        = number
-  default     = 0
 }
 
 variable "app_close_spread" {
   description = "The nodes' `--close-spread`, in seconds."
   type        = number
-  default     = 10
 }
 
 variable "app_retry_after" {
   description = "The nodes' `--retry-after`, in seconds."
   type        = number
-  default     = 10
 }
 
 variable "app_ping_interval" {
   description = "The nodes' (or clients') WebSocket ping interval in seconds; 0 if none."
   type        = number
-  default     = 25
 }
 
 resource "aws_security_group" "lb" {
@@ -270,6 +268,13 @@ resource "aws_lb_target_group" "ws" {
 }
 
 # A recommendation rather than a rule: reported as a warning at plan time.
+check "quiet_sockets_are_pinged" {
+  assert {
+    condition     = var.app_ping_interval > 0
+    error_message = "app_ping_interval is 0: unless the clients ping, ALB closes WebSockets that stay quiet for idle_timeout seconds."
+  }
+}
+
 check "retry_after_covers_health_check" {
   assert {
     condition     = var.app_retry_after >= var.health_check_interval * var.unhealthy_threshold

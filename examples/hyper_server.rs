@@ -433,8 +433,8 @@ async fn serve_socket<S>(
     {
         return;
     }
-    // Made once, outside the loop: its close time is fixed, and re-making it
-    // for every message would re-arm its timer each time during the spread.
+    // Made once, outside the loop: re-made for every message it would still
+    // resolve at the same instant, but box a new timer each time.
     let reason = {
         let closing = guard.closing();
         tokio::pin!(closing);

@@ -419,8 +419,8 @@ async fn serve_socket(
         let start = tokio::time::Instant::now() + state.ping_interval;
         tokio::time::interval_at(start, state.ping_interval)
     });
-    // Made once, outside the loop: its close time is fixed, and re-making it
-    // for every message would re-arm its timer each time during the spread.
+    // Made once, outside the loop: re-made for every message it would still
+    // resolve at the same instant, but box a new timer each time.
     let reason = {
         let closing = guard.closing();
         tokio::pin!(closing);

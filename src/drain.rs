@@ -547,7 +547,9 @@ impl DrainGuard {
     /// closes at once.
     ///
     /// Cancel-safe: the close time is fixed when draining starts, so calling it
-    /// again (as in a `tokio::select!` loop) waits for the same instant.
+    /// again (as in a `tokio::select!` loop) waits for the same instant. Make it
+    /// once per socket all the same: each new future boxes a new timer once
+    /// draining has started.
     pub async fn closing(&self) {
         let start = loop {
             // A `Notified` receives `notify_waiters` from the moment it is

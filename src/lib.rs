@@ -93,7 +93,7 @@
 //!     };
 //!     let guard = session.guard();
 //!     upgrade.on_upgrade(move |mut socket| async move {
-//!         // Made once: re-made per message it would re-arm its timer each time.
+//!         // Made once: re-made per message it would box a new timer each time.
 //!         let closing = guard.closing();
 //!         tokio::pin!(closing);
 //!         loop {
