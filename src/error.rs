@@ -151,6 +151,13 @@ pub enum BuildError {
         /// The rejected origin.
         origin: String,
     },
+    /// An allowed origin contains `*`. Origins are compared whole, so a
+    /// pattern such as `https://*.example.com` would never match: list each
+    /// origin instead.
+    WildcardOrigin {
+        /// The rejected origin.
+        origin: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -244,6 +251,10 @@ impl fmt::Display for BuildError {
             Self::InvalidOrigin { origin } => write!(
                 f,
                 "allowed origin {origin:?} must look like scheme://host[:port] with no path"
+            ),
+            Self::WildcardOrigin { origin } => write!(
+                f,
+                "allowed origin {origin:?} contains `*`: patterns are not supported, list each origin"
             ),
         }
     }

@@ -342,8 +342,25 @@ impl StickyUpgradeBuilder {
     /// Refuse upgrades whose `Origin` is not one of `origins` with `403`, before
     /// the inner service runs (against cross-site WebSocket hijacking). Each is
     /// `scheme://host[:port]`, compared case-insensitively, default ports
-    /// ignored. Upgrades without `Origin` (non-browser clients) pass unless
-    /// `require_origin` is `true`. Default: no check.
+    /// ignored; patterns such as `https://*.example.com` are not supported
+    /// ([`BuildError::WildcardOrigin`]). Upgrades without `Origin`
+    /// (non-browser clients) pass unless `require_origin` is `true`. Default:
+    /// no check.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
+    ///
+    /// let layer = StickyUpgradeLayer::builder()
+    ///     .allowed_origins(["https://app.example.com", "http://localhost:3000"], false)
+    ///     .build();
+    /// assert!(layer.is_ok());
+    ///
+    /// let err = StickyUpgradeLayer::builder()
+    ///     .allowed_origins(["https://*.example.com"], false)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::WildcardOrigin { .. }));
+    /// ```
     pub fn allowed_origins<I, O>(mut self, origins: I, require_origin: bool) -> Self
     where
         I: IntoIterator<Item = O>,

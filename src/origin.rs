@@ -19,7 +19,12 @@ impl OriginPolicy {
     pub(crate) fn new(allowed: &[String], require: bool) -> Result<Self, BuildError> {
         let allowed = allowed
             .iter()
-            .map(|o| normalize(o).ok_or_else(|| BuildError::InvalidOrigin { origin: o.clone() }))
+            .map(|o| {
+                if o.contains('*') {
+                    return Err(BuildError::WildcardOrigin { origin: o.clone() });
+                }
+                normalize(o).ok_or_else(|| BuildError::InvalidOrigin { origin: o.clone() })
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { allowed, require })
     }
@@ -140,6 +145,17 @@ mod tests {
         ] {
             let err = OriginPolicy::new(&[bad.into()], false).unwrap_err();
             assert_eq!(err, BuildError::InvalidOrigin { origin: bad.into() });
+        }
+    }
+
+    /// A pattern would build and then refuse every browser upgrade with 403.
+    #[test]
+    fn wildcard_origins_fail_the_build() {
+        for bad in ["https://*.example.com", "*", "https://app.example.com:*"] {
+            let list = ["https://app.example.com".to_owned(), bad.to_owned()];
+            let err = OriginPolicy::new(&list, false).unwrap_err();
+            assert_eq!(err, BuildError::WildcardOrigin { origin: bad.into() });
+            assert!(err.to_string().contains("list each origin"), "{err}");
         }
     }
 }
