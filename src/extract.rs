@@ -75,8 +75,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
 /// `400`, since only upgrade requests carry a session; that includes requests
 /// that merely look like upgrades, such as `Connection: notupgrade`, which
 /// axum's `WebSocketUpgrade` lets through and the layer rightly does not tag.
-/// (A layer set to other [`protocols`](crate::StickyUpgradeBuilder::protocols)
-/// is not known here: without it, their upgrades are answered `400` too.)
+/// (A layer set to other
+/// [`upgrade_protocols`](crate::StickyUpgradeBuilder::upgrade_protocols) is not
+/// known here: without it, their upgrades are answered `400` too.)
 ///
 /// # Example
 ///
@@ -122,8 +123,9 @@ impl fmt::Display for MissingStickySession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_upgrade {
             f.write_str(
-                "missing request extension `StickySession`: add `StickyUpgradeLayer` to the router \
-                 (`Router::layer(StickyUpgradeLayer::new())`) so that it covers this route",
+                "missing request extension `StickySession` on a WebSocket upgrade: add \
+                 `StickyUpgradeLayer` to the router (`Router::layer(StickyUpgradeLayer::new())`) \
+                 so that it covers this route, and keep `websocket` in its `upgrade_protocols`",
             )
         } else {
             f.write_str(
@@ -232,5 +234,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+
+    /// A layer told to act on other protocols only (say, a subprotocol by
+    /// mistake) leaves WebSocket upgrades untagged: the message names that
+    /// cause too.
+    #[tokio::test]
+    async fn rejection_names_upgrade_protocols_as_a_cause() {
+        async fn needs(session: StickySession) -> String {
+            session.id().to_string()
+        }
+        let layer = StickyUpgradeLayer::builder()
+            .upgrade_protocols(["graphql-ws"])
+            .build()
+            .unwrap();
+        let app = Router::new().route("/ws", get(needs)).layer(layer);
+        let res = app.oneshot(upgrade_req()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body(res)
+            .await
+            .contains("`websocket` in its `upgrade_protocols`"));
     }
 }

@@ -307,7 +307,24 @@ impl StickyUpgradeBuilder {
     /// The upgrade protocols acted on, matched case-insensitively against the
     /// `Upgrade` header and the extended CONNECT `:protocol`. Replaces the
     /// default, `["websocket"]`.
-    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    ///
+    /// These are `Upgrade` tokens, not WebSocket subprotocols: a GraphQL or
+    /// STOMP socket still upgrades to `websocket`, and names its subprotocol
+    /// in `Sec-WebSocket-Protocol`, which the layer does not read. Leave the
+    /// default for WebSockets; a list without `websocket` leaves WebSocket
+    /// upgrades untouched (no session, no cookie).
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    ///
+    /// // WebSockets, and a custom protocol upgraded with `Upgrade: my-tunnel`.
+    /// let layer = StickyUpgradeLayer::builder()
+    ///     .upgrade_protocols(["websocket", "my-tunnel"])
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn upgrade_protocols<I, P>(mut self, protocols: I) -> Self
     where
         I: IntoIterator<Item = P>,
         P: Into<String>,
@@ -521,14 +538,14 @@ mod tests {
         let none: [&str; 0] = [];
         assert_eq!(
             StickyUpgradeLayer::builder()
-                .protocols(none)
+                .upgrade_protocols(none)
                 .build()
                 .unwrap_err(),
             BuildError::NoProtocols
         );
         assert_eq!(
             StickyUpgradeLayer::builder()
-                .protocols(["web socket"])
+                .upgrade_protocols(["web socket"])
                 .build()
                 .unwrap_err(),
             BuildError::InvalidProtocol {
