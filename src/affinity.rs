@@ -8,7 +8,7 @@
 //!
 //! Every byte is a cookie-octet (RFC 6265bis) and nothing is percent-encoded, since
 //! AWS ALB does not support URL-encoded cookie values. The longest value is
-//! `64 + 1 + 32 + 1 + 32` = 130 bytes; reading a value stops at the first byte
+//! `64 + 1 + 63 + 1 + 32` = 161 bytes; reading a value stops at the first byte
 //! that cannot belong to it, so a longer one is refused without reading on.
 
 use std::fmt;
@@ -182,7 +182,10 @@ impl std::error::Error for InvalidSessionId {}
 
 /// The tag of the node (process, pod, instance) that issued a cookie.
 ///
-/// 1 to [`NodeId::MAX_LEN`] bytes of `A-Z a-z 0-9 - _`. Stored inline.
+/// 1 to [`NodeId::MAX_LEN`] (63) bytes of `A-Z a-z 0-9 - _`. Stored inline.
+/// No dots: they separate the parts of the cookie value. A pod name (the
+/// `HOSTNAME` Kubernetes sets) fits as it is; for a host name with dots, such
+/// as EC2's `ip-10-0-1-23.eu-west-1.compute.internal`, take its first label.
 ///
 /// # Example
 ///
@@ -192,13 +195,19 @@ impl std::error::Error for InvalidSessionId {}
 /// let node = NodeId::new("eu-west-1a_7").unwrap();
 /// assert_eq!(node.as_str(), "eu-west-1a_7");
 /// assert!(NodeId::new("with.dot").is_err());
+///
+/// // A host name with dots: its first label.
+/// let host = "ip-10-0-1-23.eu-west-1.compute.internal";
+/// let label = host.split('.').next().unwrap_or(host);
+/// assert_eq!(NodeId::new(label).unwrap().as_str(), "ip-10-0-1-23");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(InlineStr<{ NodeId::MAX_LEN }>);
 
 impl NodeId {
-    /// The longest node id, in bytes.
-    pub const MAX_LEN: usize = 32;
+    /// The longest node id, in bytes: 63, the longest DNS label, and so the
+    /// longest host name Kubernetes gives a pod.
+    pub const MAX_LEN: usize = 63;
 
     /// Checks and wraps `node`.
     ///
@@ -251,7 +260,7 @@ impl fmt::Display for NodeId {
 /// let err = NodeId::new("node 1").unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"node id "node 1" is invalid: it must be 1 to 32 characters of A-Z, a-z, 0-9, '-' or '_'"#
+///     r#"node id "node 1" is invalid: it must be 1 to 63 characters of A-Z, a-z, 0-9, '-' or '_'"#
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -992,7 +1001,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "node id {cut:?}… ({} bytes) is invalid: it must be 1 to 32 characters of \
+                "node id {cut:?}… ({} bytes) is invalid: it must be 1 to 63 characters of \
                  A-Z, a-z, 0-9, '-' or '_'",
                 value.len()
             )
