@@ -242,7 +242,8 @@ impl StickyUpgradeBuilder {
         self
     }
 
-    /// The `Max-Age` attribute, in whole seconds, from 1 second to 400 days.
+    /// The `Max-Age` attribute, in whole seconds (a fraction is dropped: a
+    /// cookie must not outlive what was asked), from 1 second to 400 days.
     /// Default: none, so the cookie lasts for the browser session.
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.cookie.max_age = Some(max_age);
@@ -343,7 +344,7 @@ impl StickyUpgradeBuilder {
     }
 
     /// The `Retry-After` of upgrades refused while draining, in whole seconds
-    /// (rounded up). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
+    /// (rounded up: a client must not come back sooner than asked). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self
