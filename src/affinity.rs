@@ -8,7 +8,7 @@
 //!
 //! Every byte is a cookie-octet (RFC 6265bis) and nothing is percent-encoded, since
 //! AWS ALB does not support URL-encoded cookie values. The longest value is
-//! `64 + 1 + 63 + 1 + 32` = 161 bytes; reading a value stops at the first byte
+//! `64 + 1 + 32 + 1 + 32` = 130 bytes; reading a value stops at the first byte
 //! that cannot belong to it, so a longer one is refused without reading on.
 
 use std::fmt;
@@ -182,10 +182,15 @@ impl std::error::Error for InvalidSessionId {}
 
 /// The tag of the node (process, pod, instance) that issued a cookie.
 ///
-/// 1 to [`NodeId::MAX_LEN`] (63) bytes of `A-Z a-z 0-9 - _`. Stored inline.
-/// No dots: they separate the parts of the cookie value. A pod name (the
-/// `HOSTNAME` Kubernetes sets) fits as it is; for a host name with dots, such
-/// as EC2's `ip-10-0-1-23.eu-west-1.compute.internal`, take its first label.
+/// 1 to [`NodeId::MAX_LEN`] (32) bytes of `A-Z a-z 0-9 - _`. Stored inline,
+/// in every session, so kept short. No dots: they separate the parts of the
+/// cookie value.
+///
+/// A host name may not fit as it is: a Kubernetes pod name can be longer
+/// than 32 characters, and an EC2 host name has dots. The node id only has to
+/// tell apart the nodes behind one balancer, so take the first label of the
+/// host name and, if it is too long, its last 32 characters: a pod name ends
+/// in its unique part (the replica set's hash and the pod's own suffix).
 ///
 /// # Example
 ///
@@ -196,18 +201,22 @@ impl std::error::Error for InvalidSessionId {}
 /// assert_eq!(node.as_str(), "eu-west-1a_7");
 /// assert!(NodeId::new("with.dot").is_err());
 ///
-/// // A host name with dots: its first label.
-/// let host = "ip-10-0-1-23.eu-west-1.compute.internal";
-/// let label = host.split('.').next().unwrap_or(host);
-/// assert_eq!(NodeId::new(label).unwrap().as_str(), "ip-10-0-1-23");
+/// /// The first label of a host name, cut to its last `NodeId::MAX_LEN` characters.
+/// fn node_id_from_host(host: &str) -> Option<NodeId> {
+///     let label = host.split('.').next()?;
+///     NodeId::new(&label[label.len().saturating_sub(NodeId::MAX_LEN)..]).ok()
+/// }
+/// let pod = "websocket-gateway-7d9f8c6b5d-x2k4q"; // 34 characters
+/// assert_eq!(node_id_from_host(pod).unwrap().as_str(), "bsocket-gateway-7d9f8c6b5d-x2k4q");
+/// let ec2 = "ip-10-0-1-23.eu-west-1.compute.internal";
+/// assert_eq!(node_id_from_host(ec2).unwrap().as_str(), "ip-10-0-1-23");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(InlineStr<{ NodeId::MAX_LEN }>);
 
 impl NodeId {
-    /// The longest node id, in bytes: 63, the longest DNS label, and so the
-    /// longest host name Kubernetes gives a pod.
-    pub const MAX_LEN: usize = 63;
+    /// The longest node id, in bytes.
+    pub const MAX_LEN: usize = 32;
 
     /// Checks and wraps `node`.
     ///
@@ -260,7 +269,7 @@ impl fmt::Display for NodeId {
 /// let err = NodeId::new("node 1").unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"node id "node 1" is invalid: it must be 1 to 63 characters of A-Z, a-z, 0-9, '-' or '_'"#
+///     r#"node id "node 1" is invalid: it must be 1 to 32 characters of A-Z, a-z, 0-9, '-' or '_'"#
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1001,7 +1010,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "node id {cut:?}… ({} bytes) is invalid: it must be 1 to 63 characters of \
+                "node id {cut:?}… ({} bytes) is invalid: it must be 1 to 32 characters of \
                  A-Z, a-z, 0-9, '-' or '_'",
                 value.len()
             )

@@ -155,7 +155,7 @@
 //! The value is `ID[.NODE][.SIGNATURE]` in cookie-octets, never percent-encoded
 //! (ALB does not support encoded values). It is read from every `Cookie` field
 //! in one linear, allocation-free pass; a value longer than any this layer
-//! writes (161 bytes at most), outside cookie-octets, of the wrong shape, or
+//! writes (130 bytes at most), outside cookie-octets, of the wrong shape, or
 //! with a bad signature is treated as absent and a new id is issued.
 //!
 //! **The id is a routing key, not a credential.** It tells the load balancer

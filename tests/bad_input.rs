@@ -493,7 +493,7 @@ async fn cookie_invalid_in_first_field_valid_in_second_field_keeps_valid() {
 
 #[tokio::test]
 async fn cookie_value_too_long_is_invalid_new_id_issued() {
-    // A valid id padded past any length the codec accepts (161 bytes).
+    // A valid id padded past any length the codec accepts (130 bytes).
     let id = UuidV4.generate();
     assert_issued_for_cookie(&format!("{NAME}={id}{}", "a".repeat(300)), true).await;
     // A value of 4 KiB of cookie-octets.

@@ -27,7 +27,7 @@
 //! 3. among pairs named exactly `WS_SESSION_ID` (case-sensitive), the first
 //!    whose value the reference decoder accepts wins: `ID` or `ID.NODE` with
 //!    `ID` a lower-case hyphenated UUID v4 (version nibble 4, variant 8–b) and
-//!    `NODE` 1–63 bytes of `A-Z a-z 0-9 - _`;
+//!    `NODE` 1–32 bytes of `A-Z a-z 0-9 - _`;
 //! 4. the layer must then report `Kept` (no tag, or tag `here`) or
 //!    `Migrated { from: NODE }` with that id and re-issue `ID.here`; with no
 //!    winner, `Issued`; and `invalid_cookies` rises iff some pair with the name
@@ -97,7 +97,7 @@ fn node_tag() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => Just(HERE.to_owned()),
         2 => Just("other".to_owned()),
-        2 => prop::collection::vec(select(chars), 1..=63)
+        2 => prop::collection::vec(select(chars), 1..=32)
             .prop_map(|v| String::from_utf8(v).unwrap()),
     ]
 }

@@ -50,7 +50,7 @@ pub fn reference_decode_with(value: &[u8], rule: IdRule) -> Option<(String, Opti
     let node_ok = match node {
         None => true,
         Some(n) => {
-            (1..=63).contains(&n.len())
+            (1..=32).contains(&n.len())
                 && n.iter()
                     .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         }
