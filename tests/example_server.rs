@@ -170,6 +170,23 @@ async fn assert_look_alike_upgrade_is_a_400(addr: std::net::SocketAddr) {
     assert!(!res.contains("set-cookie"), "{res}");
 }
 
+/// Sends SIGTERM to an idle `server` started with `--close-delay 2`: it must
+/// answer health `503` and stay up until the delay is over, rather than exit
+/// and have the balancer's next connection refused; then exit with status 0.
+async fn assert_idle_stays_up_for_the_close_delay(server: Server) {
+    let addr = server.addr;
+    let since = Instant::now();
+    server.sigterm();
+    wait_for_health(addr, 503).await;
+    let (status, took) = exit_status(server, Duration::from_secs(15), since).await;
+    assert_eq!(status.code(), Some(0));
+    // A lower bound, as the drain starts after `since`.
+    assert!(
+        took >= Duration::from_secs(2),
+        "exited during the delay: {took:?}"
+    );
+}
+
 /// Polls `/ws-health` until it answers `status`, for up to `STEP`.
 async fn wait_for_health(addr: std::net::SocketAddr, status: u16) {
     let deadline = Instant::now() + STEP;
@@ -439,23 +456,15 @@ mod axum_server {
         );
     }
 
-    /// With a close delay, an idle node keeps answering (health `503`) until
-    /// the delay is over, rather than exit and have the balancer's next
-    /// connection refused.
     #[tokio::test]
     async fn sigterm_when_idle_stays_up_for_the_close_delay() {
-        let server = start(&["--close-delay", "2", "--drain-timeout", "20"]);
-        let addr = server.addr;
-        let since = Instant::now();
-        server.sigterm();
-        wait_for_health(addr, 503).await;
-        let (status, took) = exit_status(server, Duration::from_secs(15), since).await;
-        assert_eq!(status.code(), Some(0));
-        // A lower bound, as the drain starts after `since`.
-        assert!(
-            took >= Duration::from_secs(2),
-            "exited during the delay: {took:?}"
-        );
+        assert_idle_stays_up_for_the_close_delay(start(&[
+            "--close-delay",
+            "2",
+            "--drain-timeout",
+            "20",
+        ]))
+        .await;
     }
 
     #[tokio::test]
@@ -842,20 +851,15 @@ mod hyper_server {
         assert!(took < Duration::from_secs(10), "{took:?}");
     }
 
-    /// As for the axum example: idle, it stays up until the close delay is over.
     #[tokio::test]
     async fn sigterm_when_idle_stays_up_for_the_close_delay() {
-        let server = start(&["--close-delay", "2", "--drain-timeout", "20"]);
-        let addr = server.addr;
-        let since = Instant::now();
-        server.sigterm();
-        wait_for_health(addr, 503).await;
-        let (status, took) = exit_status(server, Duration::from_secs(15), since).await;
-        assert_eq!(status.code(), Some(0));
-        assert!(
-            took >= Duration::from_secs(2),
-            "exited during the delay: {took:?}"
-        );
+        assert_idle_stays_up_for_the_close_delay(start(&[
+            "--close-delay",
+            "2",
+            "--drain-timeout",
+            "20",
+        ]))
+        .await;
     }
 }
 
