@@ -633,17 +633,60 @@ mod tests {
         assert_eq!(got, BuildError::PartitionedWithoutSecure);
     }
 
+    /// The defaults, named `name`.
+    fn named(name: &str) -> CookieAttributes {
+        CookieAttributes {
+            name: name.into(),
+            ..attrs()
+        }
+    }
+
+    /// `named(name)` with `change` applied fails to build with `want`.
+    fn assert_rejected(name: &str, change: impl FnOnce(&mut CookieAttributes), want: BuildError) {
+        let mut a = named(name);
+        change(&mut a);
+        assert_eq!(build_err(a), want, "{name}");
+    }
+
+    /// The `__Host-` rules: Secure, no Domain, `Path=/`; the defaults pass.
+    fn assert_host_prefix_rules(name: &str) {
+        assert_rejected(
+            name,
+            |a| a.secure = false,
+            BuildError::HostPrefixWithoutSecure { name: name.into() },
+        );
+        assert_rejected(
+            name,
+            |a| a.domain = Some("example.com".into()),
+            BuildError::HostPrefixWithDomain { name: name.into() },
+        );
+        assert_rejected(
+            name,
+            |a| a.path = "/app".into(),
+            BuildError::HostPrefixWithPath {
+                name: name.into(),
+                path: "/app".into(),
+            },
+        );
+        assert!(named(name).build().is_ok(), "{name}");
+    }
+
+    /// The HttpOnly rule of `__Http-` and `__Host-Http-`.
+    fn assert_http_only_rule(name: &str) {
+        assert_rejected(
+            name,
+            |a| a.http_only = false,
+            BuildError::HttpPrefixWithoutHttpOnly { name: name.into() },
+        );
+    }
+
     #[test]
     fn build_rejects_secure_prefix_without_secure_in_any_case() {
         for name in ["__Secure-x", "__secure-x", "__SECURE-x"] {
-            let got = build_err(CookieAttributes {
-                name: name.into(),
-                secure: false,
-                ..attrs()
-            });
-            assert_eq!(
-                got,
-                BuildError::SecurePrefixWithoutSecure { name: name.into() }
+            assert_rejected(
+                name,
+                |a| a.secure = false,
+                BuildError::SecurePrefixWithoutSecure { name: name.into() },
             );
         }
     }
@@ -651,72 +694,24 @@ mod tests {
     #[test]
     fn build_applies_host_prefix_rules_in_any_case() {
         for name in ["__Host-x", "__host-x", "__HOST-x"] {
-            let no_secure = build_err(CookieAttributes {
-                name: name.into(),
-                secure: false,
-                ..attrs()
-            });
-            assert_eq!(
-                no_secure,
-                BuildError::HostPrefixWithoutSecure { name: name.into() }
-            );
-            let domain = build_err(CookieAttributes {
-                name: name.into(),
-                domain: Some("example.com".into()),
-                ..attrs()
-            });
-            assert_eq!(
-                domain,
-                BuildError::HostPrefixWithDomain { name: name.into() }
-            );
-            let path = build_err(CookieAttributes {
-                name: name.into(),
-                path: "/app".into(),
-                ..attrs()
-            });
-            assert_eq!(
-                path,
-                BuildError::HostPrefixWithPath {
-                    name: name.into(),
-                    path: "/app".into()
-                }
-            );
-            assert!(CookieAttributes {
-                name: name.into(),
-                ..attrs()
-            }
-            .build()
-            .is_ok());
+            assert_host_prefix_rules(name);
         }
     }
 
     #[test]
     fn build_applies_http_prefix_rules_in_any_case() {
         for name in ["__Http-x", "__http-x", "__HTTP-x"] {
-            let no_secure = build_err(CookieAttributes {
-                name: name.into(),
-                secure: false,
-                ..attrs()
-            });
-            assert_eq!(
-                no_secure,
-                BuildError::HttpPrefixWithoutSecure { name: name.into() }
+            assert_rejected(
+                name,
+                |a| a.secure = false,
+                BuildError::HttpPrefixWithoutSecure { name: name.into() },
             );
-            let no_http_only = build_err(CookieAttributes {
-                name: name.into(),
-                http_only: false,
-                ..attrs()
-            });
-            assert_eq!(
-                no_http_only,
-                BuildError::HttpPrefixWithoutHttpOnly { name: name.into() }
-            );
+            assert_http_only_rule(name);
             // Unlike `__Host-`, it allows any Path and a Domain.
             assert!(CookieAttributes {
-                name: name.into(),
                 path: "/app".into(),
                 domain: Some("example.com".into()),
-                ..attrs()
+                ..named(name)
             }
             .build()
             .is_ok());
@@ -726,46 +721,14 @@ mod tests {
     #[test]
     fn build_applies_host_and_http_prefix_rules_to_host_http() {
         for name in ["__Host-Http-x", "__host-http-x", "__HOST-HTTP-x"] {
-            let no_http_only = build_err(CookieAttributes {
-                name: name.into(),
-                http_only: false,
-                ..attrs()
-            });
-            assert_eq!(
-                no_http_only,
-                BuildError::HttpPrefixWithoutHttpOnly { name: name.into() }
-            );
-            let no_secure = build_err(CookieAttributes {
-                name: name.into(),
-                secure: false,
-                ..attrs()
-            });
-            assert_eq!(
-                no_secure,
-                BuildError::HostPrefixWithoutSecure { name: name.into() }
-            );
-            let domain = build_err(CookieAttributes {
-                name: name.into(),
-                domain: Some("example.com".into()),
-                ..attrs()
-            });
-            assert_eq!(
-                domain,
-                BuildError::HostPrefixWithDomain { name: name.into() }
-            );
-            assert!(CookieAttributes {
-                name: name.into(),
-                ..attrs()
-            }
-            .build()
-            .is_ok());
+            assert_http_only_rule(name);
+            assert_host_prefix_rules(name);
         }
         // The prefix is `__Host-Http-` exactly: a name that only looks close
         // is a plain `__Host-` name, with no HttpOnly rule.
         assert!(CookieAttributes {
-            name: "__Host-Httpx".into(),
             http_only: false,
-            ..attrs()
+            ..named("__Host-Httpx")
         }
         .build()
         .is_ok());
