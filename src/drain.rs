@@ -268,7 +268,7 @@ impl Drain {
         // during the close delay too, it takes the next place in the window:
         // guards arriving during the delay must not all close at its end.
         let window_open = match self.inner.started.get() {
-            Some(&start) => Instant::now() >= start + self.inner.close_delay,
+            Some(&start) => Instant::now() >= self.inner.window_opens(start),
             None => false,
         };
         let offset = if window_open {
@@ -340,7 +340,7 @@ impl Drain {
             let done = async {
                 this.closed().await;
                 if let Some(&start) = this.inner.started.get() {
-                    let delay_over = start + this.inner.close_delay;
+                    let delay_over = this.inner.window_opens(start);
                     if Instant::now() < delay_over {
                         tokio::time::sleep_until(delay_over).await;
                         // The app may have taken a guard of its own meanwhile.
@@ -580,7 +580,13 @@ impl Inner {
     /// started at `start`. Cannot overflow: the delay and the offset are each
     /// at most a day.
     fn close_at(&self, start: Instant, offset: Duration) -> Instant {
-        start + self.close_delay + offset
+        self.window_opens(start) + offset
+    }
+
+    /// When the spread window opens (the close delay is over), for a drain
+    /// that started at `start`.
+    fn window_opens(&self, start: Instant) -> Instant {
+        start + self.close_delay
     }
 
     /// One guard or handshake less; wakes `closed()` at zero.
