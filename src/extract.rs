@@ -158,6 +158,12 @@ mod tests {
         session.map_or_else(|| "none".to_owned(), |s| s.affinity().to_string())
     }
 
+    /// A handler that needs the session: the extractor's rejection answers
+    /// when there is none.
+    async fn needs(session: StickySession) -> String {
+        session.id().to_string()
+    }
+
     fn upgrade_req() -> Request<Body> {
         Request::get("/ws")
             .header("connection", "upgrade")
@@ -191,9 +197,6 @@ mod tests {
     /// `WebSocketUpgrade` may still accept, are the client's error.
     #[tokio::test]
     async fn look_alike_upgrades_are_a_client_error_not_a_missing_layer() {
-        async fn needs(session: StickySession) -> String {
-            session.id().to_string()
-        }
         let app = Router::new()
             .route("/ws", get(needs))
             .layer(StickyUpgradeLayer::new());
@@ -222,9 +225,6 @@ mod tests {
 
     #[tokio::test]
     async fn missing_layer_rejection_says_how_to_fix() {
-        async fn needs(session: StickySession) -> String {
-            session.id().to_string()
-        }
         let app = Router::new().route("/ws", get(needs));
         let res = app.clone().oneshot(upgrade_req()).await.unwrap();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -241,9 +241,6 @@ mod tests {
     /// cause too.
     #[tokio::test]
     async fn rejection_names_upgrade_protocols_as_a_cause() {
-        async fn needs(session: StickySession) -> String {
-            session.id().to_string()
-        }
         let layer = StickyUpgradeLayer::builder()
             .upgrade_protocols(["graphql-ws"])
             .build()
