@@ -158,6 +158,9 @@ pub enum BuildError {
         /// The rejected origin.
         origin: String,
     },
+    /// `require_origin(true)` was set without `allowed_origins`: there is no
+    /// list to check the required `Origin` against.
+    RequireOriginWithoutAllowedOrigins,
 }
 
 impl fmt::Display for BuildError {
@@ -255,6 +258,9 @@ impl fmt::Display for BuildError {
             Self::WildcardOrigin { origin } => write!(
                 f,
                 "allowed origin {origin:?} contains `*`: patterns are not supported, list each origin"
+            ),
+            Self::RequireOriginWithoutAllowedOrigins => f.write_str(
+                "require_origin(true) needs allowed_origins: there is no list to check Origin against",
             ),
         }
     }

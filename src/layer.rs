@@ -195,7 +195,8 @@ pub struct StickyUpgradeBuilder {
     refuse_while_draining: bool,
     retry_after: Duration,
     drain: Option<Drain>,
-    origins: Option<(Vec<String>, bool)>,
+    origins: Option<Vec<String>>,
+    require_origin: bool,
     /// `None`: unsigned; `Some` of an empty list is a build error.
     #[cfg(feature = "signed")]
     signing_keys: Option<Vec<Vec<u8>>>,
@@ -213,6 +214,7 @@ impl Default for StickyUpgradeBuilder {
             retry_after: DEFAULT_RETRY_AFTER,
             drain: None,
             origins: None,
+            require_origin: false,
             #[cfg(feature = "signed")]
             signing_keys: None,
         }
@@ -362,33 +364,57 @@ impl StickyUpgradeBuilder {
     /// the inner service runs (against cross-site WebSocket hijacking). Each is
     /// `scheme://host[:port]`, compared case-insensitively, default ports
     /// ignored; patterns such as `https://*.example.com` are not supported
-    /// ([`BuildError::WildcardOrigin`]). Upgrades without `Origin`
-    /// (non-browser clients) pass unless `require_origin` is `true`. Default:
-    /// no check.
+    /// ([`BuildError::WildcardOrigin`]). An empty list refuses every upgrade
+    /// that carries an `Origin`. Upgrades without `Origin` (non-browser
+    /// clients) pass unless [`require_origin`](Self::require_origin) is set.
+    /// Default: no check. Called again, the last list wins.
     ///
     /// ```
     /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
     ///
     /// let layer = StickyUpgradeLayer::builder()
-    ///     .allowed_origins(["https://app.example.com", "http://localhost:3000"], false)
+    ///     .allowed_origins(["https://app.example.com", "http://localhost:3000"])
     ///     .build();
     /// assert!(layer.is_ok());
     ///
     /// let err = StickyUpgradeLayer::builder()
-    ///     .allowed_origins(["https://*.example.com"], false)
+    ///     .allowed_origins(["https://*.example.com"])
     ///     .build()
     ///     .unwrap_err();
     /// assert!(matches!(err, BuildError::WildcardOrigin { .. }));
     /// ```
-    pub fn allowed_origins<I, O>(mut self, origins: I, require_origin: bool) -> Self
+    pub fn allowed_origins<I, O>(mut self, origins: I) -> Self
     where
         I: IntoIterator<Item = O>,
         O: Into<String>,
     {
-        self.origins = Some((
-            origins.into_iter().map(Into::into).collect(),
-            require_origin,
-        ));
+        self.origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// With `true`, upgrades that carry no `Origin` are refused with `403` too,
+    /// so only browsers on an [allowed origin](Self::allowed_origins) get
+    /// through; non-browser clients usually send no `Origin`. Default: `false`.
+    /// Without `allowed_origins` it is a build error
+    /// ([`BuildError::RequireOriginWithoutAllowedOrigins`]).
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
+    ///
+    /// let browsers_only = StickyUpgradeLayer::builder()
+    ///     .allowed_origins(["https://app.example.com"])
+    ///     .require_origin(true)
+    ///     .build();
+    /// assert!(browsers_only.is_ok());
+    ///
+    /// let err = StickyUpgradeLayer::builder()
+    ///     .require_origin(true)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err, BuildError::RequireOriginWithoutAllowedOrigins);
+    /// ```
+    pub fn require_origin(mut self, require: bool) -> Self {
+        self.require_origin = require;
         self
     }
 
@@ -444,10 +470,11 @@ impl StickyUpgradeBuilder {
         } else {
             None
         };
-        let origins = self
-            .origins
-            .map(|(list, require)| OriginPolicy::new(&list, require))
-            .transpose()?;
+        let origins = match (self.origins, self.require_origin) {
+            (None, true) => return Err(BuildError::RequireOriginWithoutAllowedOrigins),
+            (None, false) => None,
+            (Some(list), require) => Some(OriginPolicy::new(&list, require)?),
+        };
         #[cfg(feature = "signed")]
         let signer = match &self.signing_keys {
             None => None,
@@ -499,7 +526,8 @@ impl fmt::Debug for StickyUpgradeBuilder {
             .field("refuse_while_draining", &self.refuse_while_draining)
             .field("retry_after", &self.retry_after)
             .field("drain", &self.drain)
-            .field("origins", &self.origins);
+            .field("origins", &self.origins)
+            .field("require_origin", &self.require_origin);
         #[cfg(feature = "signed")]
         d.field("signing_keys", &self.signing_keys.as_ref().map(Vec::len));
         d.finish_non_exhaustive()
@@ -607,7 +635,7 @@ mod tests {
     #[test]
     fn bad_origin_is_a_build_error() {
         let err = StickyUpgradeLayer::builder()
-            .allowed_origins(["example.com"], false)
+            .allowed_origins(["example.com"])
             .build()
             .unwrap_err();
         assert_eq!(

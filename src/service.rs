@@ -580,8 +580,7 @@ mod tests {
     #[tokio::test]
     async fn disallowed_origin_is_refused_before_the_inner_service() {
         let seen = Arc::new(Seen::default());
-        let l =
-            layer(StickyUpgradeLayer::builder().allowed_origins(["https://app.example"], false));
+        let l = layer(StickyUpgradeLayer::builder().allowed_origins(["https://app.example"]));
         let mut req = upgrade(None);
         req.headers_mut().insert(
             http::header::ORIGIN,

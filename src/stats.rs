@@ -98,7 +98,7 @@ mod tests {
     async fn every_upgrade_counts_once_and_plain_requests_not_at_all() {
         let layer = StickyUpgradeLayer::builder()
             .node_id("a")
-            .allowed_origins(["https://ok.example"], false)
+            .allowed_origins(["https://ok.example"])
             .build()
             .unwrap();
         let svc = layer.layer(service_fn(|_: Request<()>| async {

@@ -509,7 +509,7 @@ async fn stats_count_every_decision() {
         StickyUpgradeLayer::builder()
             .node_id("b")
             .drain(drain.clone())
-            .allowed_origins(["https://app.example"], false)
+            .allowed_origins(["https://app.example"])
             .build()
             .unwrap(),
     )

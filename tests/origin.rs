@@ -18,7 +18,8 @@ const ALLOWED: &str = "https://app.example.com";
 
 fn layer(require_origin: bool) -> StickyUpgradeLayer {
     StickyUpgradeLayer::builder()
-        .allowed_origins([ALLOWED, "http://localhost:3000"], require_origin)
+        .allowed_origins([ALLOWED, "http://localhost:3000"])
+        .require_origin(require_origin)
         .build()
         .unwrap()
 }
@@ -173,4 +174,28 @@ async fn origin_refusal_comes_before_the_drain_refusal() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(calls, 0);
     assert_eq!(layer.stats().refused_draining, 1);
+}
+
+#[tokio::test]
+async fn the_last_allowed_origins_list_wins_and_require_origin_can_be_unset() {
+    let layer = StickyUpgradeLayer::builder()
+        .allowed_origins(["https://old.example"])
+        .require_origin(true)
+        .allowed_origins([ALLOWED])
+        .require_origin(false)
+        .build()
+        .unwrap();
+    assert_passes(&layer, &[ALLOWED]).await;
+    assert_forbidden(&layer, &["https://old.example"]).await;
+    assert_passes(&layer, &[]).await;
+}
+
+#[tokio::test]
+async fn an_empty_list_refuses_every_origin_but_not_its_absence() {
+    let layer = StickyUpgradeLayer::builder()
+        .allowed_origins(Vec::<String>::new())
+        .build()
+        .unwrap();
+    assert_forbidden(&layer, &[ALLOWED]).await;
+    assert_passes(&layer, &[]).await;
 }

@@ -535,7 +535,7 @@ fn config() -> impl Strategy<Value = Config> {
 fn build(c: &Config) -> StickyUpgradeLayer {
     let mut b = StickyUpgradeLayer::builder().refuse_while_draining(c.refuse_while_draining);
     if let Some(require) = c.origins {
-        b = b.allowed_origins([ALLOWED_ORIGIN], require);
+        b = b.allowed_origins([ALLOWED_ORIGIN]).require_origin(require);
     }
     if c.node {
         b = b.node_id(HERE);

@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut builder = StickyUpgradeLayer::builder().refuse_while_draining(refuse_while_draining);
     if origins {
-        builder = builder.allowed_origins([ALLOWED], require_origin);
+        builder = builder.allowed_origins([ALLOWED]).require_origin(require_origin);
     }
     let layer = builder.build().unwrap();
     if draining {
