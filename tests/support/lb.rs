@@ -137,11 +137,13 @@ pub fn tools_or_skip<const N: usize>(test: &str, tools: [Tool; N]) -> Option<[Pa
     }
     let why = missing.join(", ");
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why} and CI=true: run .ci/install-e2e.sh before the tests");
+        panic!("{test}: {why} and CI=true: run `bash .ci/install-e2e.sh` (in the crate root) before the tests");
     }
     report("");
     report("**************************************************************");
-    report(&format!("SKIPPED {test}: {why} (run .ci/install-e2e.sh)"));
+    report(&format!(
+        "SKIPPED {test}: {why} (install them with `bash .ci/install-e2e.sh` in the crate root)"
+    ));
     report("**************************************************************");
     report("");
     None
