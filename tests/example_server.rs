@@ -255,9 +255,7 @@ mod axum_server {
     use super::*;
 
     fn start(args: &[&str]) -> Server {
-        let mut all = vec!["--listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        Server::start("server", &all)
+        Server::on_loopback("server", args)
     }
 
     #[tokio::test]
@@ -687,9 +685,7 @@ mod hyper_server {
     use super::*;
 
     fn start(args: &[&str]) -> Server {
-        let mut all = vec!["--listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        Server::start("hyper_server", &all)
+        Server::on_loopback("hyper_server", args)
     }
 
     #[tokio::test]
@@ -918,7 +914,7 @@ mod probe {
 
     #[tokio::test]
     async fn full_stickiness_against_one_server_exits_zero() {
-        let server = Server::start("server", &["--listen", "127.0.0.1:0", "--node", "solo"]);
+        let server = Server::on_loopback("server", &["--node", "solo"]);
         let args = vec![
             server.ws_url(),
             "-n".into(),
@@ -950,14 +946,8 @@ mod probe {
 
     #[tokio::test]
     async fn round_robin_without_stickiness_fails_min_sticky() {
-        let a = Server::start(
-            "server",
-            &["--listen", "127.0.0.1:0", "--node", "a", "--insecure"],
-        );
-        let b = Server::start(
-            "server",
-            &["--listen", "127.0.0.1:0", "--node", "b", "--insecure"],
-        );
+        let a = Server::on_loopback("server", &["--node", "a", "--insecure"]);
+        let b = Server::on_loopback("server", &["--node", "b", "--insecure"]);
         let (proxy, task) = round_robin(vec![a.addr, b.addr]).await;
         let args = vec![format!("ws://{proxy}/ws"), "-n".into(), "6".into()];
         let (code, stdout, stderr) = probe(args).await;
@@ -985,8 +975,8 @@ mod probe {
 
     #[tokio::test]
     async fn lower_min_sticky_passes_the_same_routing() {
-        let a = Server::start("server", &["--listen", "127.0.0.1:0", "--node", "a"]);
-        let b = Server::start("server", &["--listen", "127.0.0.1:0", "--node", "b"]);
+        let a = Server::on_loopback("server", &["--node", "a"]);
+        let b = Server::on_loopback("server", &["--node", "b"]);
         let (proxy, task) = round_robin(vec![a.addr, b.addr]).await;
         let args = vec![
             format!("ws://{proxy}/ws"),

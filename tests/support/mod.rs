@@ -70,11 +70,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `examples/<example>.rs` with `args` (add `--listen 127.0.0.1:0`
-    /// yourself if needed) and waits up to 60 s for its `listening on` line.
+    /// Starts `examples/<example>.rs` with `args` (see
+    /// [`on_loopback`](Self::on_loopback) for a free port) and waits up to 60 s for its `listening on` line.
     /// Its stderr goes to the test's.
     pub fn start(example: &str, args: &[&str]) -> Server {
         Self::spawn(example, args, None)
+    }
+
+    /// [`start`](Self::start) with `--listen 127.0.0.1:0` before `args`.
+    pub fn on_loopback(example: &str, args: &[&str]) -> Server {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::start(example, &all)
     }
 
     /// Like [`start`](Self::start), but hands the child's stderr to `capture`
