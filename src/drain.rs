@@ -67,16 +67,42 @@ use tokio::time::Instant;
 use crate::HealthService;
 
 /// The close spread of [`Drain::new`]: open sockets are told to close over 10 seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{Drain, DEFAULT_CLOSE_SPREAD};
+///
+/// assert_eq!(DEFAULT_CLOSE_SPREAD, Duration::from_secs(10));
+/// assert_eq!(Drain::new().close_spread(), DEFAULT_CLOSE_SPREAD);
+/// ```
 pub const DEFAULT_CLOSE_SPREAD: Duration = Duration::from_secs(10);
 
 /// The longest close spread: [`DrainBuilder::close_spread`] (and so
 /// [`Drain::with_close_spread`]) caps the window here.
 /// A day is far beyond any deregistration delay or grace period (AWS ALB allows
 /// at most an hour), and keeps every close time representable.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{Drain, MAX_CLOSE_SPREAD};
+///
+/// let week = Duration::from_secs(7 * 24 * 60 * 60);
+/// assert_eq!(Drain::with_close_spread(week).close_spread(), MAX_CLOSE_SPREAD);
+/// assert_eq!(MAX_CLOSE_SPREAD, Duration::from_secs(24 * 60 * 60));
+/// ```
 pub const MAX_CLOSE_SPREAD: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The longest close delay: [`DrainBuilder::close_delay`] caps the delay here,
 /// for the same reasons as [`MAX_CLOSE_SPREAD`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{Drain, MAX_CLOSE_DELAY};
+///
+/// let week = Duration::from_secs(7 * 24 * 60 * 60);
+/// assert_eq!(Drain::builder().close_delay(week).build().close_delay(), MAX_CLOSE_DELAY);
+/// assert_eq!(MAX_CLOSE_DELAY, Duration::from_secs(24 * 60 * 60));
+/// ```
 pub const MAX_CLOSE_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The drain controller, shared by the layer, the health check and the app.
@@ -158,6 +184,17 @@ pub enum DrainOutcome {
 impl Drain {
     /// A drain that spreads closes over [`DEFAULT_CLOSE_SPREAD`] from the
     /// moment it starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{Drain, DEFAULT_CLOSE_SPREAD};
+    ///
+    /// let drain = Drain::new();
+    /// assert!(!drain.is_draining());
+    /// assert_eq!(drain.active(), 0);
+    /// assert_eq!(drain.close_delay(), Duration::ZERO);
+    /// assert_eq!(drain.close_spread(), DEFAULT_CLOSE_SPREAD);
+    /// ```
     pub fn new() -> Self {
         Self::builder().build()
     }
@@ -202,17 +239,60 @@ impl Drain {
     }
 
     /// How long after [`start`](Self::start) the first socket is told to close.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::builder().close_delay(Duration::from_secs(8)).build();
+    /// assert_eq!(drain.close_delay(), Duration::from_secs(8));
+    ///
+    /// let first = drain.guard();
+    /// let started = Instant::now();
+    /// drain.start();
+    /// assert_eq!(first.close_at(), Some(started + drain.close_delay()));
+    /// # }
+    /// ```
     pub fn close_delay(&self) -> Duration {
         self.inner.close_delay
     }
 
     /// The window close signals are spread over, once the close delay is over.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::with_close_spread(Duration::from_secs(20));
+    /// let guards: Vec<_> = (0..100).map(|_| drain.guard()).collect();
+    /// let started = Instant::now();
+    /// drain.start();
+    /// let window = started..started + drain.close_spread();
+    /// assert!(guards.iter().all(|g| window.contains(&g.close_at().unwrap())));
+    /// # }
+    /// ```
     pub fn close_spread(&self) -> Duration {
         self.inner.close_spread
     }
 
     /// Starts draining. Returns `true` for the call that started it; later
     /// calls, from any thread, change nothing and return `false`.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// let on_sigterm = drain.clone();
+    /// assert!(on_sigterm.start());
+    /// assert!(!drain.start()); // already started, through the clone
+    /// assert!(drain.is_draining());
+    /// ```
     pub fn start(&self) -> bool {
         if self.inner.started.set(Instant::now()).is_err() {
             return false;
@@ -229,6 +309,16 @@ impl Drain {
     }
 
     /// Whether [`start`](Self::start) was called.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// assert!(!drain.is_draining());
+    /// drain.start();
+    /// assert!(drain.is_draining());
+    /// assert!(drain.clone().is_draining());
+    /// ```
     #[inline]
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
@@ -237,6 +327,19 @@ impl Drain {
     /// How many sockets are tracked: guards alive right now, plus upgrade
     /// requests the layer let through whose response is not out yet (their
     /// handler is about to take a guard, or to refuse the upgrade).
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// let a = drain.guard();
+    /// let b = drain.clone().guard(); // clones count into the same drain
+    /// assert_eq!(drain.active(), 2);
+    /// drop(a);
+    /// assert_eq!(drain.active(), 1);
+    /// drop(b);
+    /// assert_eq!(drain.active(), 0);
+    /// ```
     pub fn active(&self) -> usize {
         self.inner.active.load(Ordering::SeqCst)
     }
@@ -261,6 +364,23 @@ impl Drain {
 
     /// A guard for one upgraded socket; see [`DrainGuard`]. Usually taken with
     /// [`StickySession::guard`](crate::StickySession::guard).
+    ///
+    /// A guard taken once the spread window is open is told to close at once:
+    ///
+    /// ```
+    /// use tokio::time::Instant;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::new(); // 10 s close spread, no close delay
+    /// drain.start();
+    /// let late = drain.guard();
+    /// assert_eq!(drain.active(), 1);
+    /// assert_eq!(late.close_at(), Some(Instant::now()));
+    /// late.closing().await; // resolves at once
+    /// # }
+    /// ```
     #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
         self.inner.active.fetch_add(1, Ordering::SeqCst);
@@ -285,6 +405,25 @@ impl Drain {
 
     /// Resolves when no socket is tracked (at once if none is). Usually awaited
     /// after [`start`](Self::start). The future does not borrow `self`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::timeout;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::new();
+    /// drain.closed().await; // no socket: at once
+    ///
+    /// let guard = drain.guard();
+    /// let open = timeout(Duration::from_secs(60), drain.closed()).await;
+    /// assert!(open.is_err()); // still waiting for `guard`
+    /// let closed = tokio::spawn(drain.closed()); // `'static`: no borrow of `drain`
+    /// drop(guard);
+    /// closed.await.unwrap();
+    /// # }
+    /// ```
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
@@ -359,6 +498,17 @@ impl Drain {
 
     /// A health-check service that answers `200 ok` while serving and
     /// `503 draining` once draining started.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// let health = drain.health_service();
+    /// assert_eq!(health.response().status(), StatusCode::OK);
+    /// drain.start();
+    /// assert_eq!(health.response().status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// ```
     #[must_use]
     pub fn health_service(&self) -> HealthService {
         HealthService::new(self.clone())
@@ -463,7 +613,20 @@ impl DrainBuilder {
         self
     }
 
-    /// The drain.
+    /// The drain. Each call makes a new controller, which shares nothing with
+    /// drains built before.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let builder = Drain::builder().close_spread(Duration::from_secs(5));
+    /// let a = builder.clone().build();
+    /// let b = builder.build();
+    /// assert_eq!(b.close_spread(), Duration::from_secs(5));
+    /// a.start();
+    /// assert!(!b.is_draining());
+    /// ```
     pub fn build(self) -> Drain {
         Drain {
             inner: Arc::new(Inner {
@@ -529,11 +692,41 @@ pub struct DrainGuard {
 
 impl DrainGuard {
     /// Whether draining started.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// let guard = drain.guard();
+    /// assert!(!guard.is_draining());
+    /// drain.start();
+    /// assert!(guard.is_draining());
+    /// ```
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
     }
 
     /// When this socket should close, once draining started.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::builder().close_delay(Duration::from_secs(5)).build();
+    /// let guard = drain.guard();
+    /// assert_eq!(guard.close_at(), None); // not draining yet
+    ///
+    /// let started = Instant::now();
+    /// drain.start();
+    /// let at = guard.close_at().unwrap();
+    /// assert!(at >= started + drain.close_delay());
+    /// guard.closing().await;
+    /// assert!(Instant::now() >= at);
+    /// # }
+    /// ```
     pub fn close_at(&self) -> Option<Instant> {
         self.inner
             .started
@@ -550,6 +743,23 @@ impl DrainGuard {
     /// again (as in a `tokio::select!` loop) waits for the same instant. Make it
     /// once per socket all the same: each new future boxes a new timer once
     /// draining has started.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::timeout;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let drain = Drain::with_close_spread(Duration::ZERO);
+    /// let guard = drain.guard();
+    /// // Not draining: an hour (of paused time) passes without a signal.
+    /// let early = timeout(Duration::from_secs(3600), guard.closing()).await;
+    /// assert!(early.is_err());
+    /// drain.start();
+    /// guard.closing().await; // now it resolves, here at once
+    /// # }
+    /// ```
     pub async fn closing(&self) {
         let start = loop {
             // A `Notified` receives `notify_waiters` from the moment it is
