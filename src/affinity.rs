@@ -67,6 +67,14 @@ pub struct SessionId(InlineStr<{ SessionId::MAX_LEN }>);
 
 impl SessionId {
     /// The longest session id, in bytes.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::SessionId;
+    ///
+    /// assert_eq!(SessionId::MAX_LEN, 64);
+    /// assert!(SessionId::new(&"a".repeat(SessionId::MAX_LEN)).is_ok());
+    /// assert!(SessionId::new(&"a".repeat(SessionId::MAX_LEN + 1)).is_err());
+    /// ```
     pub const MAX_LEN: usize = 64;
 
     /// Checks and wraps `id`.
@@ -75,6 +83,17 @@ impl SessionId {
     ///
     /// When `id` is empty, longer than [`MAX_LEN`](Self::MAX_LEN), or holds a byte
     /// that is not a cookie-octet or is `.`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::SessionId;
+    ///
+    /// assert_eq!(SessionId::new("Room_7-a").unwrap().as_str(), "Room_7-a");
+    /// assert!(SessionId::new("a;b").is_err()); // `;` is no cookie-octet
+    /// assert!(SessionId::new("a.b").is_err()); // `.` separates the value's parts
+    /// assert!(SessionId::new("é").is_err()); // only ASCII
+    /// ```
     pub fn new(id: &str) -> Result<Self, InvalidSessionId> {
         Self::from_bytes(id.as_bytes()).ok_or_else(|| InvalidSessionId::of(id.as_bytes()))
     }
@@ -93,6 +112,14 @@ impl SessionId {
     }
 
     /// The id as text.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::SessionId;
+    ///
+    /// let id = SessionId::new("abc-123").unwrap();
+    /// assert_eq!(id.as_str(), "abc-123");
+    /// assert_eq!(id.to_string(), id.as_str()); // `Display` writes the same
+    /// ```
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -216,6 +243,14 @@ pub struct NodeId(InlineStr<{ NodeId::MAX_LEN }>);
 
 impl NodeId {
     /// The longest node id, in bytes.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::NodeId;
+    ///
+    /// assert_eq!(NodeId::MAX_LEN, 32);
+    /// assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN)).is_ok());
+    /// assert!(NodeId::new(&"n".repeat(NodeId::MAX_LEN + 1)).is_err());
+    /// ```
     pub const MAX_LEN: usize = 32;
 
     /// Checks and wraps `node`.
@@ -224,6 +259,17 @@ impl NodeId {
     ///
     /// When `node` is empty, longer than [`MAX_LEN`](Self::MAX_LEN), or holds a
     /// character outside `A-Z a-z 0-9 - _`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::NodeId;
+    ///
+    /// assert_eq!(NodeId::new("pod-7_b").unwrap().as_str(), "pod-7_b");
+    /// assert!(NodeId::new("").is_err());
+    /// assert!(NodeId::new("pod:7").is_err()); // only A-Z a-z 0-9 - _
+    /// assert!(NodeId::new("host.internal").is_err()); // no dots
+    /// ```
     pub fn new(node: &str) -> Result<Self, InvalidNodeId> {
         Self::from_bytes(node.as_bytes()).ok_or_else(|| InvalidNodeId(Rejected::new(node)))
     }
@@ -242,6 +288,14 @@ impl NodeId {
     }
 
     /// The node id as text.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::NodeId;
+    ///
+    /// let node = NodeId::new("node-1").unwrap();
+    /// assert_eq!(node.as_str(), "node-1");
+    /// assert_eq!(node.to_string(), node.as_str()); // `Display` writes the same
+    /// ```
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -363,6 +417,16 @@ pub enum Affinity {
 
 impl Affinity {
     /// `"issued"`, `"kept"` or `"migrated"`, as used in logs and metrics.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{Affinity, NodeId};
+    ///
+    /// let from = NodeId::new("node-a").unwrap();
+    /// assert_eq!(Affinity::Issued.as_str(), "issued");
+    /// assert_eq!(Affinity::Kept.as_str(), "kept");
+    /// assert_eq!(Affinity::Migrated { from }.as_str(), "migrated");
+    /// assert_eq!(Affinity::Kept.to_string(), "kept"); // `Display` writes the same
+    /// ```
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Issued => "issued",
@@ -372,6 +436,16 @@ impl Affinity {
     }
 
     /// The node that issued the cookie, when the session migrated.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{Affinity, NodeId};
+    ///
+    /// let from = NodeId::new("node-a").unwrap();
+    /// let migrated = Affinity::Migrated { from };
+    /// assert_eq!(migrated.migrated_from().map(NodeId::as_str), Some("node-a"));
+    /// assert_eq!(Affinity::Issued.migrated_from(), None);
+    /// assert_eq!(Affinity::Kept.migrated_from(), None);
+    /// ```
     pub fn migrated_from(&self) -> Option<&NodeId> {
         match self {
             Self::Migrated { from } => Some(from),
@@ -444,21 +518,179 @@ impl StickySession {
     }
 
     /// The session id, the same across reconnects while the cookie is kept.
+    ///
+    /// ```
+    /// # use http::{header, Request, Response};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
+    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
+    /// # async fn upgrade(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> (StickySession, String) {
+    /// #     let handler = service_fn(|req: Request<()>| async move {
+    /// #         let session = req.extensions().get::<StickySession>().cloned();
+    /// #         let res = Response::builder().status(101).body(session).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
+    /// #     req = req.header(header::UPGRADE, "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header(header::COOKIE, cookie);
+    /// #     }
+    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
+    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
+    /// #     (res.into_body().expect("a session"), pair)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // `upgrade` (hidden) runs one accepted handshake through the layer,
+    /// // sending `cookie` if given: it returns the session and the cookie set.
+    /// let layer = StickyUpgradeLayer::new();
+    /// let (first, cookie) = upgrade(&layer, None).await;
+    /// // Without a node id or signing, the cookie value is the id itself.
+    /// assert_eq!(cookie, format!("WS_SESSION_ID={}", first.id()));
+    ///
+    /// let (again, _) = upgrade(&layer, Some(&cookie)).await;
+    /// assert_eq!(again.id(), first.id());
+    /// # }
+    /// ```
     pub fn id(&self) -> &SessionId {
         &self.id
     }
 
     /// Whether the id was issued, kept, or migrated from another node.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{Affinity, NodeId};
+    /// # use http::{header, Request, Response};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
+    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
+    /// # async fn upgrade(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> (StickySession, String) {
+    /// #     let handler = service_fn(|req: Request<()>| async move {
+    /// #         let session = req.extensions().get::<StickySession>().cloned();
+    /// #         let res = Response::builder().status(101).body(session).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
+    /// #     req = req.header(header::UPGRADE, "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header(header::COOKIE, cookie);
+    /// #     }
+    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
+    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
+    /// #     (res.into_body().expect("a session"), pair)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `upgrade` (hidden) runs one accepted handshake through the layer,
+    /// // sending `cookie` if given: it returns the session and the cookie set.
+    /// let node_a = StickyUpgradeLayer::builder().node_id("node-a").build().unwrap();
+    /// let node_b = StickyUpgradeLayer::builder().node_id("node-b").build().unwrap();
+    ///
+    /// let (session, cookie) = upgrade(&node_a, None).await;
+    /// assert_eq!(session.affinity(), Affinity::Issued);
+    /// let (session, _) = upgrade(&node_a, Some(&cookie)).await;
+    /// assert_eq!(session.affinity(), Affinity::Kept);
+    /// let (session, _) = upgrade(&node_b, Some(&cookie)).await;
+    /// let from = NodeId::new("node-a").unwrap();
+    /// assert_eq!(session.affinity(), Affinity::Migrated { from });
+    /// # }
+    /// ```
     pub fn affinity(&self) -> Affinity {
         self.affinity
     }
 
     /// The node id of this layer, if one is configured.
+    ///
+    /// ```
+    /// # use http::{header, Request, Response};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
+    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
+    /// # async fn upgrade(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> (StickySession, String) {
+    /// #     let handler = service_fn(|req: Request<()>| async move {
+    /// #         let session = req.extensions().get::<StickySession>().cloned();
+    /// #         let res = Response::builder().status(101).body(session).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
+    /// #     req = req.header(header::UPGRADE, "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header(header::COOKIE, cookie);
+    /// #     }
+    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
+    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
+    /// #     (res.into_body().expect("a session"), pair)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // `upgrade` (hidden) runs one accepted handshake through the layer,
+    /// // sending `cookie` if given: it returns the session and the cookie set.
+    /// let layer = StickyUpgradeLayer::builder().node_id("node-b").build().unwrap();
+    /// let (session, _) = upgrade(&layer, None).await;
+    /// assert_eq!(session.node().unwrap().as_str(), "node-b");
+    ///
+    /// let (session, _) = upgrade(&StickyUpgradeLayer::new(), None).await;
+    /// assert_eq!(session.node(), None);
+    /// # }
+    /// ```
     pub fn node(&self) -> Option<&NodeId> {
         self.shared.config.codec.node.as_ref()
     }
 
     /// Whether the layer's [`Drain`](crate::Drain) has started.
+    ///
+    /// ```
+    /// # use http::{header, Request, Response};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
+    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
+    /// # async fn upgrade(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> (StickySession, String) {
+    /// #     let handler = service_fn(|req: Request<()>| async move {
+    /// #         let session = req.extensions().get::<StickySession>().cloned();
+    /// #         let res = Response::builder().status(101).body(session).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
+    /// #     req = req.header(header::UPGRADE, "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header(header::COOKIE, cookie);
+    /// #     }
+    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
+    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
+    /// #     (res.into_body().expect("a session"), pair)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // `upgrade` (hidden) runs one accepted handshake through the layer,
+    /// // sending `cookie` if given: it returns the session and the cookie set.
+    /// let layer = StickyUpgradeLayer::new();
+    /// let (session, _) = upgrade(&layer, None).await;
+    /// assert!(!session.is_draining());
+    /// layer.drain().start();
+    /// assert!(session.is_draining());
+    /// # }
+    /// ```
     pub fn is_draining(&self) -> bool {
         self.shared.drain.is_draining()
     }
@@ -466,6 +698,45 @@ impl StickySession {
     /// A guard that counts this socket in [`Drain::active`](crate::Drain::active)
     /// until dropped and tells it when to close. Move it into the task that owns
     /// the upgraded socket.
+    ///
+    /// ```
+    /// # use http::{header, Request, Response};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
+    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
+    /// # async fn upgrade(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> (StickySession, String) {
+    /// #     let handler = service_fn(|req: Request<()>| async move {
+    /// #         let session = req.extensions().get::<StickySession>().cloned();
+    /// #         let res = Response::builder().status(101).body(session).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
+    /// #     req = req.header(header::UPGRADE, "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header(header::COOKIE, cookie);
+    /// #     }
+    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
+    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
+    /// #     (res.into_body().expect("a session"), pair)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // `upgrade` (hidden) runs one accepted handshake through the layer,
+    /// // sending `cookie` if given: it returns the session and the cookie set.
+    /// let layer = StickyUpgradeLayer::new();
+    /// let (session, _) = upgrade(&layer, None).await;
+    /// assert_eq!(layer.drain().active(), 0);
+    /// let guard = session.guard();
+    /// assert_eq!(layer.drain().active(), 1);
+    /// drop(guard); // the socket is gone
+    /// assert_eq!(layer.drain().active(), 0);
+    /// # }
+    /// ```
     #[must_use = "the socket is tracked only while the guard lives: move it into the socket's task"]
     pub fn guard(&self) -> DrainGuard {
         self.shared.drain.guard()
@@ -516,10 +787,30 @@ impl fmt::Debug for StickySession {
 /// ```
 pub trait IdGenerator: Send + Sync + 'static {
     /// A new, unpredictable session id.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{IdGenerator, UuidV4};
+    ///
+    /// let (a, b) = (UuidV4.generate(), UuidV4.generate());
+    /// assert_ne!(a, b);
+    /// assert_eq!(a.as_str().len(), 36);
+    /// ```
     fn generate(&self) -> SessionId;
 
     /// Whether `id`, read from a cookie, has the shape of an id this generator
     /// makes. Returning `false` makes the cookie invalid, so a new id is issued.
+    ///
+    /// By default every well-formed id is accepted, as by a closure generator:
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{IdGenerator, SessionId, UuidV4};
+    ///
+    /// let id = SessionId::new("not-a-uuid").unwrap();
+    /// let closure = || SessionId::new("fixed").unwrap(); // illustration only
+    /// assert!(closure.accepts(&id));
+    /// assert!(!UuidV4.accepts(&id));
+    /// assert!(UuidV4.accepts(&UuidV4.generate()));
+    /// ```
     fn accepts(&self, id: &SessionId) -> bool {
         let _ = id;
         true
