@@ -15,6 +15,41 @@ use crate::upgrade::Protocols;
 use crate::{BuildError, Drain, Stats, StickyUpgrade};
 
 /// The `Retry-After` sent with `503` to upgrades refused while draining.
+///
+/// ```
+/// use http::{header, StatusCode};
+/// use tower_sticky_upgrade::{StickyUpgradeLayer, DEFAULT_RETRY_AFTER};
+/// # use tower::{service_fn, Layer, ServiceExt};
+/// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
+/// # /// that accepts it, and returns the response.
+/// # async fn handshake(
+/// #     layer: &StickyUpgradeLayer,
+/// #     cookie: Option<&str>,
+/// # ) -> http::Response<()> {
+/// #     let accept = service_fn(|_: http::Request<()>| async {
+/// #         let res = http::Response::builder().status(101).body(()).unwrap();
+/// #         Ok::<_, std::convert::Infallible>(res)
+/// #     });
+/// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
+/// #     req = req.header("upgrade", "websocket");
+/// #     if let Some(cookie) = cookie {
+/// #         req = req.header("cookie", cookie);
+/// #     }
+/// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+///
+/// // `handshake` (hidden) sends one upgrade request, with `cookie` if given,
+/// // through the layer to a handler that accepts it.
+/// let layer = StickyUpgradeLayer::new();
+/// layer.drain().start();
+/// let res = handshake(&layer, None).await;
+/// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(res.headers()[header::RETRY_AFTER], "5");
+/// assert_eq!(DEFAULT_RETRY_AFTER.as_secs(), 5);
+/// # }
+/// ```
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// When the affinity cookie is sent again on a successful upgrade.
@@ -98,6 +133,18 @@ impl StickyUpgradeLayer {
     /// cookie), UUID v4 ids, no node id, refreshed on every upgrade, accepting
     /// `websocket`, refusing upgrades with `503` and `Retry-After: 5` while its
     /// own [`Drain`] (close spread 10 s, no close delay) is draining.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{StickyUpgradeLayer, DEFAULT_CLOSE_SPREAD, DEFAULT_COOKIE_NAME};
+    ///
+    /// let layer = StickyUpgradeLayer::new();
+    /// assert_eq!(layer.cookie_name(), DEFAULT_COOKIE_NAME);
+    /// assert!(!layer.drain().is_draining());
+    /// assert_eq!(layer.drain().close_spread(), DEFAULT_CLOSE_SPREAD);
+    /// assert_eq!(layer.drain().close_delay(), Duration::ZERO);
+    /// assert_eq!(layer.stats().upgrades, 0);
+    /// ```
     pub fn new() -> Self {
         match StickyUpgradeBuilder::default().build() {
             Ok(layer) => layer,
@@ -107,21 +154,87 @@ impl StickyUpgradeLayer {
     }
 
     /// A builder to change any default.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    ///
+    /// let layer = StickyUpgradeLayer::builder()
+    ///     .cookie_name("ws_affinity")
+    ///     .build()
+    ///     .expect("valid configuration");
+    /// assert_eq!(layer.cookie_name(), "ws_affinity");
+    /// ```
     pub fn builder() -> StickyUpgradeBuilder {
         StickyUpgradeBuilder::default()
     }
 
     /// The drain controller this layer refuses upgrades for and hands guards from.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    ///
+    /// let layer = StickyUpgradeLayer::new();
+    /// let copy = layer.clone(); // clones share one drain
+    /// let drain = layer.drain().clone(); // kept for the shutdown signal
+    /// drain.start();
+    /// assert!(copy.drain().is_draining());
+    /// ```
     pub fn drain(&self) -> &Drain {
         &self.shared.drain
     }
 
     /// A snapshot of the counters.
+    ///
+    /// ```
+    /// use http::header;
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
+    /// # /// that accepts it, and returns the response.
+    /// # async fn handshake(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> http::Response<()> {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     req = req.header("upgrade", "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header("cookie", cookie);
+    /// #     }
+    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `handshake` (hidden) sends one upgrade request, with `cookie` if given,
+    /// // through the layer to a handler that accepts it.
+    /// let layer = StickyUpgradeLayer::new();
+    /// let first = handshake(&layer, None).await;
+    /// let cookie = first.headers()[header::SET_COOKIE].to_str().unwrap();
+    /// let cookie = cookie.split(';').next().unwrap();
+    /// handshake(&layer, Some(cookie)).await;
+    ///
+    /// let stats = layer.stats();
+    /// assert_eq!((stats.upgrades, stats.issued, stats.kept), (2, 1, 1));
+    /// assert_eq!(stats.active, 0); // no guard was taken
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot(self.shared.drain.active())
     }
 
     /// The name of the affinity cookie.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{StickyUpgradeLayer, DEFAULT_COOKIE_NAME};
+    ///
+    /// assert_eq!(StickyUpgradeLayer::new().cookie_name(), DEFAULT_COOKIE_NAME);
+    /// let layer = StickyUpgradeLayer::builder().cookie_name("__Host-ws").build().unwrap();
+    /// assert_eq!(layer.cookie_name(), "__Host-ws");
+    /// ```
     pub fn cookie_name(&self) -> &str {
         &self.shared.config.cookie.name
     }
@@ -227,18 +340,94 @@ impl StickyUpgradeBuilder {
     /// `__Host-` prefix (recommended) needs `Secure`, `Path=/` and no `Domain`;
     /// `__Secure-` needs `Secure`; `__Http-` needs `Secure` and `HttpOnly`;
     /// `__Host-Http-` needs all of these. Prefixes match in any case.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().cookie_name("__Host-ws")).await;
+    /// assert!(line.starts_with("__Host-ws="));
+    /// assert!(line.ends_with("; Path=/; Secure; HttpOnly; SameSite=Lax"));
+    /// # }
+    /// ```
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.cookie.name = name.into();
         self
     }
 
     /// The `Path` attribute. Default: `/`.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().path("/chat")).await;
+    /// assert!(line.ends_with("; Path=/chat; Secure; HttpOnly; SameSite=Lax"));
+    /// # }
+    /// ```
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.cookie.path = path.into();
         self
     }
 
     /// The `Domain` attribute. Default: none (the cookie stays on the exact host).
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().domain("example.com")).await;
+    /// assert!(line.ends_with("; Path=/; Domain=example.com; Secure; HttpOnly; SameSite=Lax"));
+    /// # }
+    /// ```
     pub fn domain(mut self, domain: impl Into<String>) -> Self {
         self.cookie.domain = Some(domain.into());
         self
@@ -247,6 +436,33 @@ impl StickyUpgradeBuilder {
     /// The `Max-Age` attribute, in whole seconds (a fraction is dropped: a
     /// cookie must not outlive what was asked), from 1 second to 400 days.
     /// Default: none, so the cookie lasts for the browser session.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let hour = Duration::from_millis(3_600_900); // the 0.9 s is dropped
+    /// let line = set_cookie(StickyUpgradeLayer::builder().max_age(hour)).await;
+    /// assert!(line.ends_with("; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite=Lax"));
+    /// # }
+    /// ```
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.cookie.max_age = Some(max_age);
         self
@@ -254,12 +470,68 @@ impl StickyUpgradeBuilder {
 
     /// Also send `Expires`, computed from `Max-Age` at each response, for
     /// clients that ignore `Max-Age`. Default: `false`. Needs a `max_age`.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let builder = StickyUpgradeLayer::builder()
+    ///     .max_age(Duration::from_secs(3600))
+    ///     .expires(true);
+    /// let line = set_cookie(builder).await;
+    /// let (_, date) = line.split_once("; Expires=").unwrap();
+    /// let expires = httpdate::parse_http_date(date).unwrap();
+    /// assert!(expires > SystemTime::now() + Duration::from_secs(3590));
+    /// # }
+    /// ```
     pub fn expires(mut self, enabled: bool) -> Self {
         self.cookie.expires = enabled;
         self
     }
 
     /// The `SameSite` attribute. Default: [`SameSite::Lax`].
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().same_site(SameSite::Strict)).await;
+    /// assert!(line.ends_with("; SameSite=Strict"));
+    /// # }
+    /// ```
     pub fn same_site(mut self, same_site: SameSite) -> Self {
         self.cookie.same_site = same_site;
         self
@@ -269,6 +541,31 @@ impl StickyUpgradeBuilder {
     /// development: browsers then refuse `SameSite=None`, `Partitioned` and the
     /// `__Host-`, `__Secure-` and `__Http-` prefixes, and so does
     /// [`build`](Self::build).
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().secure(false)).await;
+    /// assert!(line.ends_with("; Path=/; HttpOnly; SameSite=Lax"));
+    /// # }
+    /// ```
     pub fn secure(mut self, enabled: bool) -> Self {
         self.cookie.secure = enabled;
         self
@@ -276,12 +573,65 @@ impl StickyUpgradeBuilder {
 
     /// The `HttpOnly` attribute. Default: `true` (page scripts cannot read the id).
     /// The `__Http-` and `__Host-Http-` name prefixes need it.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().http_only(false)).await;
+    /// assert!(line.ends_with("; Path=/; Secure; SameSite=Lax"));
+    /// # }
+    /// ```
     pub fn http_only(mut self, enabled: bool) -> Self {
         self.cookie.http_only = enabled;
         self
     }
 
     /// The `Partitioned` attribute (CHIPS). Default: `false`. Needs `Secure`.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let builder = StickyUpgradeLayer::builder()
+    ///     .same_site(SameSite::None)
+    ///     .partitioned(true);
+    /// let line = set_cookie(builder).await;
+    /// assert!(line.ends_with("; Secure; HttpOnly; SameSite=None; Partitioned"));
+    /// # }
+    /// ```
     pub fn partitioned(mut self, enabled: bool) -> Self {
         self.cookie.partitioned = enabled;
         self
@@ -291,18 +641,106 @@ impl StickyUpgradeBuilder {
     /// another node is reported as [`Affinity::Migrated`](crate::Affinity::Migrated).
     /// Default: none. 1 to 32 bytes of `A-Z a-z 0-9 - _`, no dots: see
     /// [`NodeId`](crate::NodeId) for deriving one from a host name.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// let line = set_cookie(StickyUpgradeLayer::builder().node_id("node-7")).await;
+    /// let (pair, _) = line.split_once(';').unwrap();
+    /// assert!(pair.ends_with(".node-7")); // `WS_SESSION_ID=ID.node-7`
+    /// # }
+    /// ```
     pub fn node_id(mut self, node: impl Into<String>) -> Self {
         self.node = Some(node.into());
         self
     }
 
     /// The session id generator. Default: [`UuidV4`](crate::UuidV4).
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{SessionId, StickyUpgradeLayer};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// // A fixed id, for illustration only: real ids must be unpredictable.
+    /// let fixed = || SessionId::new("fixed-id").unwrap();
+    /// let line = set_cookie(StickyUpgradeLayer::builder().id_generator(fixed)).await;
+    /// assert!(line.starts_with("WS_SESSION_ID=fixed-id;"));
+    /// # }
+    /// ```
     pub fn id_generator(mut self, generator: impl IdGenerator) -> Self {
         self.ids = Ids::new(generator);
         self
     }
 
     /// When to send the cookie again. Default: [`Refresh::EveryUpgrade`].
+    ///
+    /// ```
+    /// use http::header::SET_COOKIE;
+    /// use tower_sticky_upgrade::{Refresh, StickyUpgradeLayer};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
+    /// # /// that accepts it, and returns the response.
+    /// # async fn handshake(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> http::Response<()> {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     req = req.header("upgrade", "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header("cookie", cookie);
+    /// #     }
+    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `handshake` (hidden) sends one upgrade request, with `cookie` if given,
+    /// // through the layer to a handler that accepts it.
+    /// let layer = StickyUpgradeLayer::builder().refresh(Refresh::OnChange).build().unwrap();
+    /// let first = handshake(&layer, None).await; // a new id: the cookie is set
+    /// let cookie = first.headers()[SET_COOKIE].to_str().unwrap();
+    /// let cookie = cookie.split(';').next().unwrap();
+    /// let again = handshake(&layer, Some(cookie)).await; // kept, unchanged
+    /// assert!(again.headers().get(SET_COOKIE).is_none());
+    /// # }
+    /// ```
     pub fn refresh(mut self, refresh: Refresh) -> Self {
         self.refresh = refresh;
         self
@@ -340,6 +778,48 @@ impl StickyUpgradeBuilder {
     /// Whether the layer answers upgrades itself with `503`, `Retry-After` and
     /// `Connection: close` while draining, without calling the inner service.
     /// Default: `true`. With `false` they pass through (and are still tagged).
+    ///
+    /// ```
+    /// use http::{header, StatusCode};
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
+    /// # /// that accepts it, and returns the response.
+    /// # async fn handshake(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> http::Response<()> {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     req = req.header("upgrade", "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header("cookie", cookie);
+    /// #     }
+    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `handshake` (hidden) sends one upgrade request, with `cookie` if given,
+    /// // through the layer to a handler that accepts it.
+    /// let refusing = StickyUpgradeLayer::new();
+    /// let passing = StickyUpgradeLayer::builder()
+    ///     .refuse_while_draining(false)
+    ///     .build()
+    ///     .unwrap();
+    /// refusing.drain().start();
+    /// passing.drain().start();
+    ///
+    /// let res = handshake(&refusing, None).await;
+    /// assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// let res = handshake(&passing, None).await;
+    /// assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    /// assert!(res.headers().contains_key(header::SET_COOKIE));
+    /// # }
+    /// ```
     pub fn refuse_while_draining(mut self, refuse: bool) -> Self {
         self.refuse_while_draining = refuse;
         self
@@ -347,6 +827,43 @@ impl StickyUpgradeBuilder {
 
     /// The `Retry-After` of upgrades refused while draining, in whole seconds
     /// (rounded up: a client must not come back sooner than asked). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::header::RETRY_AFTER;
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
+    /// # /// that accepts it, and returns the response.
+    /// # async fn handshake(
+    /// #     layer: &StickyUpgradeLayer,
+    /// #     cookie: Option<&str>,
+    /// # ) -> http::Response<()> {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     req = req.header("upgrade", "websocket");
+    /// #     if let Some(cookie) = cookie {
+    /// #         req = req.header("cookie", cookie);
+    /// #     }
+    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `handshake` (hidden) sends one upgrade request, with `cookie` if given,
+    /// // through the layer to a handler that accepts it.
+    /// let layer = StickyUpgradeLayer::builder()
+    ///     .retry_after(Duration::from_millis(2500))
+    ///     .build()
+    ///     .unwrap();
+    /// layer.drain().start();
+    /// let res = handshake(&layer, None).await;
+    /// assert_eq!(res.headers()[RETRY_AFTER], "3");
+    /// # }
+    /// ```
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self
@@ -355,6 +872,22 @@ impl StickyUpgradeBuilder {
     /// Share a [`Drain`] controller, for example one made with a close delay or
     /// a custom close spread ([`Drain::builder`]) or shared by several layers.
     /// Default: a new [`Drain::new`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{Drain, StickyUpgradeLayer};
+    ///
+    /// let drain = Drain::builder().close_delay(Duration::from_secs(8)).build();
+    /// let public = StickyUpgradeLayer::builder().drain(drain.clone()).build().unwrap();
+    /// let admin = StickyUpgradeLayer::builder()
+    ///     .cookie_name("ADMIN_WS")
+    ///     .drain(drain.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(public.drain().close_delay(), Duration::from_secs(8));
+    /// drain.start(); // one call drains both layers
+    /// assert!(public.drain().is_draining() && admin.drain().is_draining());
+    /// ```
     pub fn drain(mut self, drain: Drain) -> Self {
         self.drain = Some(drain);
         self
@@ -423,6 +956,41 @@ impl StickyUpgradeBuilder {
     /// verify, so rotate by putting the new key first and keeping the old one
     /// until old cookies have expired. Default: unsigned. An empty list is a
     /// build error ([`BuildError::NoSigningKeys`]), not a way to turn signing off.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
+    /// # use tower::{service_fn, Layer, ServiceExt};
+    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
+    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
+    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
+    /// #     let accept = service_fn(|_: http::Request<()>| async {
+    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
+    /// #         Ok::<_, std::convert::Infallible>(res)
+    /// #     });
+    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
+    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
+    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
+    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    ///
+    /// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+    /// // line of one accepted handshake.
+    /// // Keys: 32 random bytes or more, the same on every node, from a secret store.
+    /// let (new_key, old_key) = ([7u8; 32], [9u8; 32]);
+    /// let builder = StickyUpgradeLayer::builder().signing_keys([new_key, old_key]);
+    /// let line = set_cookie(builder).await;
+    /// // `WS_SESSION_ID=ID.SIGNATURE`, the signature 128 bits in lower-case hex.
+    /// let (value, _) = line.split_once(';').unwrap();
+    /// let (_, signature) = value.split_once('.').unwrap();
+    /// assert_eq!(signature.len(), 32);
+    /// assert!(signature.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    ///
+    /// let short = StickyUpgradeLayer::builder().signing_keys([[7u8; 16]]).build();
+    /// assert_eq!(short.unwrap_err(), BuildError::SigningKeyTooShort { index: 0, len: 16 });
+    /// # }
+    /// ```
     #[cfg(feature = "signed")]
     #[cfg_attr(docsrs, doc(cfg(feature = "signed")))]
     pub fn signing_keys<I, K>(mut self, keys: I) -> Self
@@ -439,6 +1007,23 @@ impl StickyUpgradeBuilder {
     /// # Errors
     ///
     /// A [`BuildError`] naming the first rule broken.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
+    ///
+    /// assert!(StickyUpgradeLayer::builder().node_id("node-1").build().is_ok());
+    ///
+    /// let err = StickyUpgradeLayer::builder().node_id("node.1").build().unwrap_err();
+    /// assert_eq!(err, BuildError::InvalidNodeId { node: "node.1".into() });
+    /// let err = StickyUpgradeLayer::builder()
+    ///     .retry_after(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err, BuildError::RetryAfterZero);
+    /// ```
     pub fn build(self) -> Result<StickyUpgradeLayer, BuildError> {
         let cookie = self.cookie.build()?;
         let node = self
