@@ -37,36 +37,139 @@ pub struct StickyUpgrade<S> {
 
 impl<S> StickyUpgrade<S> {
     /// Wraps `inner` with the configuration of `layer`.
+    ///
+    /// ```
+    /// use tower::service_fn;
+    /// use tower_sticky_upgrade::{StickyUpgrade, StickyUpgradeLayer};
+    /// # use std::convert::Infallible;
+    /// # async fn handle(_: http::Request<()>) -> Result<http::Response<()>, Infallible> {
+    /// #     Ok(http::Response::new(()))
+    /// # }
+    ///
+    /// let layer = StickyUpgradeLayer::new();
+    /// let svc = StickyUpgrade::new(service_fn(handle), layer.clone());
+    /// layer.drain().start(); // the service shares the layer's drain
+    /// assert!(svc.drain().is_draining());
+    /// ```
     pub fn new(inner: S, layer: StickyUpgradeLayer) -> Self {
         Self { inner, layer }
     }
 
     /// A [`StickyUpgradeLayer`] with the defaults; same as [`StickyUpgradeLayer::new`].
+    ///
+    /// `S` is not used, but must be named:
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{StickyUpgrade, DEFAULT_COOKIE_NAME};
+    ///
+    /// let layer = StickyUpgrade::<()>::layer();
+    /// assert_eq!(layer.cookie_name(), DEFAULT_COOKIE_NAME);
+    /// assert!(!layer.drain().is_draining());
+    /// ```
     pub fn layer() -> StickyUpgradeLayer {
         StickyUpgradeLayer::new()
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{StickyUpgrade, StickyUpgradeLayer};
+    ///
+    /// // The accessors need no `Service`: a stand-in for a handler with state.
+    /// struct Handler {
+    ///     hits: u32,
+    /// }
+    ///
+    /// let svc = StickyUpgrade::new(Handler { hits: 3 }, StickyUpgradeLayer::new());
+    /// assert_eq!(svc.get_ref().hits, 3);
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{StickyUpgrade, StickyUpgradeLayer};
+    ///
+    /// // The accessors need no `Service`: a stand-in for a handler with state.
+    /// struct Handler {
+    ///     hits: u32,
+    /// }
+    ///
+    /// let mut svc = StickyUpgrade::new(Handler { hits: 0 }, StickyUpgradeLayer::new());
+    /// svc.get_mut().hits += 1;
+    /// assert_eq!(svc.get_ref().hits, 1);
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::{StickyUpgrade, StickyUpgradeLayer};
+    ///
+    /// // The accessors need no `Service`: a stand-in for a handler with state.
+    /// struct Handler {
+    ///     hits: u32,
+    /// }
+    ///
+    /// let svc = StickyUpgrade::new(Handler { hits: 7 }, StickyUpgradeLayer::new());
+    /// let handler: Handler = svc.into_inner();
+    /// assert_eq!(handler.hits, 7);
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
 
     /// The drain controller of the layer.
+    ///
+    /// ```
+    /// use tower::ServiceBuilder;
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # use tower::service_fn;
+    /// # use std::convert::Infallible;
+    /// # async fn handle(_: http::Request<()>) -> Result<http::Response<()>, Infallible> {
+    /// #     Ok(http::Response::new(()))
+    /// # }
+    ///
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(StickyUpgradeLayer::new())
+    ///     .service(service_fn(handle));
+    /// let drain = svc.drain().clone(); // for the shutdown signal
+    /// drain.start();
+    /// assert!(svc.drain().is_draining());
+    /// ```
     pub fn drain(&self) -> &Drain {
         self.layer.drain()
     }
 
     /// A snapshot of the layer's counters.
+    ///
+    /// ```
+    /// use http::{header, Request, Response};
+    /// use tower::{service_fn, Service, ServiceExt};
+    /// use tower_sticky_upgrade::{StickyUpgrade, StickyUpgradeLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let accept = service_fn(|_: Request<()>| async {
+    ///     let res = Response::builder().status(101).body(()).unwrap();
+    ///     Ok::<_, std::convert::Infallible>(res)
+    /// });
+    /// let mut svc = StickyUpgrade::new(accept, StickyUpgradeLayer::new());
+    /// let upgrade = Request::get("/ws")
+    ///     .header(header::CONNECTION, "upgrade")
+    ///     .header(header::UPGRADE, "websocket")
+    ///     .body(())
+    ///     .unwrap();
+    /// svc.ready().await.unwrap().call(upgrade).await.unwrap();
+    /// svc.ready().await.unwrap().call(Request::new(())).await.unwrap(); // not counted
+    /// let stats = svc.stats();
+    /// assert_eq!((stats.upgrades, stats.issued), (1, 1));
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.layer.stats()
     }
