@@ -56,11 +56,36 @@ pub struct HealthService {
 
 impl HealthService {
     /// A health check for `drain`; same as [`Drain::health_service`].
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_sticky_upgrade::{Drain, HealthService};
+    ///
+    /// let drain = Drain::new();
+    /// let health = HealthService::new(drain.clone());
+    /// assert_eq!(health.response().status(), StatusCode::OK);
+    /// drain.start();
+    /// assert_eq!(health.response().status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// ```
     pub fn new(drain: Drain) -> Self {
         Self { drain }
     }
 
-    /// The answer right now.
+    /// The answer right now: what the service answers to any request.
+    ///
+    /// ```
+    /// use http::header;
+    /// use tower_sticky_upgrade::Drain;
+    ///
+    /// let drain = Drain::new();
+    /// let res = drain.health_service().response();
+    /// assert_eq!((res.status().as_u16(), res.body().as_str()), (200, "ok"));
+    /// assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    ///
+    /// drain.start();
+    /// let res = drain.health_service().response();
+    /// assert_eq!((res.status().as_u16(), res.body().as_str()), (503, "draining"));
+    /// ```
     pub fn response(&self) -> Response<String> {
         let (status, body) = if self.drain.is_draining() {
             (StatusCode::SERVICE_UNAVAILABLE, "draining")
