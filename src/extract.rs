@@ -110,6 +110,22 @@ pub struct MissingStickySession {
 impl MissingStickySession {
     /// The status of the rejection: `500` on an upgrade request (the layer is
     /// missing), `400` otherwise.
+    ///
+    /// ```
+    /// use axum_core::extract::FromRequestParts;
+    /// use http::{Request, StatusCode};
+    /// use tower_sticky_upgrade::StickySession;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A plain request: no upgrade, so no session, and the client is at fault.
+    /// let (mut parts, ()) = Request::get("/ws").body(()).unwrap().into_parts();
+    /// let rejection = <StickySession as FromRequestParts<()>>::from_request_parts(&mut parts, &())
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(rejection.status(), StatusCode::BAD_REQUEST);
+    /// # }
+    /// ```
     pub fn status(&self) -> StatusCode {
         if self.is_upgrade {
             StatusCode::INTERNAL_SERVER_ERROR
