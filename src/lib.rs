@@ -275,6 +275,13 @@ pub use service::StickyUpgrade;
 pub use stats::Stats;
 
 /// The default name of the affinity cookie.
+///
+/// ```
+/// use tower_sticky_upgrade::{StickyUpgradeLayer, DEFAULT_COOKIE_NAME};
+///
+/// assert_eq!(DEFAULT_COOKIE_NAME, "WS_SESSION_ID");
+/// assert_eq!(StickyUpgradeLayer::new().cookie_name(), DEFAULT_COOKIE_NAME);
+/// ```
 pub const DEFAULT_COOKIE_NAME: &str = "WS_SESSION_ID";
 
 /// The README's Rust examples, compiled by `cargo test` so they stay correct.
