@@ -1,4 +1,28 @@
 //! The response future of [`StickyUpgrade`](crate::StickyUpgrade).
+//!
+//! The future of a `StickyUpgrade<S>` is `ResponseFuture<S::Future>`, so code
+//! generic over the inner service can name it:
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower::{service_fn, Service};
+//! use tower_sticky_upgrade::{future::ResponseFuture, StickyUpgrade, StickyUpgradeLayer};
+//!
+//! fn call<S>(svc: &mut StickyUpgrade<S>, req: Request<()>) -> ResponseFuture<S::Future>
+//! where
+//!     S: Service<Request<()>, Response = Response<()>>,
+//! {
+//!     svc.call(req)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let ok = service_fn(|_: Request<()>| async { Ok::<_, ()>(Response::new(())) });
+//! let mut svc = StickyUpgrade::new(ok, StickyUpgradeLayer::new());
+//! let res = call(&mut svc, Request::new(())).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
