@@ -477,6 +477,7 @@ impl fmt::Display for Affinity {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
+///
 /// let svc = ServiceBuilder::new()
 ///     .layer(StickyUpgradeLayer::new())
 ///     .service(service_fn(|req: Request<()>| async move {
@@ -520,32 +521,11 @@ impl StickySession {
     /// The session id, the same across reconnects while the cookie is kept.
     ///
     /// ```
-    /// # use http::{header, Request, Response};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
-    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
-    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
-    /// # async fn upgrade(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> (StickySession, String) {
-    /// #     let handler = service_fn(|req: Request<()>| async move {
-    /// #         let session = req.extensions().get::<StickySession>().cloned();
-    /// #         let res = Response::builder().status(101).body(session).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
-    /// #     req = req.header(header::UPGRADE, "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header(header::COOKIE, cookie);
-    /// #     }
-    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
-    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
-    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
-    /// #     (res.into_body().expect("a session"), pair)
-    /// # }
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
+    ///
     /// // `upgrade` (hidden) runs one accepted handshake through the layer,
     /// // sending `cookie` if given: it returns the session and the cookie set.
     /// let layer = StickyUpgradeLayer::new();
@@ -564,31 +544,8 @@ impl StickySession {
     /// Whether the id was issued, kept, or migrated from another node.
     ///
     /// ```
-    /// use tower_sticky_upgrade::{Affinity, NodeId};
-    /// # use http::{header, Request, Response};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
-    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
-    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
-    /// # async fn upgrade(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> (StickySession, String) {
-    /// #     let handler = service_fn(|req: Request<()>| async move {
-    /// #         let session = req.extensions().get::<StickySession>().cloned();
-    /// #         let res = Response::builder().status(101).body(session).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
-    /// #     req = req.header(header::UPGRADE, "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header(header::COOKIE, cookie);
-    /// #     }
-    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
-    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
-    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
-    /// #     (res.into_body().expect("a session"), pair)
-    /// # }
+    /// use tower_sticky_upgrade::{Affinity, NodeId, StickyUpgradeLayer};
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -613,32 +570,11 @@ impl StickySession {
     /// The node id of this layer, if one is configured.
     ///
     /// ```
-    /// # use http::{header, Request, Response};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
-    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
-    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
-    /// # async fn upgrade(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> (StickySession, String) {
-    /// #     let handler = service_fn(|req: Request<()>| async move {
-    /// #         let session = req.extensions().get::<StickySession>().cloned();
-    /// #         let res = Response::builder().status(101).body(session).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
-    /// #     req = req.header(header::UPGRADE, "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header(header::COOKIE, cookie);
-    /// #     }
-    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
-    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
-    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
-    /// #     (res.into_body().expect("a session"), pair)
-    /// # }
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
+    ///
     /// // `upgrade` (hidden) runs one accepted handshake through the layer,
     /// // sending `cookie` if given: it returns the session and the cookie set.
     /// let layer = StickyUpgradeLayer::builder().node_id("node-b").build().unwrap();
@@ -656,32 +592,11 @@ impl StickySession {
     /// Whether the layer's [`Drain`](crate::Drain) has started.
     ///
     /// ```
-    /// # use http::{header, Request, Response};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
-    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
-    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
-    /// # async fn upgrade(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> (StickySession, String) {
-    /// #     let handler = service_fn(|req: Request<()>| async move {
-    /// #         let session = req.extensions().get::<StickySession>().cloned();
-    /// #         let res = Response::builder().status(101).body(session).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
-    /// #     req = req.header(header::UPGRADE, "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header(header::COOKIE, cookie);
-    /// #     }
-    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
-    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
-    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
-    /// #     (res.into_body().expect("a session"), pair)
-    /// # }
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
+    ///
     /// // `upgrade` (hidden) runs one accepted handshake through the layer,
     /// // sending `cookie` if given: it returns the session and the cookie set.
     /// let layer = StickyUpgradeLayer::new();
@@ -700,32 +615,11 @@ impl StickySession {
     /// the upgraded socket.
     ///
     /// ```
-    /// # use http::{header, Request, Response};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
-    /// # /// Sends an upgrade, with `cookie` if any, through `layer` to a handler that
-    /// # /// accepts it; returns the handler's session and the `NAME=VALUE` set.
-    /// # async fn upgrade(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> (StickySession, String) {
-    /// #     let handler = service_fn(|req: Request<()>| async move {
-    /// #         let session = req.extensions().get::<StickySession>().cloned();
-    /// #         let res = Response::builder().status(101).body(session).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = Request::get("/ws").header(header::CONNECTION, "upgrade");
-    /// #     req = req.header(header::UPGRADE, "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header(header::COOKIE, cookie);
-    /// #     }
-    /// #     let res = layer.layer(handler).oneshot(req.body(()).unwrap()).await.unwrap();
-    /// #     let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
-    /// #     let pair = set_cookie.split(';').next().unwrap().to_owned();
-    /// #     (res.into_body().expect("a session"), pair)
-    /// # }
+    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
+    ///
     /// // `upgrade` (hidden) runs one accepted handshake through the layer,
     /// // sending `cookie` if given: it returns the session and the cookie set.
     /// let layer = StickyUpgradeLayer::new();

@@ -19,24 +19,7 @@ use crate::{BuildError, Drain, Stats, StickyUpgrade};
 /// ```
 /// use http::{header, StatusCode};
 /// use tower_sticky_upgrade::{StickyUpgradeLayer, DEFAULT_RETRY_AFTER};
-/// # use tower::{service_fn, Layer, ServiceExt};
-/// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
-/// # /// that accepts it, and returns the response.
-/// # async fn handshake(
-/// #     layer: &StickyUpgradeLayer,
-/// #     cookie: Option<&str>,
-/// # ) -> http::Response<()> {
-/// #     let accept = service_fn(|_: http::Request<()>| async {
-/// #         let res = http::Response::builder().status(101).body(()).unwrap();
-/// #         Ok::<_, std::convert::Infallible>(res)
-/// #     });
-/// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
-/// #     req = req.header("upgrade", "websocket");
-/// #     if let Some(cookie) = cookie {
-/// #         req = req.header("cookie", cookie);
-/// #     }
-/// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
-/// # }
+/// # include!("../tests/support/doctest.rs");
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 ///
@@ -188,24 +171,7 @@ impl StickyUpgradeLayer {
     /// ```
     /// use http::header;
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
-    /// # /// that accepts it, and returns the response.
-    /// # async fn handshake(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> http::Response<()> {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     req = req.header("upgrade", "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header("cookie", cookie);
-    /// #     }
-    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -343,19 +309,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -375,19 +329,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -406,19 +348,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -440,19 +370,7 @@ impl StickyUpgradeBuilder {
     /// ```
     /// use std::time::Duration;
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -474,19 +392,7 @@ impl StickyUpgradeBuilder {
     /// ```
     /// use std::time::{Duration, SystemTime};
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -510,19 +416,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -544,19 +438,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -576,19 +458,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -607,19 +477,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -644,19 +502,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -676,19 +522,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::{SessionId, StickyUpgradeLayer};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -710,24 +544,7 @@ impl StickyUpgradeBuilder {
     /// ```
     /// use http::header::SET_COOKIE;
     /// use tower_sticky_upgrade::{Refresh, StickyUpgradeLayer};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
-    /// # /// that accepts it, and returns the response.
-    /// # async fn handshake(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> http::Response<()> {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     req = req.header("upgrade", "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header("cookie", cookie);
-    /// #     }
-    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -782,24 +599,7 @@ impl StickyUpgradeBuilder {
     /// ```
     /// use http::{header, StatusCode};
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
-    /// # /// that accepts it, and returns the response.
-    /// # async fn handshake(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> http::Response<()> {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     req = req.header("upgrade", "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header("cookie", cookie);
-    /// #     }
-    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -832,24 +632,7 @@ impl StickyUpgradeBuilder {
     /// use std::time::Duration;
     /// use http::header::RETRY_AFTER;
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # /// Sends one handshake, with `cookie` if any, through `layer` to a handler
-    /// # /// that accepts it, and returns the response.
-    /// # async fn handshake(
-    /// #     layer: &StickyUpgradeLayer,
-    /// #     cookie: Option<&str>,
-    /// # ) -> http::Response<()> {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let mut req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     req = req.header("upgrade", "websocket");
-    /// #     if let Some(cookie) = cookie {
-    /// #         req = req.header("cookie", cookie);
-    /// #     }
-    /// #     layer.layer(accept).oneshot(req.body(()).unwrap()).await.unwrap()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
@@ -959,19 +742,7 @@ impl StickyUpgradeBuilder {
     ///
     /// ```
     /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
-    /// # use tower::{service_fn, Layer, ServiceExt};
-    /// # use tower_sticky_upgrade::StickyUpgradeBuilder;
-    /// # /// Builds the layer and returns the `Set-Cookie` of one accepted handshake.
-    /// # async fn set_cookie(builder: StickyUpgradeBuilder) -> String {
-    /// #     let accept = service_fn(|_: http::Request<()>| async {
-    /// #         let res = http::Response::builder().status(101).body(()).unwrap();
-    /// #         Ok::<_, std::convert::Infallible>(res)
-    /// #     });
-    /// #     let req = http::Request::get("/ws").header("connection", "upgrade");
-    /// #     let req = req.header("upgrade", "websocket").body(()).unwrap();
-    /// #     let res = builder.build().unwrap().layer(accept).oneshot(req).await.unwrap();
-    /// #     res.headers()["set-cookie"].to_str().unwrap().to_owned()
-    /// # }
+    /// # include!("../tests/support/doctest.rs");
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     ///
