@@ -47,6 +47,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StickySession {
         // one, accepts `Connection: notupgrade`, which is no upgrade token.
         let is_upgrade = upgrade::detect(
             &parts.method,
+            parts.version,
             &parts.headers,
             &parts.extensions,
             &Protocols::default(),
@@ -73,8 +74,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
 /// websocket`, or an extended CONNECT for `websocket`) it means the layer is
 /// missing: a `500` whose body says how to add it. On any other request it is a
 /// `400`, since only upgrade requests carry a session; that includes requests
-/// that merely look like upgrades, such as `Connection: notupgrade`, which
-/// axum's `WebSocketUpgrade` lets through and the layer rightly does not tag.
+/// that merely look like upgrades, such as `Connection: notupgrade` or an
+/// HTTP/1.0 request, which axum's `WebSocketUpgrade` lets through and the
+/// layer rightly does not tag.
 /// (A layer set to other
 /// [`upgrade_protocols`](crate::StickyUpgradeBuilder::upgrade_protocols) is not
 /// known here: without it, their upgrades are answered `400` too.)
@@ -246,9 +248,15 @@ mod tests {
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(body(res).await.contains("StickyUpgradeLayer::new()"));
         let res = app
+            .clone()
             .oneshot(Request::get("/ws").body(Body::empty()).unwrap())
             .await
             .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        // HTTP/1.0 cannot upgrade (RFC 9110 §7.8): the client's error too.
+        let mut http10 = upgrade_req();
+        *http10.version_mut() = http::Version::HTTP_10;
+        let res = app.oneshot(http10).await.unwrap();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     }
 

@@ -217,6 +217,7 @@ where
 {
     let kind = upgrade::detect(
         req.method(),
+        req.version(),
         req.headers(),
         req.extensions(),
         &shared.config.protocols,

@@ -6,7 +6,7 @@
 //! cookie is only set when it accepts.
 
 use http::header::{CONNECTION, UPGRADE};
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, Version};
 
 /// How the client asked to upgrade, which decides what a successful answer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,14 +83,22 @@ pub(crate) fn may_upgrade(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Decides whether a request asks to upgrade to one of `protocols`.
+///
+/// The `Upgrade` handshake exists in HTTP/1.1 only: a server must ignore
+/// `Upgrade` in an HTTP/1.0 request (RFC 9110 §7.8), and hyper never switches
+/// one, nor can HTTP/2 and HTTP/3 carry the field.
 pub(crate) fn detect(
     method: &Method,
+    version: Version,
     headers: &HeaderMap,
     extensions: &Extensions,
     protocols: &Protocols,
 ) -> Option<UpgradeKind> {
     if method == Method::CONNECT {
         return extended_connect(extensions, protocols);
+    }
+    if version != Version::HTTP_11 {
+        return None;
     }
     // `get` finds the first line with the cheapest lookup `HeaderMap` has.
     let first = headers.get(&UPGRADE)?;
@@ -203,6 +211,7 @@ mod tests {
     fn detect_req(req: &Request<()>) -> Option<UpgradeKind> {
         let kind = detect(
             req.method(),
+            req.version(),
             req.headers(),
             req.extensions(),
             &Protocols::default(),
@@ -372,6 +381,22 @@ mod tests {
         assert_eq!(detect_req(&h1(&["notupgrade"], &["websocket"])), None);
     }
 
+    /// RFC 9110 §7.8: `Upgrade` in an HTTP/1.0 request is ignored (hyper
+    /// never switches one); HTTP/2 and HTTP/3 cannot carry it.
+    #[test]
+    fn upgrade_headers_outside_http11_are_not_an_upgrade() {
+        for version in [
+            http::Version::HTTP_09,
+            http::Version::HTTP_10,
+            http::Version::HTTP_2,
+            http::Version::HTTP_3,
+        ] {
+            let mut req = h1(&["upgrade"], &["websocket"]);
+            *req.version_mut() = version;
+            assert_eq!(detect_req(&req), None, "{version:?}");
+        }
+    }
+
     #[test]
     fn upgrade_without_connection_is_not_an_upgrade() {
         assert_eq!(detect_req(&h1(&[], &["websocket"])), None);
@@ -412,11 +437,23 @@ mod tests {
     fn configured_protocols_replace_the_default() {
         let req = h1(&["upgrade"], &["my-proto"]);
         let protocols = Protocols::new(["My-Proto".into()]);
-        let got = detect(req.method(), req.headers(), req.extensions(), &protocols);
+        let got = detect(
+            req.method(),
+            req.version(),
+            req.headers(),
+            req.extensions(),
+            &protocols,
+        );
         assert_eq!(got, Some(UpgradeKind::Http1));
         let ws = h1(&["upgrade"], &["websocket"]);
         assert_eq!(
-            detect(ws.method(), ws.headers(), ws.extensions(), &protocols),
+            detect(
+                ws.method(),
+                ws.version(),
+                ws.headers(),
+                ws.extensions(),
+                &protocols
+            ),
             None
         );
     }

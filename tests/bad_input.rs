@@ -110,6 +110,33 @@ async fn connection_upgrade_without_upgrade_header_is_not_an_upgrade() {
     assert_not_upgrade(&out, &layer);
 }
 
+/// RFC 9110 §7.8: a server must ignore `Upgrade` in an HTTP/1.0 request, and
+/// hyper never switches one. It is a plain GET: passed on, not counted, no
+/// session, and neither the drain refusal nor the Origin check applies.
+#[tokio::test]
+async fn http10_request_with_upgrade_headers_is_not_an_upgrade() {
+    let http10 = || {
+        let mut req = h1(&["upgrade"], &["websocket"]);
+        *req.version_mut() = http::Version::HTTP_10;
+        req.headers_mut().insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://elsewhere.example"),
+        );
+        req
+    };
+    let (out, layer) = detected(http10()).await;
+    assert_not_upgrade(&out, &layer);
+
+    let strict = StickyUpgradeLayer::builder()
+        .allowed_origins(["https://app.example"])
+        .build()
+        .unwrap();
+    strict.drain().start();
+    let out = send(&strict, Inner::Status(StatusCode::OK), http10()).await;
+    assert_eq!(out.status, StatusCode::OK, "the layer answered itself");
+    assert_not_upgrade(&out, &strict);
+}
+
 // Row: `Upgrade: WebSocket`, `Upgrade: websocket, h2c` → detected when websocket is listed
 
 #[tokio::test]

@@ -612,7 +612,8 @@ proptest! {
         let out = send_now(&layer, inner, req);
         let stats = layer.stats();
 
-        let detected = reference_detect(&method, &req_headers, protocol.as_deref(), HTTP2);
+        let detected =
+            reference_detect(&method, version, &req_headers, protocol.as_deref(), HTTP2);
         prop_assert_eq!(stats.upgrades, u64::from(detected.is_some()));
         let affinity_cookies = out.cookies_named(NAME);
         prop_assert!(affinity_cookies.len() <= 1, "{:?}", affinity_cookies);
@@ -698,7 +699,8 @@ fn generators_cover_the_interesting_cases() {
         for (name, value) in headers {
             map.append(name, HeaderValue::from_bytes(&value).unwrap());
         }
-        detected += usize::from(reference_detect(&method, &map, None, HTTP2).is_some());
+        detected +=
+            usize::from(reference_detect(&method, Version::HTTP_11, &map, None, HTTP2).is_some());
     }
     // From a valid handshake, random methods and headers must neither keep
     // every request an upgrade nor break nearly all of them.

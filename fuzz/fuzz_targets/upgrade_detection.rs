@@ -88,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut builder = StickyUpgradeLayer::builder().refuse_while_draining(refuse_while_draining);
     if origins {
-        builder = builder.allowed_origins([ALLOWED]).require_origin(require_origin);
+        builder = builder
+            .allowed_origins([ALLOWED])
+            .require_origin(require_origin);
     }
     let layer = builder.build().unwrap();
     if draining {
@@ -100,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     let app_cookie = matches!(handler, Handler::SetsCookie);
     let affinity = out.affinity_values().len();
 
-    let detected = model::reference_detect(&method, &headers, protocol.as_deref(), true);
+    let detected = model::reference_detect(&method, version, &headers, protocol.as_deref(), true);
     assert_eq!(stats.upgrades, u64::from(detected.is_some()));
     let Some(kind) = detected else {
         assert!(out.called && out.session.is_none());

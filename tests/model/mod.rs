@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use http::header::{HeaderName, CONNECTION, ORIGIN, UPGRADE};
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Version};
 
 /// Which session ids the layer's generator accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,7 @@ pub fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item
 /// the crate was built with extended CONNECT detection.
 pub fn reference_detect(
     method: &Method,
+    version: Version,
     headers: &HeaderMap,
     protocol: Option<&str>,
     http2: bool,
@@ -156,6 +157,10 @@ pub fn reference_detect(
     if method == Method::CONNECT {
         let websocket = protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket"));
         return (http2 && websocket).then_some(Kind::ExtendedConnect);
+    }
+    // The `Upgrade` handshake is HTTP/1.1's alone (RFC 9110 §7.8).
+    if version != Version::HTTP_11 {
+        return None;
     }
     let connection = list(headers, &CONNECTION).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
     // `protocol-name ["/" protocol-version]`
