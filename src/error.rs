@@ -151,6 +151,10 @@ pub enum BuildError {
         /// The rejected origin.
         origin: String,
     },
+    /// `allowed_origins` was given an empty list (read from an unset
+    /// variable, say): every upgrade that carries an `Origin`, which is every
+    /// browser's, would be refused with `403`.
+    NoAllowedOrigins,
     /// An allowed origin contains `*`. Origins are compared whole, so a
     /// pattern such as `https://*.example.com` would never match: list each
     /// origin instead.
@@ -254,6 +258,10 @@ impl fmt::Display for BuildError {
             Self::InvalidOrigin { origin } => write!(
                 f,
                 "allowed origin {origin:?} must look like scheme://host[:port] with no path"
+            ),
+            Self::NoAllowedOrigins => f.write_str(
+                "allowed_origins was given no origin: every browser upgrade would be refused; \
+                 list at least one origin, or do not call allowed_origins to skip the check",
             ),
             Self::WildcardOrigin { origin } => write!(
                 f,

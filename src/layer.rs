@@ -680,10 +680,10 @@ impl StickyUpgradeBuilder {
     /// the inner service runs (against cross-site WebSocket hijacking). Each is
     /// `scheme://host[:port]`, compared case-insensitively, default ports
     /// ignored; patterns such as `https://*.example.com` are not supported
-    /// ([`BuildError::WildcardOrigin`]). An empty list refuses every upgrade
-    /// that carries an `Origin`. Upgrades without `Origin` (non-browser
-    /// clients) pass unless [`require_origin`](Self::require_origin) is set.
-    /// Default: no check. Called again, the last list wins.
+    /// ([`BuildError::WildcardOrigin`]), nor is an empty list
+    /// ([`BuildError::NoAllowedOrigins`]). Upgrades without `Origin`
+    /// (non-browser clients) pass unless [`require_origin`](Self::require_origin)
+    /// is set. Default: no check. Called again, the last list wins.
     ///
     /// ```
     /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};

@@ -17,6 +17,9 @@ pub(crate) struct OriginPolicy {
 
 impl OriginPolicy {
     pub(crate) fn new(allowed: &[String], require: bool) -> Result<Self, BuildError> {
+        if allowed.is_empty() {
+            return Err(BuildError::NoAllowedOrigins);
+        }
         let allowed = allowed
             .iter()
             .map(|o| {
@@ -145,6 +148,15 @@ mod tests {
         ] {
             let err = OriginPolicy::new(&[bad.into()], false).unwrap_err();
             assert_eq!(err, BuildError::InvalidOrigin { origin: bad.into() });
+        }
+    }
+
+    /// An empty list would build and then refuse every browser upgrade with 403.
+    #[test]
+    fn an_empty_list_fails_the_build() {
+        for require in [false, true] {
+            let err = OriginPolicy::new(&[], require).unwrap_err();
+            assert_eq!(err, BuildError::NoAllowedOrigins);
         }
     }
 
