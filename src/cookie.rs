@@ -130,12 +130,7 @@ impl CookieAttributes {
             return Err(BuildError::PathNotAbsolute { path });
         }
         if let Some(domain) = &self.domain {
-            let ok = !domain.is_empty()
-                && domain.len() <= 253
-                && domain
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-            if !ok {
+            if !is_host_name(domain) {
                 return Err(BuildError::InvalidDomain {
                     domain: domain.clone(),
                 });
@@ -145,7 +140,8 @@ impl CookieAttributes {
             if max_age < Duration::from_secs(1) {
                 return Err(BuildError::MaxAgeTooShort { max_age });
             }
-            if max_age > MAX_AGE_LIMIT {
+            // The limit applies to what is sent: whole seconds.
+            if Duration::from_secs(max_age.as_secs()) > MAX_AGE_LIMIT {
                 return Err(BuildError::MaxAgeTooLong { max_age });
             }
         }
@@ -212,6 +208,25 @@ impl CookieAttributes {
                 .map(|d| Duration::from_secs(d.as_secs())),
         })
     }
+}
+
+/// A `Domain` a browser can store: a host name of at most 253 bytes, labels
+/// of 1 to 63 letters, digits and inner `-`, separated by single dots. One
+/// leading dot is allowed (browsers ignore it, RFC 6265 section 5.2.3); empty
+/// labels (`..`, a trailing dot) and labels starting or ending with `-` are not.
+fn is_host_name(domain: &str) -> bool {
+    let host = domain.strip_prefix('.').unwrap_or(domain);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The validated, pre-rendered affinity cookie.
@@ -599,7 +614,35 @@ mod tests {
 
     #[test]
     fn build_rejects_bad_domains() {
-        for domain in ["", "a;b", "a b", "a\r", "a\n", "a\0", "a,b", "a/b"] {
+        let long_label = "a".repeat(64);
+        let long_name = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
+        for domain in [
+            "",
+            "a;b",
+            "a b",
+            "a\r",
+            "a\n",
+            "a\0",
+            "a,b",
+            "a/b",
+            ".",
+            "..",
+            "-",
+            "a..b",
+            "example.com.",
+            "..example.com",
+            "-a.example.com",
+            "a-.example.com",
+            "a_b.example.com",
+            &long_label,
+            &long_name,
+        ] {
             let got = build_err(CookieAttributes {
                 domain: Some(domain.into()),
                 ..attrs()
@@ -610,6 +653,34 @@ mod tests {
                     domain: domain.into()
                 }
             );
+        }
+    }
+
+    #[test]
+    fn build_accepts_host_names_with_or_without_a_leading_dot() {
+        let longest = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        for domain in [
+            "example.com",
+            ".example.com",
+            "a-b.example.com",
+            "xn--bcher-kva.example",
+            "localhost",
+            "127.0.0.1",
+            &"a".repeat(63),
+            &longest,
+        ] {
+            let spec = CookieAttributes {
+                domain: Some(domain.into()),
+                ..attrs()
+            }
+            .build();
+            assert!(spec.is_ok(), "{domain}: {spec:?}");
         }
     }
 
@@ -752,6 +823,18 @@ mod tests {
             BuildError::MaxAgeTooShort {
                 max_age: Duration::from_millis(500)
             }
+        );
+        // The fraction is dropped before the limit applies.
+        let spec = CookieAttributes {
+            max_age: Some(MAX_AGE_LIMIT + Duration::from_millis(999)),
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        assert!(
+            spec.suffix.contains("; Max-Age=34560000;"),
+            "{}",
+            spec.suffix
         );
         assert!(CookieAttributes {
             max_age: Some(MAX_AGE_LIMIT),

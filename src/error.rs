@@ -59,8 +59,10 @@ pub enum BuildError {
         /// The rejected path.
         path: String,
     },
-    /// The `Domain` attribute is empty or holds a character outside letters,
-    /// digits, `-` and `.`.
+    /// The `Domain` attribute is not a host name a browser would store: empty,
+    /// over 253 bytes, an empty label (`a..b`, a trailing dot), a label over
+    /// 63 bytes or starting or ending with `-`, or a character outside
+    /// letters, digits, `-` and `.` (one leading dot is allowed).
     InvalidDomain {
         /// The rejected domain.
         domain: String,
@@ -133,6 +135,12 @@ pub enum BuildError {
     /// `Retry-After` is zero while new upgrades are refused during draining;
     /// clients would retry in a tight loop.
     RetryAfterZero,
+    /// `Retry-After` is over [`MAX_RETRY_AFTER`](crate::MAX_RETRY_AFTER) (a
+    /// day) while new upgrades are refused during draining.
+    RetryAfterTooLong {
+        /// The rejected duration.
+        retry_after: Duration,
+    },
     /// `signing_keys` was given an empty list: signing was asked for but
     /// cannot be done (a key list read from an unset variable, say). Without
     /// this error the layer would run unsigned and accept any id a client picks.
@@ -191,7 +199,7 @@ impl fmt::Display for BuildError {
             ),
             Self::InvalidDomain { domain } => write!(
                 f,
-                "cookie Domain {domain:?} must be a non-empty host name of letters, digits, '-' and '.'"
+                "cookie Domain {domain:?} must be a host name: labels of 1 to 63 letters, digits and inner '-', joined by single dots"
             ),
             Self::SameSiteNoneWithoutSecure => {
                 f.write_str("SameSite=None requires the Secure attribute")
@@ -244,6 +252,10 @@ impl fmt::Display for BuildError {
             }
             Self::RetryAfterZero => f.write_str(
                 "Retry-After must be at least one second when upgrades are refused while draining",
+            ),
+            Self::RetryAfterTooLong { retry_after } => write!(
+                f,
+                "Retry-After {retry_after:?} is over a day, the longest allowed"
             ),
             #[cfg(feature = "signed")]
             Self::NoSigningKeys => f.write_str(

@@ -35,6 +35,24 @@ use crate::{BuildError, Drain, Stats, StickyUpgrade};
 /// ```
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// The longest `Retry-After` the builder accepts: a day. A draining node is
+/// gone within minutes; a longer value is a unit mistake, and some clients
+/// read the header into 32 bits.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer, MAX_RETRY_AFTER};
+///
+/// assert_eq!(MAX_RETRY_AFTER, Duration::from_secs(24 * 60 * 60));
+/// assert!(StickyUpgradeLayer::builder().retry_after(MAX_RETRY_AFTER).build().is_ok());
+/// let err = StickyUpgradeLayer::builder()
+///     .retry_after(MAX_RETRY_AFTER + Duration::from_millis(1))
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(err, BuildError::RetryAfterTooLong { .. }));
+/// ```
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// When the affinity cookie is sent again on a successful upgrade.
 ///
 /// # Example
@@ -626,7 +644,8 @@ impl StickyUpgradeBuilder {
     }
 
     /// The `Retry-After` of upgrades refused while draining, in whole seconds
-    /// (rounded up: a client must not come back sooner than asked). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
+    /// (rounded up: a client must not come back sooner than asked), from 1 s
+    /// to [`MAX_RETRY_AFTER`] (a day). Default: [`DEFAULT_RETRY_AFTER`] (5 s).
     ///
     /// ```
     /// use std::time::Duration;
@@ -822,6 +841,11 @@ impl StickyUpgradeBuilder {
             if secs == 0 {
                 return Err(BuildError::RetryAfterZero);
             }
+            if self.retry_after > MAX_RETRY_AFTER {
+                return Err(BuildError::RetryAfterTooLong {
+                    retry_after: self.retry_after,
+                });
+            }
             Some(HeaderValue::from(secs))
         } else {
             None
@@ -957,15 +981,26 @@ mod tests {
                 .unwrap_err(),
             BuildError::RetryAfterZero
         );
-        // Huge values saturate instead of overflowing.
+        // A day at most: longer is a unit mistake, and overflows 32-bit readers.
         let layer = StickyUpgradeLayer::builder()
-            .retry_after(Duration::MAX)
+            .retry_after(MAX_RETRY_AFTER)
             .build()
             .unwrap();
         assert_eq!(
             layer.shared.config.refuse_while_draining,
-            Some(HeaderValue::from(u64::MAX))
+            Some(HeaderValue::from_static("86400"))
         );
+        for too_long in [MAX_RETRY_AFTER + Duration::from_nanos(1), Duration::MAX] {
+            assert_eq!(
+                StickyUpgradeLayer::builder()
+                    .retry_after(too_long)
+                    .build()
+                    .unwrap_err(),
+                BuildError::RetryAfterTooLong {
+                    retry_after: too_long
+                }
+            );
+        }
         // Zero is fine when upgrades pass through while draining.
         assert!(StickyUpgradeLayer::builder()
             .retry_after(Duration::ZERO)

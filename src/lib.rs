@@ -270,7 +270,9 @@ pub use error::BuildError;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::MissingStickySession;
 pub use health::HealthService;
-pub use layer::{Refresh, StickyUpgradeBuilder, StickyUpgradeLayer, DEFAULT_RETRY_AFTER};
+pub use layer::{
+    Refresh, StickyUpgradeBuilder, StickyUpgradeLayer, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER,
+};
 pub use service::StickyUpgrade;
 pub use stats::Stats;
 

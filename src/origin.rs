@@ -62,11 +62,35 @@ fn normalize(origin: &str) -> Option<Box<str>> {
         && authority
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b"/?#@,;\\\"".contains(&b));
-    if !(scheme_ok && authority_ok) {
+    if !(scheme_ok && authority_ok && port_ok(authority)) {
         return None;
     }
     let stripped = strip_default_port(lower.as_bytes());
     std::str::from_utf8(stripped).ok().map(Into::into)
+}
+
+/// Whether `authority` is `host` or `host:port` (an IPv6 host in brackets)
+/// with a port of 0 to 65535, as a browser serializes an origin.
+fn port_ok(authority: &str) -> bool {
+    let host_len = match authority.strip_prefix('[') {
+        Some(v6) => match v6.find(']') {
+            Some(end) => end + 2,
+            None => return false,
+        },
+        None => authority.find(':').unwrap_or(authority.len()),
+    };
+    let (host, rest) = authority.split_at(host_len);
+    if host.is_empty() {
+        return false;
+    }
+    match rest.strip_prefix(':') {
+        None => rest.is_empty(),
+        Some(port) => {
+            (1..=5).contains(&port.len())
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u32>().is_ok_and(|p| p <= 65_535)
+        }
+    }
 }
 
 fn strip_default_port(origin: &[u8]) -> &[u8] {
@@ -145,9 +169,30 @@ mod tests {
             "https://a.com/path",
             "1http://a",
             "https://a b",
+            "https://a.com:99999",
+            "https://a.com:65536",
+            "https://a.com:",
+            "https://a.com:8x",
+            "https://a.com:80:80",
+            "https://:443",
+            "https://[::1",
+            "https://[::1]x",
         ] {
             let err = OriginPolicy::new(&[bad.into()], false).unwrap_err();
             assert_eq!(err, BuildError::InvalidOrigin { origin: bad.into() });
+        }
+    }
+
+    #[test]
+    fn ports_and_ipv6_hosts_build() {
+        for good in [
+            "https://a.com:65535",
+            "http://a.com:0",
+            "http://localhost:3000",
+            "https://[::1]",
+            "https://[::1]:8443",
+        ] {
+            assert!(OriginPolicy::new(&[good.into()], false).is_ok(), "{good}");
         }
     }
 
