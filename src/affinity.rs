@@ -229,14 +229,19 @@ impl std::error::Error for InvalidSessionId {}
 /// assert!(NodeId::new("with.dot").is_err());
 ///
 /// /// The first label of a host name, cut to its last `NodeId::MAX_LEN` characters.
+/// /// `None` when that is not a valid node id (a non-ASCII label, say).
 /// fn node_id_from_host(host: &str) -> Option<NodeId> {
 ///     let label = host.split('.').next()?;
-///     NodeId::new(&label[label.len().saturating_sub(NodeId::MAX_LEN)..]).ok()
+///     let tail = label.get(label.len().saturating_sub(NodeId::MAX_LEN)..)?;
+///     NodeId::new(tail).ok()
 /// }
 /// let pod = "websocket-gateway-7d9f8c6b5d-x2k4q"; // 34 characters
 /// assert_eq!(node_id_from_host(pod).unwrap().as_str(), "bsocket-gateway-7d9f8c6b5d-x2k4q");
 /// let ec2 = "ip-10-0-1-23.eu-west-1.compute.internal";
 /// assert_eq!(node_id_from_host(ec2).unwrap().as_str(), "ip-10-0-1-23");
+/// assert_eq!(node_id_from_host("nœud-3"), None);
+/// let cut_inside_a_character = format!("{}x", "é".repeat(16)); // 33 bytes
+/// assert_eq!(node_id_from_host(&cut_inside_a_character), None);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(InlineStr<{ NodeId::MAX_LEN }>);
@@ -403,7 +408,9 @@ fn is_node_char(b: u8) -> bool {
 pub enum Affinity {
     /// No valid affinity cookie came with the request; a new session id was issued.
     Issued,
-    /// A valid cookie came and was issued by this node (or no node id is configured).
+    /// A valid cookie came and was issued by this node, or carries no node tag
+    /// (no node id is configured, or it was issued before one was; such a
+    /// cookie is sent back with this node's tag).
     Kept,
     /// A valid cookie came that another node issued: the session id is kept and the
     /// cookie is re-issued with this node's tag. The load balancer lost stickiness

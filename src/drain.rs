@@ -742,7 +742,10 @@ impl DrainGuard {
     /// Cancel-safe: the close time is fixed when draining starts, so calling it
     /// again (as in a `tokio::select!` loop) waits for the same instant. Make it
     /// once per socket all the same: each new future boxes a new timer once
-    /// draining has started.
+    /// draining has started. The future borrows the guard, so a
+    /// `tokio::pin!`-ed one must be gone before an explicit `drop(guard)`:
+    /// pin it inside a block that ends with the loop, or let both go out of
+    /// scope together.
     ///
     /// ```
     /// use std::time::Duration;

@@ -24,9 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Upgrade requests seen (HTTP/1.1 and extended CONNECT), refused ones included.
     pub upgrades: u64,
-    /// Upgrades that got a new session id.
+    /// Upgrades that got a new session id. Counted when the layer decides,
+    /// before the app answers: an upgrade the app then refuses (no `101`, so
+    /// no cookie sent) is counted here too, as in `kept` and `migrated`.
     pub issued: u64,
-    /// Upgrades whose valid cookie named this node (or no node is configured).
+    /// Upgrades whose valid cookie named this node or carried no node tag.
     pub kept: u64,
     /// Upgrades whose valid cookie named another node.
     pub migrated: u64,
