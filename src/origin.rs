@@ -69,17 +69,32 @@ fn normalize(origin: &str) -> Option<Box<str>> {
     std::str::from_utf8(stripped).ok().map(Into::into)
 }
 
-/// Whether `authority` is `host` or `host:port` (an IPv6 host in brackets)
-/// with a port of 0 to 65535, as a browser serializes an origin.
+/// Whether `authority` is `host` or `host:port` as a browser serializes it in
+/// `Origin`: brackets only around an IPv6 address in its canonical (shortest,
+/// lower-case) form, and a port of 0 to 65535 without leading zeros. Anything
+/// else could never match what a browser sends.
 fn port_ok(authority: &str) -> bool {
-    let host_len = match authority.strip_prefix('[') {
-        Some(v6) => match v6.find(']') {
-            Some(end) => end + 2,
+    let (host, rest) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) => {
+                let canonical = addr
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|ip| ip.to_string() == addr);
+                if !canonical {
+                    return false;
+                }
+                (addr, rest)
+            }
             None => return false,
         },
-        None => authority.find(':').unwrap_or(authority.len()),
+        None => {
+            let (host, rest) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+            if host.contains(['[', ']']) {
+                return false;
+            }
+            (host, rest)
+        }
     };
-    let (host, rest) = authority.split_at(host_len);
     if host.is_empty() {
         return false;
     }
@@ -88,6 +103,7 @@ fn port_ok(authority: &str) -> bool {
         Some(port) => {
             (1..=5).contains(&port.len())
                 && port.bytes().all(|b| b.is_ascii_digit())
+                && (port == "0" || !port.starts_with('0'))
                 && port.parse::<u32>().is_ok_and(|p| p <= 65_535)
         }
     }
@@ -177,6 +193,13 @@ mod tests {
             "https://:443",
             "https://[::1",
             "https://[::1]x",
+            "https://a.com:0443",
+            "http://a.com:080",
+            "https://[]",
+            "https://a]b",
+            "https://a[b",
+            "https://[0:0:0:0:0:0:0:1]",
+            "https://[::g]",
         ] {
             let err = OriginPolicy::new(&[bad.into()], false).unwrap_err();
             assert_eq!(err, BuildError::InvalidOrigin { origin: bad.into() });
@@ -191,6 +214,8 @@ mod tests {
             "http://localhost:3000",
             "https://[::1]",
             "https://[::1]:8443",
+            "https://[2001:db8::1]:443",
+            "HTTPS://[2001:DB8::1]",
         ] {
             assert!(OriginPolicy::new(&[good.into()], false).is_ok(), "{good}");
         }
