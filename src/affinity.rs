@@ -409,8 +409,8 @@ pub enum Affinity {
     /// No valid affinity cookie came with the request; a new session id was issued.
     Issued,
     /// A valid cookie came and was issued by this node, or carries no node tag
-    /// (no node id is configured, or it was issued before one was; such a
-    /// cookie is sent back with this node's tag).
+    /// (issued before this node had an id; it is sent back with this node's
+    /// tag), or this layer has no node id (any tag is then ignored).
     Kept,
     /// A valid cookie came that another node issued: the session id is kept and the
     /// cookie is re-issued with this node's tag. The load balancer lost stickiness

@@ -273,8 +273,12 @@ impl Drain {
     /// let guards: Vec<_> = (0..100).map(|_| drain.guard()).collect();
     /// let started = Instant::now();
     /// drain.start();
+    /// let times: Vec<Instant> = guards.iter().map(|g| g.close_at().unwrap()).collect();
     /// let window = started..started + drain.close_spread();
-    /// assert!(guards.iter().all(|g| window.contains(&g.close_at().unwrap())));
+    /// assert!(times.iter().all(|at| window.contains(at)));
+    /// // Spread over the window, not all at once.
+    /// let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    /// assert!(*last - *first >= Duration::from_secs(15));
     /// # }
     /// ```
     pub fn close_spread(&self) -> Duration {

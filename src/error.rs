@@ -60,9 +60,9 @@ pub enum BuildError {
         path: String,
     },
     /// The `Domain` attribute is not a host name a browser would store: empty,
-    /// over 253 bytes, an empty label (`a..b`, a trailing dot), a label over
-    /// 63 bytes or starting or ending with `-`, or a character outside
-    /// letters, digits, `-` and `.` (one leading dot is allowed).
+    /// over 253 bytes (not counting one leading dot, which is allowed), an
+    /// empty label (`a..b`, a trailing dot), a label over 63 bytes or starting
+    /// or ending with `-`, or a character outside letters, digits, `-` and `.`.
     InvalidDomain {
         /// The rejected domain.
         domain: String,

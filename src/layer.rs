@@ -111,9 +111,8 @@ pub(crate) struct Shared {
 /// # Example
 ///
 /// ```
-/// use tower::ServiceBuilder;
+/// use tower::{service_fn, ServiceBuilder};
 /// use tower_sticky_upgrade::StickyUpgradeLayer;
-/// # use tower::service_fn;
 /// # async fn handle(_: http::Request<()>) -> Result<http::Response<()>, std::convert::Infallible> {
 /// #     Ok(http::Response::new(()))
 /// # }
@@ -422,7 +421,10 @@ impl StickyUpgradeBuilder {
     /// let line = set_cookie(builder).await;
     /// let (_, date) = line.split_once("; Expires=").unwrap();
     /// let expires = httpdate::parse_http_date(date).unwrap();
-    /// assert!(expires > SystemTime::now() + Duration::from_secs(3590));
+    /// let now = SystemTime::now();
+    /// // An hour from now, to the second the date format keeps.
+    /// assert!(expires > now + Duration::from_secs(3590));
+    /// assert!(expires <= now + Duration::from_secs(3600));
     /// # }
     /// ```
     pub fn expires(mut self, enabled: bool) -> Self {
@@ -697,8 +699,11 @@ impl StickyUpgradeBuilder {
 
     /// Refuse upgrades whose `Origin` is not one of `origins` with `403`, before
     /// the inner service runs (against cross-site WebSocket hijacking). Each is
-    /// `scheme://host[:port]`, compared case-insensitively, default ports
-    /// ignored; patterns such as `https://*.example.com` are not supported
+    /// `scheme://host[:port]` as a browser sends it (an IPv6 host in brackets
+    /// and shortest form, a port without leading zeros), compared
+    /// case-insensitively, default ports ignored; anything else would never
+    /// match and is [`BuildError::InvalidOrigin`]. Patterns such as
+    /// `https://*.example.com` are not supported
     /// ([`BuildError::WildcardOrigin`]), nor is an empty list
     /// ([`BuildError::NoAllowedOrigins`]). Upgrades without `Origin`
     /// (non-browser clients) pass unless [`require_origin`](Self::require_origin)

@@ -126,9 +126,8 @@ impl<S> StickyUpgrade<S> {
     /// The drain controller of the layer.
     ///
     /// ```
-    /// use tower::ServiceBuilder;
+    /// use tower::{service_fn, ServiceBuilder};
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
-    /// # use tower::service_fn;
     /// # use std::convert::Infallible;
     /// # async fn handle(_: http::Request<()>) -> Result<http::Response<()>, Infallible> {
     /// #     Ok(http::Response::new(()))

@@ -28,7 +28,8 @@ pub struct Stats {
     /// before the app answers: an upgrade the app then refuses (no `101`, so
     /// no cookie sent) is counted here too, as in `kept` and `migrated`.
     pub issued: u64,
-    /// Upgrades whose valid cookie named this node or carried no node tag.
+    /// Upgrades whose valid cookie named this node or carried no node tag, or
+    /// any valid cookie when this layer has no node id.
     pub kept: u64,
     /// Upgrades whose valid cookie named another node.
     pub migrated: u64,
