@@ -79,7 +79,7 @@ fn port_ok(authority: &str) -> bool {
             Some((addr, rest)) => {
                 let canonical = addr
                     .parse::<std::net::Ipv6Addr>()
-                    .is_ok_and(|ip| ip.to_string() == addr);
+                    .is_ok_and(|ip| url_ipv6(ip) == addr);
                 if !canonical {
                     return false;
                 }
@@ -107,6 +107,39 @@ fn port_ok(authority: &str) -> bool {
                 && port.parse::<u32>().is_ok_and(|p| p <= 65_535)
         }
     }
+}
+
+/// An IPv6 address as the URL standard serializes it (what a browser puts in
+/// `Origin`): eight lower-case hex pieces without leading zeros, the first
+/// longest run of two or more zero pieces written `::`. Unlike `Display`, it
+/// never writes an IPv4-mapped address with dots.
+fn url_ipv6(ip: std::net::Ipv6Addr) -> String {
+    let pieces = ip.segments();
+    // (start, len) of the first longest run of zero pieces, if 2 or longer.
+    let mut best = (0, 0);
+    let mut i = 0;
+    while i < pieces.len() {
+        let run = pieces[i..].iter().take_while(|&&p| p == 0).count();
+        if run > best.1 {
+            best = (i, run);
+        }
+        i += run.max(1);
+    }
+    let mut out = String::with_capacity(39);
+    let mut i = 0;
+    while i < pieces.len() {
+        if best.1 >= 2 && i == best.0 {
+            out.push_str(if i == 0 { "::" } else { ":" });
+            i += best.1;
+            continue;
+        }
+        out.push_str(&format!("{:x}", pieces[i]));
+        if i + 1 < pieces.len() {
+            out.push(':');
+        }
+        i += 1;
+    }
+    out
 }
 
 fn strip_default_port(origin: &[u8]) -> &[u8] {
@@ -200,9 +233,31 @@ mod tests {
             "https://a[b",
             "https://[0:0:0:0:0:0:0:1]",
             "https://[::g]",
+            "http://[::ffff:127.0.0.1]",
+            "http://[1::2:0:0:0:3]",
+            "http://[1:0::2]",
         ] {
             let err = OriginPolicy::new(&[bad.into()], false).unwrap_err();
             assert_eq!(err, BuildError::InvalidOrigin { origin: bad.into() });
+        }
+    }
+
+    /// The URL standard's IPv6 serializer, against examples worked by hand.
+    #[test]
+    fn ipv6_is_serialized_as_browsers_do() {
+        for (input, url) in [
+            ("::1", "::1"),
+            ("::", "::"),
+            ("1::", "1::"),
+            ("2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+            ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+            ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
+            ("1:0:2:3:4:5:6:7", "1:0:2:3:4:5:6:7"),
+            ("::ffff:127.0.0.1", "::ffff:7f00:1"),
+            ("0001:00a0::", "1:a0::"),
+        ] {
+            let ip: std::net::Ipv6Addr = input.parse().unwrap();
+            assert_eq!(url_ipv6(ip), url, "{input}");
         }
     }
 
@@ -216,6 +271,10 @@ mod tests {
             "https://[::1]:8443",
             "https://[2001:db8::1]:443",
             "HTTPS://[2001:DB8::1]",
+            "http://[::ffff:7f00:1]:8080",
+            "http://[1:0:0:2::3]",
+            "http://[::]",
+            "http://[1::]",
         ] {
             assert!(OriginPolicy::new(&[good.into()], false).is_ok(), "{good}");
         }
