@@ -170,10 +170,12 @@ async fn assert_look_alike_upgrade_is_a_400(addr: std::net::SocketAddr) {
     assert!(!res.contains("set-cookie"), "{res}");
 }
 
-/// Sends SIGTERM to an idle `server` started with `--close-delay 2`: it must
-/// answer health `503` and stay up until the delay is over, rather than exit
-/// and have the balancer's next connection refused; then exit with status 0.
-async fn assert_idle_stays_up_for_the_close_delay(server: Server) {
+/// Starts `example` with `--close-delay 2` and sends it SIGTERM while idle: it
+/// must answer health `503` and stay up until the delay is over, rather than
+/// exit and have the balancer's next connection refused; then exit with
+/// status 0.
+async fn assert_idle_stays_up_for_the_close_delay(example: &str) {
+    let server = Server::on_loopback(example, &["--close-delay", "2", "--drain-timeout", "20"]);
     let addr = server.addr;
     let since = Instant::now();
     server.sigterm();
@@ -456,13 +458,7 @@ mod axum_server {
 
     #[tokio::test]
     async fn sigterm_when_idle_stays_up_for_the_close_delay() {
-        assert_idle_stays_up_for_the_close_delay(start(&[
-            "--close-delay",
-            "2",
-            "--drain-timeout",
-            "20",
-        ]))
-        .await;
+        assert_idle_stays_up_for_the_close_delay("server").await;
     }
 
     #[tokio::test]
@@ -849,13 +845,7 @@ mod hyper_server {
 
     #[tokio::test]
     async fn sigterm_when_idle_stays_up_for_the_close_delay() {
-        assert_idle_stays_up_for_the_close_delay(start(&[
-            "--close-delay",
-            "2",
-            "--drain-timeout",
-            "20",
-        ]))
-        .await;
+        assert_idle_stays_up_for_the_close_delay("hyper_server").await;
     }
 }
 
