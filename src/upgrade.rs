@@ -65,8 +65,9 @@ impl Default for Protocols {
 /// avoids (measured on x86-64 with `benches/instructions.rs`).
 pub(crate) const SCAN_LIMIT: usize = 28;
 
-/// Whether a request might ask to upgrade: a `CONNECT` (with the `http2`
-/// feature, for extended CONNECT), or a request with an `Upgrade` field.
+/// Whether a request might ask to upgrade: a `CONNECT` (extended CONNECT, or
+/// without the `http2` feature one to warn about), or a request with an
+/// `Upgrade` field.
 /// `false` is final; `true` calls for [`detect`].
 ///
 /// Every request pays for this test, so it is kept to what inlines
@@ -77,7 +78,7 @@ pub(crate) const SCAN_LIMIT: usize = 28;
 /// service.
 #[inline]
 pub(crate) fn may_upgrade(method: &Method, headers: &HeaderMap) -> bool {
-    (cfg!(feature = "http2") && method == Method::CONNECT)
+    method == Method::CONNECT
         || headers.keys_len() > SCAN_LIMIT
         || headers.keys().any(|name| name == UPGRADE)
 }
@@ -95,7 +96,7 @@ pub(crate) fn detect(
     protocols: &Protocols,
 ) -> Option<UpgradeKind> {
     if method == Method::CONNECT {
-        return extended_connect(extensions, protocols);
+        return extended_connect(version, extensions, protocols);
     }
     if version != Version::HTTP_11 {
         return None;
@@ -105,9 +106,14 @@ pub(crate) fn detect(
     http1_upgrade(first, headers, protocols)
 }
 
-fn extended_connect(extensions: &Extensions, protocols: &Protocols) -> Option<UpgradeKind> {
+fn extended_connect(
+    version: Version,
+    extensions: &Extensions,
+    protocols: &Protocols,
+) -> Option<UpgradeKind> {
     #[cfg(feature = "http2")]
     {
+        let _ = version;
         let protocol = extensions.get::<hyper::ext::Protocol>()?;
         protocols
             .accepts(protocol.as_str().as_bytes())
@@ -116,7 +122,28 @@ fn extended_connect(extensions: &Extensions, protocols: &Protocols) -> Option<Up
     #[cfg(not(feature = "http2"))]
     {
         let _ = (extensions, protocols);
+        if version >= Version::HTTP_2 {
+            warn_connect_without_http2();
+        }
         None
+    }
+}
+
+/// Says once per process that an HTTP/2 or HTTP/3 `CONNECT` went by untagged:
+/// without the `http2` feature the layer cannot read `:protocol`, so a
+/// WebSocket over HTTP/2 (RFC 8441) gets no session and no cookie, which is
+/// otherwise silent.
+#[cfg(not(feature = "http2"))]
+#[cold]
+fn warn_connect_without_http2() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "HTTP/2 CONNECT request passed through untagged: tower-sticky-upgrade was built \
+             without its `http2` feature, so extended CONNECT WebSockets (RFC 8441) get no \
+             session and no cookie; enable the feature to detect them"
+        );
     }
 }
 
@@ -311,15 +338,13 @@ mod tests {
         }
     }
 
-    /// Without the `http2` feature no `CONNECT` is an upgrade, so it is
-    /// ruled out at once.
+    /// Every `CONNECT` takes the full check: with the `http2` feature to read
+    /// `:protocol`, without it to warn that it cannot (see
+    /// `tests/tracing_events.rs`). Without the extension it is no upgrade.
     #[test]
-    fn connect_takes_the_full_check_with_http2_only() {
+    fn connect_takes_the_full_check() {
         let req = Request::connect("/ws").body(()).unwrap();
-        assert_eq!(
-            may_upgrade(req.method(), req.headers()),
-            cfg!(feature = "http2")
-        );
+        assert!(may_upgrade(req.method(), req.headers()));
         assert_eq!(detect_req(&req), None);
     }
 

@@ -110,3 +110,33 @@ async fn debug_events_say_what_the_layer_decided() {
     // One event per decision, nothing for the plain request.
     assert_eq!(lines.len(), 6, "{lines:#?}");
 }
+
+/// Without the `http2` feature the layer cannot read `:protocol`: an HTTP/2
+/// WebSocket goes by with no session and no cookie, and the layer says so,
+/// once per process rather than on every request.
+#[cfg(not(feature = "http2"))]
+#[tokio::test(flavor = "current_thread")]
+async fn extended_connect_without_the_http2_feature_is_warned_about_once() {
+    use harness::{extended_connect, h2_handshake, h2_send};
+    use http::header::SET_COOKIE;
+
+    let capture = Capture::default();
+    let _scope = tracing::subscriber::set_default(capture.clone());
+    let mut node = Node::start(StickyUpgradeLayer::new()).await;
+    let (mut h2, _) = h2_handshake(node.addr, "/plain").await;
+    node.next_call().await;
+    for _ in 0..2 {
+        let res = h2_send(&mut h2, extended_connect(node.addr, "/ws", "13", &[])).await;
+        assert!(res.headers().get(SET_COOKIE).is_none());
+        let (path, session) = node.next_call().await;
+        assert_eq!(path, "/ws");
+        assert!(session.is_none(), "no session without the feature");
+    }
+
+    let lines = capture.lines();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("WARN") && lines[0].contains("without its `http2` feature"),
+        "{lines:#?}"
+    );
+}
