@@ -24,7 +24,9 @@
 //!   spread window, and [`Drain::wait`] waits until they are gone.
 //!
 //! Requests that are not upgrades pass through untouched: a short inlined
-//! check of the field names, no allocation.
+//! check of the field names, no allocation. The inner service's response body
+//! must implement `Default`, for the layer's own `503` and `403` answers: see
+//! [`StickyUpgrade`'s response body](StickyUpgrade#response-body).
 //!
 //! # Example
 //!

@@ -17,6 +17,19 @@ use crate::{upgrade, Drain, Stats, StickySession, StickyUpgradeLayer};
 /// affinity cookie on successful upgrades. Made by [`StickyUpgradeLayer`]; see
 /// the [crate docs](crate) for the behaviour and an example.
 ///
+/// # Response body
+///
+/// The inner service's response body must implement [`Default`]: the layer
+/// answers refused upgrades (`503` while draining, `403` for a disallowed
+/// `Origin`) itself, with an empty body of that type. axum's `Body`, `String`
+/// and http-body-util's `Full`, `Empty` and `BoxBody` do; `Either`
+/// and hyper's `Incoming` (a proxied response) do not: box them
+/// (`http_body_util::BodyExt::boxed`) or map them into a body that does.
+/// Otherwise `StickyUpgrade<S>` is not a [`Service`], and the compiler's
+/// error need not mention `Default` at all: it may only say that
+/// ``StickyUpgrade<…>: Service<_>`` is not satisfied, or that ``the method
+/// `oneshot` exists … but its trait bounds were not satisfied``.
+///
 /// # Example
 ///
 /// ```
