@@ -143,6 +143,30 @@ impl AsRef<str> for SessionId {
     }
 }
 
+/// Same as [`SessionId::new`].
+impl std::str::FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    fn from_str(id: &str) -> Result<Self, Self::Err> {
+        Self::new(id)
+    }
+}
+
+/// Same as [`SessionId::new`].
+impl TryFrom<&str> for SessionId {
+    type Error = InvalidSessionId;
+
+    fn try_from(id: &str) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> Self {
+        id.as_str().to_owned()
+    }
+}
+
 /// The error returned by [`SessionId::new`] for a string that cannot be a session id.
 ///
 /// The message says what is wrong (empty, too long, or which byte is refused)
@@ -222,7 +246,7 @@ impl std::error::Error for InvalidSessionId {}
 /// # Example
 ///
 /// ```
-/// use tower_sticky_upgrade::NodeId;
+/// use tower_sticky_upgrade::{NodeId, StickyUpgradeLayer};
 ///
 /// let node = NodeId::new("eu-west-1a_7").unwrap();
 /// assert_eq!(node.as_str(), "eu-west-1a_7");
@@ -242,6 +266,13 @@ impl std::error::Error for InvalidSessionId {}
 /// assert_eq!(node_id_from_host("nœud-3"), None);
 /// let cut_inside_a_character = format!("{}x", "é".repeat(16)); // 33 bytes
 /// assert_eq!(node_id_from_host(&cut_inside_a_character), None);
+///
+/// // A checked `NodeId` goes to the builder as it is (or parse one: `"node-1".parse()`).
+/// let layer = StickyUpgradeLayer::builder()
+///     .node_id(node_id_from_host(ec2).unwrap())
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(InlineStr<{ NodeId::MAX_LEN }>);
@@ -315,6 +346,38 @@ impl fmt::Debug for NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for NodeId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Same as [`NodeId::new`], for a node id read from the environment or a flag.
+impl std::str::FromStr for NodeId {
+    type Err = InvalidNodeId;
+
+    fn from_str(node: &str) -> Result<Self, Self::Err> {
+        Self::new(node)
+    }
+}
+
+/// Same as [`NodeId::new`].
+impl TryFrom<&str> for NodeId {
+    type Error = InvalidNodeId;
+
+    fn try_from(node: &str) -> Result<Self, Self::Error> {
+        Self::new(node)
+    }
+}
+
+/// So that a checked `NodeId` can be passed to
+/// [`StickyUpgradeBuilder::node_id`](crate::StickyUpgradeBuilder::node_id).
+impl From<NodeId> for String {
+    fn from(node: NodeId) -> Self {
+        node.as_str().to_owned()
     }
 }
 

@@ -147,3 +147,26 @@ fn debug_output_is_informative_and_never_prints_signing_keys() {
     }
     assert!(format!("{layer:?}").contains("WS_SESSION_ID"));
 }
+
+/// Node and session ids are read from configuration (`env::var`, clap) and
+/// handed on as strings, like any other validated string type.
+#[test]
+fn ids_parse_and_convert_like_strings() {
+    let node: NodeId = "node-7".parse().unwrap();
+    assert_eq!(NodeId::try_from("node-7"), Ok(node));
+    assert!("node.7".parse::<NodeId>().is_err());
+    fn text<T: AsRef<str>>(t: &T) -> &str {
+        t.as_ref()
+    }
+    assert_eq!(text(&node), "node-7");
+    // A `NodeId` made (say, from the host name) goes to the builder as it is.
+    let layer = StickyUpgradeLayer::builder().node_id(node).build().unwrap();
+    let _ = layer;
+    assert_eq!(String::from(node), "node-7");
+
+    let id: SessionId = "abc-123".parse().unwrap();
+    assert_eq!(SessionId::try_from("abc-123"), Ok(id));
+    assert!("a.b".parse::<SessionId>().is_err());
+    assert_eq!(text(&id), "abc-123");
+    assert_eq!(String::from(id), "abc-123");
+}
