@@ -55,6 +55,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// When the affinity cookie is sent again on a successful upgrade.
 ///
+/// `#[non_exhaustive]`: more policies may come (one that re-sends only as
+/// `Max-Age` runs out, say), so a `match` on it needs a `_` arm.
+///
 /// # Example
 ///
 /// ```
@@ -67,6 +70,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// # let _ = layer;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Refresh {
     /// On every successful upgrade (the default): keeps a `Max-Age` sliding and
     /// lets a load balancer that learns cookies from responses re-learn it.

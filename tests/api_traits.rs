@@ -170,3 +170,50 @@ fn ids_parse_and_convert_like_strings() {
     assert_eq!(text(&id), "abc-123");
     assert_eq!(String::from(id), "abc-123");
 }
+
+/// Enums that may grow are `#[non_exhaustive]`, so a new variant is no
+/// breaking change: without it, the `_` arms below are unreachable patterns,
+/// denied here. `DrainOutcome` and `SameSite` are meant to be matched
+/// exhaustively (the exit code of a drain; the three values RFC 6265bis
+/// defines) and must stay so: the matches without `_` check that.
+#[test]
+#[deny(unreachable_patterns)]
+fn enums_that_may_grow_are_non_exhaustive_and_the_others_are_not() {
+    fn refresh(r: Refresh) -> &'static str {
+        match r {
+            Refresh::EveryUpgrade => "every upgrade",
+            Refresh::OnChange => "on change",
+            _ => "newer policy",
+        }
+    }
+    fn affinity(a: Affinity) -> &'static str {
+        match a {
+            Affinity::Issued | Affinity::Kept | Affinity::Migrated { .. } => "known",
+            _ => "newer outcome",
+        }
+    }
+    fn build_error(e: &BuildError) -> &'static str {
+        match e {
+            BuildError::EmptyCookieName => "empty name",
+            _ => "another rule",
+        }
+    }
+    fn outcome(o: DrainOutcome) -> i32 {
+        match o {
+            DrainOutcome::Drained => 0,
+            DrainOutcome::TimedOut { .. } => 1,
+        }
+    }
+    fn same_site(s: SameSite) -> &'static str {
+        match s {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+    assert_eq!(refresh(Refresh::default()), "every upgrade");
+    assert_eq!(affinity(Affinity::Kept), "known");
+    assert_eq!(build_error(&BuildError::NoProtocols), "another rule");
+    assert_eq!(outcome(DrainOutcome::Drained), 0);
+    assert_eq!(same_site(SameSite::default()), "Lax");
+}
