@@ -85,7 +85,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
 ///
 /// ```
 /// use axum::response::IntoResponse;
-/// use axum_core::extract::FromRequestParts;
+/// use axum::extract::FromRequestParts;
 /// use http::{Request, StatusCode};
 /// use tower_sticky_upgrade::StickySession;
 ///
@@ -114,7 +114,7 @@ impl MissingStickySession {
     /// missing), `400` otherwise.
     ///
     /// ```
-    /// use axum_core::extract::FromRequestParts;
+    /// use axum::extract::FromRequestParts;
     /// use http::{Request, StatusCode};
     /// use tower_sticky_upgrade::StickySession;
     ///
