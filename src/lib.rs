@@ -149,8 +149,8 @@
 //! long enough that the remaining nodes absorb `open sockets / spread`
 //! reconnects per second; make `Retry-After` roughly the time the balancer
 //! needs to notice the failing health check (interval × unhealthy threshold).
-//! See the README for
-//! `axum::serve(..).with_graceful_shutdown` and hyper-util `GracefulShutdown`.
+//! The [README](https://crates.io/crates/tower-sticky-upgrade) shows the order
+//! with `axum::serve(..).with_graceful_shutdown` and hyper-util `GracefulShutdown`.
 //!
 //! # Cookie value and security
 //!
