@@ -263,6 +263,9 @@ pub use affinity::{
     UuidV4,
 };
 pub use cookie::SameSite;
+// Inlined: without it docs.rs lists the drain types at the root only as bare
+// `pub use` lines, below everything else and without their summaries.
+#[doc(inline)]
 pub use drain::{
     Drain, DrainBuilder, DrainGuard, DrainOutcome, DEFAULT_CLOSE_SPREAD, MAX_CLOSE_DELAY,
     MAX_CLOSE_SPREAD,
