@@ -181,8 +181,28 @@ where
 }
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
+    /// Says what the future is doing, which is what someone looking at a
+    /// stuck request wants to know; the inner future need not be `Debug`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        let state = match &self.state {
+            State::Plain { .. } => "plain request",
+            State::Upgrade { accepted, .. } => match accepted {
+                Some(Accepted {
+                    set_cookie: Some(_),
+                    ..
+                }) => "upgrade, cookie to set",
+                Some(_) => "upgrade, cookie not re-sent",
+                None => "upgrade, done",
+            },
+            State::Reject { reject } => match reject {
+                Some(Reject::Forbidden) => "refusing: origin not allowed",
+                Some(Reject::Draining { .. }) => "refusing: draining",
+                None => "refused, done",
+            },
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &format_args!("{state}"))
+            .finish_non_exhaustive()
     }
 }
 
@@ -303,5 +323,19 @@ mod tests {
             assert_eq!(set_cookie.name(), b"WS_SESSION_ID");
             assert_eq!(set_cookie.session(), "abc-1");
         }
+    }
+
+    #[test]
+    fn debug_says_what_the_future_is_doing() {
+        let plain = ResponseFuture::plain(std::future::pending::<()>());
+        assert_eq!(
+            format!("{plain:?}"),
+            "ResponseFuture { state: plain request, .. }"
+        );
+        let refusing = ResponseFuture::<std::future::Pending<()>>::reject(Reject::Forbidden);
+        assert_eq!(
+            format!("{refusing:?}"),
+            "ResponseFuture { state: refusing: origin not allowed, .. }"
+        );
     }
 }
