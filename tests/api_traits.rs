@@ -54,6 +54,11 @@ fn layer_service_and_future_are_send_sync_static_when_inner_ones_are() {
     fn debug<T: Debug>(_: &T) {}
     debug(&future);
     send_sync_static::<StickyUpgrade<()>>();
+    // The layer adds no `Sync` requirement of its own: an inner service that
+    // is `Send` only (a `Cell` in it) still gives a `Send` service.
+    struct SendOnly(#[allow(dead_code)] std::cell::Cell<u8>);
+    fn send<T: Send + 'static>() {}
+    send::<StickyUpgrade<SendOnly>>();
 }
 
 #[test]
