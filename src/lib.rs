@@ -229,7 +229,10 @@
 //! # Features
 //!
 //! - `http2` (default): detect HTTP/2 extended CONNECT (RFC 8441) through
-//!   `hyper::ext::Protocol`.
+//!   `hyper::ext::Protocol`. It compiles hyper's HTTP/2 support (`h2`); an app
+//!   that serves HTTP/1.1 only can turn it off (`default-features = false`).
+//!   Without it, extended CONNECT requests pass untagged (no session, no
+//!   cookie, no drain count) and the first one logs a `tracing` warning.
 //! - `axum`: [`StickySession`] and `Option<StickySession>` are axum extractors.
 //! - `signed`: HMAC-SHA256 signed values with key rotation.
 #![cfg_attr(docsrs, feature(doc_cfg))]
