@@ -712,6 +712,8 @@ impl StickyUpgradeBuilder {
     /// ([`BuildError::NoAllowedOrigins`]). Upgrades without `Origin`
     /// (non-browser clients) pass unless [`require_origin`](Self::require_origin)
     /// is set. Default: no check. Called again, the last list wins.
+    /// Without the `http2` feature, every HTTP/2 or HTTP/3 `CONNECT` is
+    /// checked too, since a browser's extended CONNECT cannot be told apart.
     ///
     /// ```
     /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};

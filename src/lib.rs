@@ -232,7 +232,9 @@
 //!   `hyper::ext::Protocol`. It compiles hyper's HTTP/2 support (`h2`); an app
 //!   that serves HTTP/1.1 only can turn it off (`default-features = false`).
 //!   Without it, extended CONNECT requests pass untagged (no session, no
-//!   cookie, no drain count) and the first one logs a `tracing` warning.
+//!   cookie, no drain count) and the first one logs a `tracing` warning; the
+//!   `Origin` allow-list still applies to every HTTP/2 or HTTP/3 `CONNECT`,
+//!   since the layer cannot tell a browser's WebSocket among them.
 //! - `axum`: [`StickySession`] and `Option<StickySession>` are axum extractors.
 //! - `signed`: HMAC-SHA256 signed values with key rotation.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -227,6 +227,15 @@ fn call_maybe_upgrade<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
+    // Without the `http2` feature an extended CONNECT (a browser's WebSocket
+    // over HTTP/2) cannot be told from another CONNECT, so it passes
+    // untagged; the Origin allow-list still applies to it.
+    #[cfg(not(feature = "http2"))]
+    if req.method() == http::Method::CONNECT && req.version() >= Version::HTTP_2 {
+        if let Err(reject) = check_origin(shared, req.headers()) {
+            return ResponseFuture::reject(reject);
+        }
+    }
     let kind = upgrade::detect(
         req.method(),
         req.version(),
@@ -255,6 +264,18 @@ fn upgrade<B>(
     Ok(accepted)
 }
 
+/// Refuses (`403`, counted) an upgrade whose `Origin` the allow-list does not admit.
+fn check_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Reject> {
+    if let Some(origins) = &shared.config.origins {
+        if !origins.allows(headers) {
+            Counters::bump(&shared.counters.rejected_origin);
+            tracing::debug!(origin = ?headers.get(http::header::ORIGIN), "upgrade refused: origin not allowed");
+            return Err(Reject::Forbidden);
+        }
+    }
+    Ok(())
+}
+
 /// Decides the session of an upgrade request and renders its cookie, or
 /// refuses the upgrade. Not generic, so compiled once whatever the services
 /// and bodies, and the request is not moved around.
@@ -267,13 +288,7 @@ fn decide(
     let config = &shared.config;
     let counters = &shared.counters;
 
-    if let Some(origins) = &config.origins {
-        if !origins.allows(headers) {
-            Counters::bump(&counters.rejected_origin);
-            tracing::debug!(origin = ?headers.get(http::header::ORIGIN), "upgrade refused: origin not allowed");
-            return Err(Reject::Forbidden);
-        }
-    }
+    check_origin(shared, headers)?;
     // Counted before the drain check and until the response is out, so that a
     // drain starting now either refuses this upgrade or waits for its socket.
     let handshake = shared.drain.handshake();

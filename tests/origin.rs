@@ -163,6 +163,41 @@ async fn non_upgrade_requests_are_never_origin_checked() {
     assert_eq!((stats.rejected_origin, stats.upgrades), (0, 0));
 }
 
+/// A browser's WebSocket over HTTP/2 is an extended CONNECT (RFC 8441) and
+/// carries `Origin` like an HTTP/1.1 handshake. Without the `http2` feature
+/// the layer cannot see `:protocol` and gives it no session, but a foreign
+/// page must still be refused: the handler (axum's `WebSocketUpgrade`, say)
+/// would accept the socket otherwise. A CONNECT over HTTP/1.1 is a proxy
+/// request, never a WebSocket, and passes.
+#[tokio::test]
+async fn extended_connect_from_a_foreign_origin_is_403_with_or_without_http2() {
+    let layer = layer(false);
+    let connect = |origin: &'static str| {
+        let mut req = oneshot::extended_connect("websocket");
+        req.headers_mut()
+            .insert(ORIGIN, HeaderValue::from_static(origin));
+        req
+    };
+    let (res, calls) = call(&layer, connect("https://evil.example")).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(calls, 0, "the handler ran for a foreign extended CONNECT");
+    assert_eq!(layer.stats().rejected_origin, 1);
+
+    let (res, calls) = call(&layer, connect(ALLOWED)).await;
+    assert_ne!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(calls, 1);
+
+    let mut proxy = Request::connect("example.test:443")
+        .header(ORIGIN, "https://evil.example")
+        .body(())
+        .unwrap();
+    *proxy.version_mut() = http::Version::HTTP_11;
+    let (res, calls) = call(&layer, proxy).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(calls, 1);
+    assert_eq!(layer.stats().rejected_origin, 1);
+}
+
 #[tokio::test]
 async fn origin_refusal_comes_before_the_drain_refusal() {
     // The origin is judged first: a foreign page gets 403 whether or not the
