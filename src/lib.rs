@@ -183,7 +183,11 @@
 //! - **Cookie tossing.** A sibling subdomain (`evil.example.com`, a user-content
 //!   host, a forgotten staging host) can set a cookie with the same name for
 //!   `Domain=example.com`; the browser sends it to `app.example.com` too, often
-//!   before yours, and the layer keeps the first valid pair. Browsers only store
+//!   before yours, and the layer keeps the first valid pair. With the default
+//!   [`Refresh::EveryUpgrade`] it then sets that value as its own cookie on
+//!   the `101`, with your attributes (host-only unless you set a `Domain`,
+//!   your `Max-Age`), so the tossed id stays with the victim after the tossed
+//!   cookie is gone. Browsers only store
 //!   a `__Host-` cookie set by the host itself, over HTTPS, with `Secure`,
 //!   `Path=/` and no `Domain`, so a sibling cannot toss one: name the cookie
 //!   `__Host-…` (the builder enforces the rules that prefix needs). Signing
