@@ -57,8 +57,12 @@ usage: server [OPTIONS]
   --ping-interval SECS   send a ping this often, 0 = never (default 0); keep it
                          below the load balancer's idle timeout
   --insecure             omit the Secure cookie attribute (plain http:// in browsers)
-  --signing-key KEY      sign cookie values (feature `signed`; >= 32 bytes; repeat
-                         to rotate: the first signs, all verify)
+  --signing-key-file PATH
+                         sign cookie values with the key in PATH (feature `signed`;
+                         >= 32 bytes, one trailing newline ignored); repeat to rotate:
+                         the first key given signs, all verify
+  --signing-key KEY      the same with the key itself, which `ps` shows to anyone on
+                         the host: for trying it out, use a file in production
   -h, --help             print this help
 ";
 
@@ -139,15 +143,29 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "--signing-key" if cfg!(feature = "signed") => {
                 opts.signing_keys.push(value("--signing-key")?);
             }
-            "--signing-key" => {
-                return Err("--signing-key needs the `signed` feature: \
-                            cargo run --example server --features signed -- …"
-                    .to_owned())
+            "--signing-key-file" if cfg!(feature = "signed") => {
+                opts.signing_keys
+                    .push(key_file(&value("--signing-key-file")?)?);
+            }
+            "--signing-key" | "--signing-key-file" => {
+                return Err(format!(
+                    "{flag} needs the `signed` feature: \
+                     cargo run --example server --features signed -- …"
+                ))
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     Ok(Parsed::Run(opts))
+}
+
+/// A signing key from a file (a mounted secret, say), so that it is not on
+/// the command line for `ps` to show; one trailing newline is not part of it.
+fn key_file(path: &str) -> Result<String, String> {
+    let key = std::fs::read_to_string(path)
+        .map_err(|e| format!("--signing-key-file: cannot read `{path}`: {e}"))?;
+    let key = key.strip_suffix('\n').unwrap_or(&key);
+    Ok(key.strip_suffix('\r').unwrap_or(key).to_owned())
 }
 
 /// Non-negative, finite seconds, fractions allowed (`0.5`).

@@ -187,10 +187,10 @@
 //!   [`Refresh::EveryUpgrade`] it then sets that value as its own cookie on
 //!   the `101`, with your attributes (host-only unless you set a `Domain`,
 //!   your `Max-Age`), so the tossed id stays with the victim after the tossed
-//!   cookie is gone. Browsers only store
-//!   a `__Host-` cookie set by the host itself, over HTTPS, with `Secure`,
-//!   `Path=/` and no `Domain`, so a sibling cannot toss one: name the cookie
-//!   `__Host-…` (the builder enforces the rules that prefix needs). Signing
+//!   cookie is gone. Browsers only store a `__Host-` cookie set by the host
+//!   itself, over HTTPS, with `Secure`, `Path=/` and no `Domain`, so a sibling
+//!   cannot toss one: name the cookie `__Host-…` (the builder enforces the
+//!   rules that prefix needs). Signing
 //!   alone narrows tossing to values your nodes issued, such as the attacker's
 //!   own session; the prefix removes it. The newer `__Host-Http-` prefix adds
 //!   `HttpOnly` to these rules, and browsers that know it also refuse such a

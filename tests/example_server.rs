@@ -675,6 +675,56 @@ mod axum_server {
         assert_eq!(other["affinity"], "issued", "{other}");
         assert_ne!(other["session"], first["session"]);
     }
+
+    /// A key read from a file (with the newline an editor or `echo` leaves)
+    /// is the same key as on the command line: a cookie signed by one node
+    /// verifies on the other. An unreadable file is a usage error.
+    #[cfg(feature = "signed")]
+    #[tokio::test]
+    async fn signing_key_file_is_the_key_without_its_newline() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef-file";
+        let path = std::env::temp_dir().join(format!(
+            "tower-sticky-upgrade-key-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, format!("{KEY}\n")).expect("write the key file");
+        let file = path.to_str().expect("UTF-8 temp path");
+        let from_file = start(&["--node", "n", "--insecure", "--signing-key-file", file]);
+        let inline = start(&["--node", "n", "--insecure", "--signing-key", KEY]);
+        let other = start(&[
+            "--node",
+            "n",
+            "--insecure",
+            "--signing-key",
+            &format!("{KEY}\n"),
+        ]);
+        std::fs::remove_file(&path).expect("remove the key file");
+
+        let (mut ws, res) = connect(&from_file.ws_url(), None).await;
+        let first = welcome(&mut ws).await;
+        let pair = cookie_pair(set_cookie(&res, "WS_SESSION_ID").expect("cookie")).to_owned();
+        let (mut ws, _) = connect(&inline.ws_url(), Some(&pair)).await;
+        let second = welcome(&mut ws).await;
+        assert_eq!(second["affinity"], "kept", "{second}");
+        assert_eq!(second["session"], first["session"]);
+        // The newline is trimmed, not ignored by the signer: a key that keeps
+        // it does not verify the cookie.
+        let (mut ws, _) = connect(&other.ws_url(), Some(&pair)).await;
+        assert_eq!(welcome(&mut ws).await["affinity"], "issued");
+
+        let missing = path.with_extension("missing");
+        let args = [
+            "--signing-key-file",
+            missing.to_str().expect("UTF-8 temp path"),
+        ];
+        let (code, _, stderr) = run_to_end("server", &args, Duration::from_secs(60));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--signing-key-file: cannot read"),
+            "{stderr}"
+        );
+    }
 }
 
 mod hyper_server {
