@@ -268,7 +268,7 @@ fn upgrade<B>(
 fn check_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Reject> {
     if let Some(origins) = &shared.config.origins {
         if !origins.allows(headers) {
-            Counters::bump(&shared.counters.rejected_origin);
+            Counters::bump(&shared.counters.refused_origin);
             tracing::debug!(origin = ?headers.get(http::header::ORIGIN), "upgrade refused: origin not allowed");
             return Err(Reject::Forbidden);
         }
@@ -720,7 +720,7 @@ mod tests {
         let res = call(&l, &seen, req).await;
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
         assert_eq!(seen.calls.load(Ordering::SeqCst), 0);
-        assert_eq!(l.stats().rejected_origin, 1);
+        assert_eq!(l.stats().refused_origin, 1);
 
         let mut ok = upgrade(None);
         ok.headers_mut().insert(

@@ -38,8 +38,10 @@ pub struct Stats {
     pub invalid_cookies: u64,
     /// Upgrades answered `503` because draining had started.
     pub refused_draining: u64,
-    /// Upgrades answered `403` because of their `Origin`.
-    pub rejected_origin: u64,
+    /// Upgrades answered `403` because of their `Origin`. Built without the
+    /// `http2` feature, this includes HTTP/2 and HTTP/3 `CONNECT` requests
+    /// refused for it (the layer cannot tell which are WebSockets).
+    pub refused_origin: u64,
     /// Sockets tracked by the drain right now, as [`Drain::active`](crate::Drain::active)
     /// counts them (upgrades whose response is not out yet included).
     pub active: usize,
@@ -54,7 +56,7 @@ pub(crate) struct Counters {
     pub(crate) migrated: AtomicU64,
     pub(crate) invalid_cookies: AtomicU64,
     pub(crate) refused_draining: AtomicU64,
-    pub(crate) rejected_origin: AtomicU64,
+    pub(crate) refused_origin: AtomicU64,
 }
 
 impl Counters {
@@ -67,15 +69,15 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (issued, kept, migrated) = (get(&self.issued), get(&self.kept), get(&self.migrated));
         let refused_draining = get(&self.refused_draining);
-        let rejected_origin = get(&self.rejected_origin);
+        let refused_origin = get(&self.refused_origin);
         Stats {
-            upgrades: issued + kept + migrated + refused_draining + rejected_origin,
+            upgrades: issued + kept + migrated + refused_draining + refused_origin,
             issued,
             kept,
             migrated,
             invalid_cookies: get(&self.invalid_cookies),
             refused_draining,
-            rejected_origin,
+            refused_origin,
             active,
         }
     }
@@ -140,7 +142,7 @@ mod tests {
         let stats = layer.stats();
         assert_eq!(stats.upgrades, 6);
         assert_eq!((stats.issued, stats.kept, stats.migrated), (2, 1, 1));
-        assert_eq!((stats.rejected_origin, stats.refused_draining), (1, 1));
+        assert_eq!((stats.refused_origin, stats.refused_draining), (1, 1));
         assert_eq!(stats.invalid_cookies, 1);
     }
 }

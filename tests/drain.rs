@@ -555,7 +555,7 @@ async fn stats_count_every_decision() {
     assert_eq!(stats.migrated, 1);
     assert_eq!(stats.invalid_cookies, 1);
     assert_eq!(stats.refused_draining, 0);
-    assert_eq!(stats.rejected_origin, 1);
+    assert_eq!(stats.refused_origin, 1);
     assert_eq!(stats.active, 5);
 
     // Refused while draining, even with a good cookie: counted as refused only.
@@ -585,7 +585,7 @@ async fn stats_count_every_decision() {
         (4, 1, 1, 1)
     );
     assert_eq!(stats.refused_draining, 2);
-    assert_eq!(stats.rejected_origin, 1);
+    assert_eq!(stats.refused_origin, 1);
     assert_eq!(stats.active, 0);
     // Node a only issued once.
     let a_stats = a.layer.stats();

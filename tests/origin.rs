@@ -68,7 +68,7 @@ async fn assert_forbidden(layer: &StickyUpgradeLayer, origins: &[&str]) {
     assert_eq!(calls, 0, "the handler ran for {origins:?}");
     assert!(!res.headers().contains_key(SET_COOKIE));
     let after = layer.stats();
-    assert_eq!(after.rejected_origin, before.rejected_origin + 1);
+    assert_eq!(after.refused_origin, before.refused_origin + 1);
     assert_eq!(after.upgrades, before.upgrades + 1);
     // No session was decided for a refused upgrade.
     assert_eq!(
@@ -88,7 +88,7 @@ async fn allowed_origin_passes() {
     ] {
         assert_passes(&layer, &[origin]).await;
     }
-    assert_eq!(layer.stats().rejected_origin, 0);
+    assert_eq!(layer.stats().refused_origin, 0);
 }
 
 #[tokio::test]
@@ -107,7 +107,7 @@ async fn mismatched_origin_is_403_and_the_handler_is_not_called() {
     ] {
         assert_forbidden(&layer, &[origin]).await;
     }
-    assert_eq!(layer.stats().rejected_origin, 9);
+    assert_eq!(layer.stats().refused_origin, 9);
 }
 
 #[tokio::test]
@@ -121,7 +121,7 @@ async fn non_utf8_origin_is_403() {
     let (res, calls) = call(&layer, req).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(calls, 0);
-    assert_eq!(layer.stats().rejected_origin, 1);
+    assert_eq!(layer.stats().refused_origin, 1);
 }
 
 #[tokio::test]
@@ -135,7 +135,7 @@ async fn two_origin_fields_are_403_even_if_both_allowed() {
 async fn missing_origin_passes_when_not_required() {
     let layer = layer(false);
     assert_passes(&layer, &[]).await;
-    assert_eq!(layer.stats().rejected_origin, 0);
+    assert_eq!(layer.stats().refused_origin, 0);
 }
 
 #[tokio::test]
@@ -160,7 +160,7 @@ async fn non_upgrade_requests_are_never_origin_checked() {
         assert_eq!(calls, 1);
     }
     let stats = layer.stats();
-    assert_eq!((stats.rejected_origin, stats.upgrades), (0, 0));
+    assert_eq!((stats.refused_origin, stats.upgrades), (0, 0));
 }
 
 /// A browser's WebSocket over HTTP/2 is an extended CONNECT (RFC 8441) and
@@ -181,7 +181,7 @@ async fn extended_connect_from_a_foreign_origin_is_403_with_or_without_http2() {
     let (res, calls) = call(&layer, connect("https://evil.example")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(calls, 0, "the handler ran for a foreign extended CONNECT");
-    assert_eq!(layer.stats().rejected_origin, 1);
+    assert_eq!(layer.stats().refused_origin, 1);
 
     let (res, calls) = call(&layer, connect(ALLOWED)).await;
     assert_ne!(res.status(), StatusCode::FORBIDDEN);
@@ -195,7 +195,7 @@ async fn extended_connect_from_a_foreign_origin_is_403_with_or_without_http2() {
     let (res, calls) = call(&layer, proxy).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(calls, 1);
-    assert_eq!(layer.stats().rejected_origin, 1);
+    assert_eq!(layer.stats().refused_origin, 1);
 }
 
 #[tokio::test]

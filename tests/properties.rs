@@ -633,7 +633,7 @@ proptest! {
         if unseen_connect && origin_refused {
             prop_assert_eq!(out.status, StatusCode::FORBIDDEN);
             prop_assert!(!out.inner_called);
-            prop_assert_eq!(stats.rejected_origin, 1);
+            prop_assert_eq!(stats.refused_origin, 1);
             prop_assert_eq!(stats.upgrades, 1);
             return Ok(());
         }
@@ -650,7 +650,7 @@ proptest! {
         if origin_refused {
             prop_assert_eq!(out.status, StatusCode::FORBIDDEN);
             prop_assert!(!out.inner_called);
-            prop_assert_eq!(stats.rejected_origin, 1);
+            prop_assert_eq!(stats.refused_origin, 1);
             return Ok(());
         }
         if config.draining && config.refuse_while_draining {

@@ -112,7 +112,7 @@ fuzz_target!(|data: &[u8]| {
     if origins && !model::reference_origin_allowed(&headers, require_origin, ALLOWED) {
         assert_eq!(out.status, StatusCode::FORBIDDEN);
         assert!(!out.called);
-        assert_eq!(stats.rejected_origin, 1);
+        assert_eq!(stats.refused_origin, 1);
         return;
     }
     if draining && refuse_while_draining {
