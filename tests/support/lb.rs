@@ -11,8 +11,8 @@
 //! mod lb;
 //! ```
 //!
-//! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY` and
-//! `E2E_CHROMIUM` name the executables (set one to `/nonexistent` to see the
+//! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY`,
+//! `E2E_CHROMIUM` and `E2E_NGINX` name the executables (set one to `/nonexistent` to see the
 //! skip path); without them, `PATH` and the Debian locations are searched.
 #![allow(dead_code)]
 
@@ -65,6 +65,7 @@ pub fn report_tail(what: &str, lines: &[String]) {
 pub enum Tool {
     HaProxy,
     Chromium,
+    Nginx,
 }
 
 impl Tool {
@@ -72,6 +73,7 @@ impl Tool {
         match self {
             Tool::HaProxy => "haproxy",
             Tool::Chromium => "chromium",
+            Tool::Nginx => "nginx",
         }
     }
 
@@ -79,11 +81,12 @@ impl Tool {
         match self {
             Tool::HaProxy => "E2E_HAPROXY",
             Tool::Chromium => "E2E_CHROMIUM",
+            Tool::Nginx => "E2E_NGINX",
         }
     }
 
-    /// Names on `PATH`, then absolute paths (haproxy is in /usr/sbin, which is
-    /// not on every user's `PATH`).
+    /// Names on `PATH`, then absolute paths (haproxy and nginx are in
+    /// /usr/sbin, which is not on every user's `PATH`).
     fn candidates(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
             Tool::HaProxy => (
@@ -91,6 +94,7 @@ impl Tool {
                 &["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"],
             ),
             Tool::Chromium => (&["chromium", "chromium-browser"], &["/usr/bin/chromium"]),
+            Tool::Nginx => (&["nginx"], &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]),
         }
     }
 
@@ -437,6 +441,41 @@ pub struct NodeOptions {
     pub retry_after: Duration,
 }
 
+/// Starts the three nodes of a [`Cluster`] (`n1`, `n2`, `n3`, plain http so
+/// `--insecure`) on 127.0.0.1 port 0, their stderr collected into `log`.
+pub fn start_nodes(options: NodeOptions, log: &OutputLog) -> Vec<Server> {
+    let secs = |d: Duration| d.as_secs_f64().to_string();
+    let (delay, spread, timeout, retry) = (
+        secs(options.close_delay),
+        secs(options.close_spread),
+        secs(options.drain_timeout),
+        secs(options.retry_after),
+    );
+    Cluster::NODES
+        .iter()
+        .map(|node| {
+            start_node(
+                &[
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--node",
+                    node,
+                    "--insecure",
+                    "--close-delay",
+                    &delay,
+                    "--close-spread",
+                    &spread,
+                    "--drain-timeout",
+                    &timeout,
+                    "--retry-after",
+                    &retry,
+                ],
+                log,
+            )
+        })
+        .collect()
+}
+
 /// Three example-server nodes (`n1`, `n2`, `n3`) behind HAProxy.
 pub struct Cluster {
     /// `nodes[i]` runs with `--node n{i+1}`.
@@ -455,37 +494,8 @@ impl Cluster {
     /// Starts the nodes (plain http, so `--insecure`), then HAProxy, and
     /// waits until its health checks see every node up.
     pub fn start(haproxy: &Path, options: NodeOptions) -> Cluster {
-        let secs = |d: Duration| d.as_secs_f64().to_string();
-        let (delay, spread, timeout, retry) = (
-            secs(options.close_delay),
-            secs(options.close_spread),
-            secs(options.drain_timeout),
-            secs(options.retry_after),
-        );
         let node_log = OutputLog::default();
-        let nodes: Vec<Server> = Self::NODES
-            .iter()
-            .map(|node| {
-                start_node(
-                    &[
-                        "--listen",
-                        "127.0.0.1:0",
-                        "--node",
-                        node,
-                        "--insecure",
-                        "--close-delay",
-                        &delay,
-                        "--close-spread",
-                        &spread,
-                        "--drain-timeout",
-                        &timeout,
-                        "--retry-after",
-                        &retry,
-                    ],
-                    &node_log,
-                )
-            })
-            .collect();
+        let nodes = start_nodes(options, &node_log);
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let ports = [
             nodes[0].addr.port(),
