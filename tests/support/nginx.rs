@@ -1,0 +1,254 @@
+//! nginx in front of three nodes, configured by the shipped
+//! `deploy/nginx.conf`, for `tests/e2e_nginx.rs`.
+//!
+//! Declared from a test file after `lb` (it builds on its helpers):
+//!
+//! ```ignore
+//! mod support;
+//! #[path = "support/lb.rs"]
+//! mod lb;
+//! #[path = "support/nginx.rs"]
+//! mod nginx;
+//! ```
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::lb::{report_tail, OutputLog, TempDir};
+
+/// The addresses `deploy/nginx.conf` ships with, each to be found exactly once.
+const SHIPPED_LISTEN: &str = "listen 127.0.0.1:8080;";
+const SHIPPED_SERVERS: [&str; 3] = [
+    "server 127.0.0.1:3001 ",
+    "server 127.0.0.1:3002 ",
+    "server 127.0.0.1:3003 ",
+];
+
+/// `deploy/nginx.conf` with its listen port and its three upstream
+/// addresses replaced, and nothing else: nginx reads no environment
+/// variables, so this is the only way to run the shipped file on free ports.
+/// Panics when one of the shipped addresses is not found exactly once, so
+/// that the test keeps testing the shipped text rather than silently
+/// running something else.
+pub fn shipped_config_on(frontend_port: u16, node_ports: [u16; 3]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
+    let shipped =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut config = shipped.clone();
+    let replacements =
+        std::iter::once((SHIPPED_LISTEN, format!("listen 127.0.0.1:{frontend_port};"))).chain(
+            SHIPPED_SERVERS
+                .iter()
+                .zip(node_ports)
+                .map(|(from, port)| (*from, format!("server 127.0.0.1:{port} "))),
+        );
+    for (from, to) in replacements {
+        let found = shipped.matches(from).count();
+        assert_eq!(
+            found,
+            1,
+            "{} must contain `{from}` exactly once (the test rewrites only that \
+             address), found {found} times: update tests/support/nginx.rs with the file",
+            path.display()
+        );
+        config = config.replacen(from, &to, 1);
+    }
+    config
+}
+
+/// nginx in the foreground (`-g 'daemon off;'`) with its prefix, pid file and
+/// config in a temp dir and its error log on stderr, so it needs neither
+/// `/run` nor `/var/log/nginx`. Killed (with its workers) on drop.
+pub struct Nginx {
+    child: Child,
+    log: OutputLog,
+    pub frontend: SocketAddr,
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// Writes [`shipped_config_on`] to a temp prefix dir, checks it with
+    /// `nginx -t` (panics with nginx's output if it fails) and starts nginx.
+    pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3]) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, shipped_config_on(frontend_port, node_ports))
+            .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+
+        let check = Self::command(bin, dir.path(), &conf)
+            .arg("-t")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {} -t: {e}", bin.display()));
+        assert!(
+            check.status.success(),
+            "nginx -t rejects deploy/nginx.conf (ports rewritten): {}\n{}",
+            check.status,
+            Self::output_text(&check)
+        );
+
+        let mut child = Self::command(bin, dir.path(), &conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: the workers outlive a killed master, and
+            // drop ends them through the group.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let log = OutputLog::default();
+        log.follow(child.stdout.take().expect("piped stdout"));
+        log.follow(child.stderr.take().expect("piped stderr"));
+        Nginx {
+            child,
+            log,
+            frontend: SocketAddr::from(([127, 0, 0, 1], frontend_port)),
+            dir,
+        }
+    }
+
+    /// `nginx -p DIR/ -c DIR/nginx.conf [-e stderr] -g 'daemon off;'`: the
+    /// prefix holds the relative `pid nginx.pid` of the deploy file, which
+    /// logs to stderr itself. `-e stderr` (nginx 1.19.5 and later) also keeps
+    /// nginx from opening its compiled-in error log before it reads the
+    /// config; older versions only print an alert when they cannot.
+    fn command(bin: &Path, prefix: &Path, conf: &Path) -> Command {
+        let mut prefix = prefix.as_os_str().to_owned();
+        prefix.push("/");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-p").arg(prefix).arg("-c").arg(conf);
+        if version(bin) >= (1, 19, 5) {
+            cmd.args(["-e", "stderr"]);
+        }
+        cmd.args(["-g", "daemon off;"]);
+        cmd
+    }
+
+    fn output_text(out: &Output) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Panics (with nginx's output) if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "nginx exited with {status}:\n{}",
+                self.log.lines().join("\n")
+            );
+        }
+    }
+
+    /// Waits until `GET /ws-health` through nginx answers `200`: a worker
+    /// accepts and proxies to a node. Bounded by `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running();
+            let last = match http_get_status(self.frontend, "/ws-health") {
+                Ok(200) => return,
+                Ok(status) => format!("status {status}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "nginx not ready within {timeout:?}: {last}\n{}",
+                self.log.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// nginx's output so far (its error log, at `notice`).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lines()
+    }
+
+    /// The prefix dir (holds `nginx.conf` and `nginx.pid`).
+    pub fn prefix(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("nginx.pid")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM is nginx's fast shutdown: the master ends its workers and
+        // exits. Then SIGKILL to the group (its id is the master's pid,
+        // `process_group(0)`) for anything left, if the master did not exit.
+        let pid = self.child.id();
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -KILL -{pid}")])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            report_tail("nginx's output", &self.log.lines());
+        }
+    }
+}
+
+/// nginx's version from `nginx -v` (`nginx version: nginx/1.22.1` on
+/// stderr); panics when it cannot be read.
+pub fn version(bin: &Path) -> (u32, u32, u32) {
+    let out = Command::new(bin)
+        .arg("-v")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {} -v: {e}", bin.display()));
+    let text = Nginx::output_text(&out);
+    let parsed = text
+        .split_once("nginx/")
+        .map(|(_, v)| v.split_whitespace().next().unwrap_or_default())
+        .map(|v| v.split('.').map(str::parse::<u32>).collect::<Vec<_>>());
+    match parsed.as_deref() {
+        Some([Ok(major), Ok(minor), Ok(patch)]) => (*major, *minor, *patch),
+        _ => panic!("no version in `{} -v`: {text:?}", bin.display()),
+    }
+}
+
+/// `GET path` over HTTP/1.0 to `addr`; the status code. Bounded by 2 s per
+/// step.
+pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    let step = Duration::from_secs(2);
+    let mut sock = TcpStream::connect_timeout(&addr, step)?;
+    sock.set_read_timeout(Some(step))?;
+    sock.set_write_timeout(Some(step))?;
+    write!(sock, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    // The status line fits in the first bytes; read until its end or EOF.
+    while read < head.len() {
+        let n = sock.read(&mut head[read..])?;
+        if n == 0 || head[..read + n].contains(&b'\n') {
+            read += n;
+            break;
+        }
+        read += n;
+    }
+    let line = String::from_utf8_lossy(&head[..read]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {line:?}")))
+}
