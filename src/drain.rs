@@ -129,8 +129,9 @@ pub struct Drain {
 struct Inner {
     /// When draining started: set once, by the first `start()`.
     started: OnceLock<Instant>,
-    /// Set right after `started`, with sequentially consistent ordering: the
-    /// flag every "is it draining?" reads (one plain load on x86-64). Paired
+    /// Set right after `started` by every `start()` call, with sequentially
+    /// consistent ordering: the flag every "is it draining?" reads (one plain
+    /// load on x86-64). Paired
     /// with `active` so that an upgrade counted before it is let through is
     /// always seen by `closed()` (see `Drain::handshake`).
     draining: AtomicBool,
@@ -298,10 +299,15 @@ impl Drain {
     /// assert!(drain.is_draining());
     /// ```
     pub fn start(&self) -> bool {
-        if self.inner.started.set(Instant::now()).is_err() {
+        let first = self.inner.started.set(Instant::now()).is_ok();
+        // Stored by every call, not only the first: a call that loses the race
+        // returns as soon as `started` is set, maybe before the first one stored
+        // the flag, and its caller must see the drain from then on (a
+        // `closed()` it awaits relies on the layer refusing upgrades).
+        self.inner.draining.store(true, Ordering::SeqCst);
+        if !first {
             return false;
         }
-        self.inner.draining.store(true, Ordering::SeqCst);
         self.inner.start_signal.notify_waiters();
         tracing::info!(
             active = self.active(),
@@ -1293,6 +1299,71 @@ mod tests {
             }
         }
         dropper.join().expect("dropper");
+    }
+
+    /// `start()` from two threads at once (a signal thread and the app, say):
+    /// whichever call returns, `false` included, the drain is visible to its
+    /// caller. Otherwise the losing caller may answer its health check with
+    /// `200`, or await `closed()` before the layer refuses upgrades, and see no
+    /// socket while an upgrade it did not wait for is let through.
+    #[test]
+    fn start_is_visible_to_every_caller_when_it_returns() {
+        /// Both threads arrive at `round`, spinning; bounded by a deadline.
+        fn meet(arrivals: &AtomicUsize, round: usize) {
+            arrivals.fetch_add(1, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut spins = 0u32;
+            while arrivals.load(Ordering::SeqCst) < 2 * round + 2 {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins % 1024 == 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "round {round}: no partner"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+        }
+        fn spin(n: usize) {
+            for _ in 0..n {
+                std::hint::spin_loop();
+            }
+        }
+
+        const ROUNDS: usize = 100_000;
+        const SWEEP: usize = 64;
+        let time_limit = std::time::Instant::now() + Duration::from_secs(60);
+        let arrivals = Arc::new(AtomicUsize::new(0));
+        let (send, drains) = std::sync::mpsc::channel::<Drain>();
+        let other = std::thread::spawn({
+            let arrivals = Arc::clone(&arrivals);
+            move || {
+                let mut unseen = 0usize;
+                for (round, drain) in drains.iter().enumerate() {
+                    meet(&arrivals, round);
+                    spin(round % SWEEP);
+                    drain.start();
+                    unseen += usize::from(!drain.is_draining());
+                }
+                unseen
+            }
+        });
+        let mut unseen = 0usize;
+        for round in 0..ROUNDS {
+            if std::time::Instant::now() > time_limit {
+                break;
+            }
+            let drain = Drain::new();
+            send.send(drain.clone()).expect("other thread alive");
+            meet(&arrivals, round);
+            spin(round / SWEEP % SWEEP);
+            drain.start();
+            unseen += usize::from(!drain.is_draining());
+        }
+        drop(send);
+        unseen += other.join().expect("other thread");
+        assert_eq!(unseen, 0, "start() returned before the drain was visible");
     }
 
     #[tokio::test(start_paused = true)]
