@@ -663,10 +663,17 @@ impl Default for DrainBuilder {
 /// Where in the window the `slot`-th guard closes: the fractional parts of
 /// `slot / φ` (a Weyl sequence) are spread evenly over `[0, 1)` for any run of
 /// consecutive slots, so sockets close at a steady rate whatever their number.
+///
+/// In integer nanoseconds, rounded down, so that the offset stays below the
+/// window: `Duration::mul_f64` rounds to the nearest nanosecond, which for a
+/// fraction just under 1 is the whole window.
 fn spread_offset(slot: u64, window: Duration) -> Duration {
     const INV_GOLDEN_RATIO_64: u64 = 0x9E37_79B9_7F4A_7C15;
-    let fraction = (slot.wrapping_mul(INV_GOLDEN_RATIO_64) >> 11) as f64 / (1u64 << 53) as f64;
-    window.mul_f64(fraction)
+    // The fraction, as a 64-bit fixed-point number in [0, 1).
+    let fraction = u128::from(slot.wrapping_mul(INV_GOLDEN_RATIO_64));
+    // At most a day (under 2^47 ns) times under 2^64: no overflow.
+    let nanos = (window.as_nanos() * fraction) >> 64;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 /// Tracks one upgraded socket for a [`Drain`].
@@ -961,6 +968,34 @@ mod tests {
                 // A Weyl sequence keeps every tenth of the window within a
                 // couple of guards of its fair share.
                 assert!(b.abs_diff(expected) <= 2, "count {count}, bucket {i}: {b}");
+            }
+        }
+    }
+
+    /// No guard closes at the end of the window or after it, however short the
+    /// window: in floating point, a fraction just under 1 times the window
+    /// rounded up to the whole window (slot 987 of a 1 µs window, slot
+    /// 2,178,309 of a 1 ms one).
+    #[tokio::test(start_paused = true)]
+    async fn close_times_stay_inside_short_windows() {
+        let window = Duration::from_micros(1);
+        let drain = Drain::with_close_spread(window);
+        let guards: Vec<_> = (0..2000).map(|_| drain.guard()).collect();
+        drain.start();
+        let opens = Instant::now();
+        for (slot, guard) in guards.iter().enumerate() {
+            let at = guard.close_at().expect("draining");
+            assert!(at >= opens && at < opens + window, "slot {slot}: {at:?}");
+        }
+        for (slot, window) in [
+            (987, Duration::from_micros(1)),
+            (2_178_309, Duration::from_millis(1)),
+        ] {
+            assert!(spread_offset(slot, window) < window, "slot {slot}");
+        }
+        for slot in 0..100_000 {
+            for window in [Duration::from_nanos(1), Duration::from_nanos(7)] {
+                assert!(spread_offset(slot, window) < window, "slot {slot}");
             }
         }
     }
