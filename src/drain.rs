@@ -18,6 +18,15 @@
 //!    [`closed`](Drain::closed), or, before exiting, with [`wait`](Drain::wait),
 //!    which has a deadline and also waits out the close delay.
 //!
+//! # Runtime
+//!
+//! [`Drain::start`], [`Drain::guard`], [`Drain::closed`], the health check
+//! and dropping guards work from any thread and on any executor: `start()`
+//! can be called from a signal-handling thread outside the runtime.
+//! [`DrainGuard::closing`] (while it waits for its close time) and
+//! [`Drain::wait`] use Tokio timers: they need a Tokio runtime with timers
+//! enabled, and panic without one.
+//!
 //! # How it works
 //!
 //! The controller is an atomic count of live guards (and of upgrades the layer
@@ -468,6 +477,12 @@ impl Drain {
     /// within the close delay gives
     /// [`TimedOut`](DrainOutcome::TimedOut), even with no socket open.
     ///
+    /// # Panics
+    ///
+    /// When polled outside a Tokio runtime, or in one built without timers
+    /// (`enable_time`, which `enable_all` and `#[tokio::main]` include): the
+    /// deadline is a Tokio timer. [`closed`](Self::closed) needs no runtime.
+    ///
     /// ```
     /// use std::time::Duration;
     /// use tokio::time::Instant;
@@ -763,6 +778,16 @@ impl DrainGuard {
     /// `tokio::pin!`-ed one must be gone before an explicit `drop(guard)`:
     /// pin it inside a block that ends with the loop, or let both go out of
     /// scope together.
+    ///
+    /// # Panics
+    ///
+    /// When it has to wait for its close time (a close delay or a place in
+    /// the spread window still ahead) and is polled outside a Tokio runtime,
+    /// or in one built without timers (`enable_time`, which `enable_all` and
+    /// `#[tokio::main]` include), as `tokio::time::sleep` does. A runtime
+    /// built with `enable_io()` alone serves sockets fine and would panic
+    /// only here, during the drain. Waiting for the drain to start, and
+    /// resolving once the close time has come, need no runtime.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1399,6 +1424,109 @@ mod tests {
         drop(send);
         unseen += other.join().expect("other thread");
         assert_eq!(unseen, 0, "start() returned before the drain was visible");
+    }
+
+    /// What the module docs promise to work off the runtime: a `start()` from
+    /// a plain thread wakes a `closing()` polled before it, which then needs no
+    /// timer once its close time has come; `closed()` and the last guard
+    /// dropped on another thread need none either.
+    #[test]
+    fn start_from_a_plain_thread_wakes_futures_polled_off_the_runtime() {
+        use std::task::{Context, Wake, Waker};
+
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+
+        let drain = Drain::with_close_spread(Duration::ZERO);
+        let guard = drain.guard();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        {
+            let mut closing = Box::pin(guard.closing());
+            assert!(closing.as_mut().poll(&mut cx).is_pending());
+            let starter = drain.clone();
+            std::thread::spawn(move || assert!(starter.start()))
+                .join()
+                .expect("starter");
+            assert!(flag.0.swap(false, Ordering::SeqCst), "woken by start()");
+            assert!(closing.as_mut().poll(&mut cx).is_ready());
+        }
+        assert_eq!(
+            drain.health_service().response().status(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
+
+        let mut closed = Box::pin(drain.closed());
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+        std::thread::spawn(move || drop(guard))
+            .join()
+            .expect("dropper");
+        assert!(flag.0.load(Ordering::SeqCst), "woken by the last guard");
+        assert!(closed.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// `start()` from a thread outside a multi-thread runtime whose tasks
+    /// await `closing()` over a real (short) window: each is woken and
+    /// closes, and the drain is over well within its deadline.
+    #[test]
+    fn start_from_outside_the_runtime_closes_every_socket() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let drain = Drain::with_close_spread(Duration::from_millis(50));
+        let (ready, mut all_ready) = tokio::sync::mpsc::channel::<()>(64);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let guard = drain.guard();
+            let ready = ready.clone();
+            tasks.push(runtime.spawn(async move {
+                {
+                    let closing = guard.closing();
+                    tokio::pin!(closing);
+                    // Polled once before the start, then the task says it waits.
+                    assert!(futures_poll_once(closing.as_mut()).await.is_none());
+                    let _ = ready.send(()).await;
+                    closing.await;
+                }
+                drop(guard);
+            }));
+        }
+        drop(ready);
+        runtime.block_on(async {
+            for _ in 0..64 {
+                all_ready.recv().await.expect("every task polled its closing()");
+            }
+        });
+        let starter = drain.clone();
+        std::thread::spawn(move || assert!(starter.start()))
+            .join()
+            .expect("starter");
+        let outcome = runtime.block_on(drain.wait(Duration::from_secs(10)));
+        assert_eq!(outcome, DrainOutcome::Drained);
+        assert_eq!(drain.active(), 0);
+        runtime.block_on(async {
+            for task in tasks {
+                task.await.expect("no socket task panicked");
+            }
+        });
+    }
+
+    /// Polls `future` once: `Some` if it was ready.
+    async fn futures_poll_once<F: Future + Unpin>(mut future: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut future).poll(cx) {
+                std::task::Poll::Ready(out) => Some(out),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 
     #[tokio::test(start_paused = true)]
