@@ -1501,7 +1501,10 @@ mod tests {
         drop(ready);
         runtime.block_on(async {
             for _ in 0..64 {
-                all_ready.recv().await.expect("every task polled its closing()");
+                all_ready
+                    .recv()
+                    .await
+                    .expect("every task polled its closing()");
             }
         });
         let starter = drain.clone();
