@@ -1,0 +1,574 @@
+//! The client side of the load-balancer end-to-end tests
+//! (`tests/e2e_haproxy.rs`, `tests/e2e_nginx.rs`): fresh clients and
+//! reconnects with cookies, clients that send numbered messages and check
+//! every echo while a node drains, and what they report.
+//!
+//! What differs between the balancers is a parameter ([`Talk`]): HAProxy may
+//! answer `503` until its health check marks a draining node down, so its
+//! clients get several reconnect attempts; nginx retries the `503` itself,
+//! so its clients must get through at the first attempt.
+//!
+//! Declared from a test file after `lb` (it builds on its helpers):
+//!
+//! ```ignore
+//! mod support;
+//! #[path = "support/lb.rs"]
+//! mod lb;
+//! #[path = "support/talk.rs"]
+//! mod talk;
+//! ```
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::lb::{self, Cluster, ConnectError, CookieJar, Interrupted, Welcome, Ws};
+use crate::support::Server;
+
+/// Pace of the numbered messages of each client.
+pub const MESSAGE_INTERVAL: Duration = Duration::from_millis(20);
+/// Bound on each wait for an echo.
+pub const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Echoes each client gets before the drain starts ([`Milestone::Warm`]),
+/// and after it moved ([`Milestone::Moved`]).
+pub const WARM_ECHOES: u64 = 5;
+
+/// How hard the clients try to reconnect after a Close, and how long the
+/// test waits for their milestones.
+#[derive(Debug, Clone, Copy)]
+pub struct Talk {
+    /// Connection attempts after a Close frame, the first one included. With
+    /// 1, the first attempt must succeed.
+    pub reconnect_attempts: u32,
+    /// No attempt after the first starts later than this after the Close
+    /// frame.
+    pub reconnect_budget: Duration,
+    /// Bound on each wait for the clients' milestones.
+    pub milestone_timeout: Duration,
+}
+
+impl Talk {
+    /// Clients that must get through at the first attempt after a Close.
+    pub const fn first_attempt(milestone_timeout: Duration) -> Talk {
+        Talk {
+            reconnect_attempts: 1,
+            reconnect_budget: Duration::ZERO,
+            milestone_timeout,
+        }
+    }
+
+    /// Clients that make up to `attempts` attempts after a Close, none but
+    /// the first later than `budget` after it.
+    pub const fn retrying(attempts: u32, budget: Duration, milestone_timeout: Duration) -> Talk {
+        Talk {
+            reconnect_attempts: attempts,
+            reconnect_budget: budget,
+            milestone_timeout,
+        }
+    }
+}
+
+/// A client with its cookies, its session and the node it is on.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: usize,
+    pub jar: CookieJar,
+    pub session: String,
+    /// The node that answered it (which one is up to the test).
+    pub node: String,
+}
+
+/// Connects `count` clients with no cookie, each checked to get an `issued`
+/// welcome, an affinity cookie and a session id of its own. Returns them in
+/// `id` order, each on the node that issued its session, and how many each
+/// node issued (also reported).
+pub async fn fresh_clients(
+    url: &str,
+    count: usize,
+) -> (Vec<Client>, BTreeMap<&'static str, usize>) {
+    let mut tasks = JoinSet::new();
+    for id in 0..count {
+        let url = url.to_owned();
+        tasks.spawn(async move {
+            let mut jar = CookieJar::default();
+            let (ws, welcome) = lb::connect(&url, &mut jar)
+                .await
+                .unwrap_or_else(|e| panic!("client {id}: first connection: {e:?}"));
+            assert_eq!(welcome.affinity, "issued", "client {id}: {welcome:?}");
+            assert_eq!(
+                jar.get(lb::COOKIE_NAME).map(str::is_empty),
+                Some(false),
+                "client {id}: no {} cookie on the 101",
+                lb::COOKIE_NAME
+            );
+            lb::close(ws).await;
+            Client {
+                id,
+                jar,
+                session: welcome.session,
+                node: welcome.node,
+            }
+        });
+    }
+    let mut clients = Vec::with_capacity(count);
+    while let Some(joined) = tasks.join_next().await {
+        clients.push(joined.expect("fresh client panicked"));
+    }
+    clients.sort_by_key(|c| c.id);
+    let sessions: HashSet<&str> = clients.iter().map(|c| c.session.as_str()).collect();
+    assert_eq!(sessions.len(), count, "session ids must be unique");
+    let per_node = count_per_node(clients.iter().map(|c| (c.id, c.node.as_str())));
+    lb::report(&format!("{count} fresh clients per node: {per_node:?}"));
+    (clients, per_node)
+}
+
+/// Connects `times` times in a row with the jar's cookies, closing each
+/// socket before the next; returns the welcomes and the last socket, open.
+pub async fn reconnect(
+    url: &str,
+    id: usize,
+    jar: &mut CookieJar,
+    times: usize,
+) -> (Vec<Welcome>, Ws) {
+    let mut welcomes = Vec::with_capacity(times);
+    let mut open: Option<Ws> = None;
+    for round in 1..=times {
+        if let Some(previous) = open.take() {
+            lb::close(previous).await;
+        }
+        let (ws, welcome) = lb::connect(url, jar)
+            .await
+            .unwrap_or_else(|e| panic!("client {id}: reconnect {round}: {e:?}"));
+        welcomes.push(welcome);
+        open = Some(ws);
+    }
+    (welcomes, open.expect("at least one connection"))
+}
+
+/// How many of `clients` (id, node) are on each of [`Cluster::NODES`].
+pub fn count_per_node<'a>(
+    clients: impl IntoIterator<Item = (usize, &'a str)>,
+) -> BTreeMap<&'static str, usize> {
+    let mut counts: BTreeMap<&'static str, usize> =
+        Cluster::NODES.iter().map(|n| (*n, 0)).collect();
+    for (id, node) in clients {
+        *counts
+            .get_mut(node)
+            .unwrap_or_else(|| panic!("client {id} on unknown node {node:?}")) += 1;
+    }
+    counts
+}
+
+/// The node with the most clients in `counts`.
+fn busiest(counts: &BTreeMap<&'static str, usize>) -> String {
+    counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(name, _)| (*name).to_owned())
+        .expect("three nodes")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// [`WARM_ECHOES`] echoes on the first socket.
+    Warm,
+    /// Moved after a close and [`WARM_ECHOES`] echoes on the new socket.
+    Moved,
+}
+
+/// Waits (bounded by `timeout`) until `count` clients reported `which`;
+/// returns how many did.
+pub async fn wait_milestones(
+    rx: &mut mpsc::UnboundedReceiver<(usize, Milestone)>,
+    which: Milestone,
+    count: usize,
+    timeout: Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = 0;
+    while seen < count {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((_, m))) if m == which => seen += 1,
+            Ok(Some(_)) => {}
+            // Every client is gone (failed) or the deadline passed: the
+            // caller asserts on the count and the clients' own errors.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// Polls the node's process until it exits (bounded); returns its status and
+/// how long after the call it was seen gone (within 20 ms).
+pub async fn wait_exit(server: &mut Server, timeout: Duration) -> (Option<ExitStatus>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return (Some(status), start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return (None, start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the clients and the node did around a drain ([`drain_busiest`]).
+#[derive(Debug)]
+pub struct Drain {
+    /// The drained node's name, and its index in the nodes.
+    pub node: String,
+    pub index: usize,
+    /// The clients that were on the drained node.
+    pub clients_on_node: usize,
+    /// How many of them reported [`Milestone::Moved`] in time.
+    pub moved: usize,
+    /// The node's exit status; `None` if it still ran at the timeout.
+    pub exit: Option<ExitStatus>,
+    /// From the SIGTERM to the exit seen (or to giving up).
+    pub exited_after: Duration,
+    /// The clients that returned a report, in `id` order.
+    pub reports: Vec<TalkReport>,
+    /// What the other clients failed on.
+    pub failures: Vec<String>,
+}
+
+impl Drain {
+    /// Checks that the drained node exited cleanly within `drain_timeout`,
+    /// and reports it.
+    pub fn assert_clean_exit(&self, drain_timeout: Duration) {
+        let name = &self.node;
+        let exited_after = self.exited_after;
+        let status = self
+            .exit
+            .unwrap_or_else(|| panic!("{name} still running after SIGTERM"));
+        lb::report(&format!(
+            "{name} exited with {status} {exited_after:?} after SIGTERM (drain timeout {drain_timeout:?})"
+        ));
+        assert!(status.success(), "{name} exited with {status}");
+        assert!(
+            exited_after <= drain_timeout,
+            "{name} took {exited_after:?} to exit (drain timeout {drain_timeout:?})"
+        );
+    }
+}
+
+/// Starts [`talk`] on every client's open socket; once all of them are
+/// [`Milestone::Warm`] (asserted), SIGTERMs the node of `nodes` (in
+/// [`Cluster::NODES`] order) with the most clients, waits for its clients to
+/// move and for it to exit (bounded by `exit_timeout`), then stops every
+/// client.
+pub async fn drain_busiest(
+    url: &str,
+    clients: Vec<(Client, Ws)>,
+    nodes: &mut [Server],
+    exit_timeout: Duration,
+    options: Talk,
+) -> Drain {
+    let total = clients.len();
+    let node = busiest(&count_per_node(
+        clients.iter().map(|(c, _)| (c.id, c.node.as_str())),
+    ));
+    let index = Cluster::NODES
+        .iter()
+        .position(|n| *n == node)
+        .expect("drained node index");
+    let clients_on_node = clients.iter().filter(|(c, _)| c.node == node).count();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (milestones_tx, mut milestones) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for (c, ws) in clients {
+        tasks.spawn(talk(
+            url.to_owned(),
+            c,
+            ws,
+            stop_rx.clone(),
+            milestones_tx.clone(),
+            options,
+        ));
+    }
+    drop(milestones_tx);
+
+    let timeout = options.milestone_timeout;
+    let warm = wait_milestones(&mut milestones, Milestone::Warm, total, timeout).await;
+    assert_eq!(warm, total, "clients echoing before the drain");
+    nodes[index].sigterm();
+    lb::report(&format!(
+        "SIGTERM to {node} with {clients_on_node} open sockets"
+    ));
+    // Watch the node's exit at the same time, to time it from the SIGTERM.
+    let (moved, (exit, exited_after)) = tokio::join!(
+        wait_milestones(&mut milestones, Milestone::Moved, clients_on_node, timeout),
+        wait_exit(&mut nodes[index], exit_timeout),
+    );
+    let _ = stop_tx.send(true);
+
+    let (mut reports, mut failures) = (Vec::with_capacity(total), Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("client task panicked") {
+            Ok(report) => reports.push(report),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    reports.sort_by_key(|r| r.id);
+    Drain {
+        node,
+        index,
+        clients_on_node,
+        moved,
+        exit,
+        exited_after,
+        reports,
+        failures,
+    }
+}
+
+/// Checks the report `r` of client `c` after a drain of node `drained`. A
+/// client of that node was closed with `1001` and reconnected `migrated`
+/// from it, with its session, to another node, where it got at least
+/// [`WARM_ECHOES`] echoes: returns that move. Any other client was never
+/// closed.
+pub fn check_move<'r>(r: &'r TalkReport, c: &Client, drained: &str) -> Option<&'r Migration> {
+    let id = r.id;
+    if c.node != drained {
+        assert!(
+            r.migration.is_none(),
+            "client {id} on {} was closed though its node kept serving: {r:?}",
+            c.node
+        );
+        return None;
+    }
+    let m = r
+        .migration
+        .as_ref()
+        .unwrap_or_else(|| panic!("client {id} on {drained} was not moved: {r:?}"));
+    assert_eq!(m.close_code, Some(1001), "client {id}: close code");
+    assert_eq!(
+        (
+            m.welcome.affinity.as_str(),
+            m.welcome.from.as_deref(),
+            m.welcome.session.as_str()
+        ),
+        ("migrated", Some(drained), c.session.as_str()),
+        "client {id} after the 1001 from {drained} (affinity, from, session): {m:?}"
+    );
+    assert_ne!(
+        m.welcome.node, drained,
+        "client {id} back on the drained node"
+    );
+    assert!(
+        m.echoes_after >= WARM_ECHOES,
+        "client {id}: {} echoes after the move",
+        m.echoes_after
+    );
+    Some(m)
+}
+
+/// Reports that `what` (the cluster) is up since `started`, runs `scenario`
+/// on a Tokio runtime with two worker threads, then reports the time since
+/// `started` as the total of the `name` test.
+pub fn run(
+    name: &str,
+    what: &str,
+    started: Instant,
+    scenario: impl std::future::Future<Output = ()>,
+) {
+    lb::report(&format!("{name} e2e: {what} up in {:?}", started.elapsed()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(scenario);
+    lb::report(&format!(
+        "{name} e2e: total {:?} (including the cluster start)",
+        started.elapsed()
+    ));
+}
+
+#[derive(Debug)]
+pub struct Migration {
+    pub close_code: Option<u16>,
+    pub welcome: Welcome,
+    /// From the Close frame to the welcome on the new node.
+    pub reconnect_time: Duration,
+    pub echoes_after: u64,
+}
+
+#[derive(Debug)]
+pub struct TalkReport {
+    pub id: usize,
+    /// Numbered messages sent (a resent one counts once).
+    pub sent: u64,
+    /// Numbered messages whose echo came back.
+    pub echoed: u64,
+    /// Messages in flight when a `1001` came, sent again on the new socket.
+    pub resent: u64,
+    /// `503`s with `Retry-After` met while reconnecting, and the time waited.
+    pub refusals_with_retry_after: u32,
+    pub waited_retry_after: Duration,
+    pub migration: Option<Migration>,
+    /// The cookies at the end, for one more reconnect.
+    pub jar: CookieJar,
+}
+
+/// Sends numbered messages one at a time and checks each echo, until `stop`.
+/// On a Close frame: reconnects with the cookies ([`move_on`]), resends the
+/// message that was in flight, and goes on.
+pub async fn talk(
+    url: String,
+    mut c: Client,
+    mut ws: Ws,
+    stop: watch::Receiver<bool>,
+    milestones: mpsc::UnboundedSender<(usize, Milestone)>,
+    options: Talk,
+) -> Result<TalkReport, String> {
+    let id = c.id;
+    let mut report = TalkReport {
+        id,
+        sent: 0,
+        echoed: 0,
+        resent: 0,
+        refusals_with_retry_after: 0,
+        waited_retry_after: Duration::ZERO,
+        migration: None,
+        jar: CookieJar::default(),
+    };
+    let mut pace = tokio::time::interval(MESSAGE_INTERVAL);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = 0u64;
+    // Bounds the loop even if `stop` never comes.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while !*stop.borrow() {
+        if Instant::now() > give_up {
+            return Err(format!("client {id}: never told to stop"));
+        }
+        let text = format!("client {id} message {next}");
+        ws.send(Message::text(text.clone()))
+            .await
+            .map_err(|e| format!("client {id}: send {text:?}: {e}"))?;
+        report.sent += 1;
+        let outcome = tokio::time::timeout(ECHO_TIMEOUT, lb::next_text(&mut ws))
+            .await
+            .map_err(|_| format!("client {id}: no echo of {text:?} within {ECHO_TIMEOUT:?}"))?;
+        let in_flight = match outcome {
+            Ok(echo) if echo == text => {
+                report.echoed += 1;
+                false
+            }
+            Ok(other) => return Err(format!("client {id}: sent {text:?}, got {other:?}")),
+            Err(Interrupted::Closed(code)) => {
+                ws = move_on(&url, &mut c, &mut ws, code, &mut report, options).await?;
+                true
+            }
+            Err(e) => return Err(format!("client {id}: waiting for echo of {text:?}: {e:?}")),
+        };
+        if in_flight {
+            // The node closed before echoing it (after its Close it may send
+            // no data frame, RFC 6455 5.5.1): the one message a client must
+            // resend. It has to come back from the new node.
+            report.resent += 1;
+            ws.send(Message::text(text.clone()))
+                .await
+                .map_err(|e| format!("client {id}: resend {text:?}: {e}"))?;
+            match tokio::time::timeout(ECHO_TIMEOUT, lb::next_text(&mut ws)).await {
+                Ok(Ok(echo)) if echo == text => report.echoed += 1,
+                other => return Err(format!("client {id}: resent {text:?}, got {other:?}")),
+            }
+        }
+        next += 1;
+        if let Some(m) = report.migration.as_mut() {
+            m.echoes_after += 1;
+            if m.echoes_after == WARM_ECHOES {
+                let _ = milestones.send((id, Milestone::Moved));
+            }
+        } else if report.echoed == WARM_ECHOES {
+            let _ = milestones.send((id, Milestone::Warm));
+        }
+        // Pace, but notice a Close frame that arrives between two messages.
+        tokio::select! {
+            _ = pace.tick() => {}
+            frame = lb::next_text(&mut ws) => match frame {
+                Err(Interrupted::Closed(code)) => {
+                    ws = move_on(&url, &mut c, &mut ws, code, &mut report, options).await?;
+                }
+                other => return Err(format!("client {id}: unasked frame {other:?}")),
+            },
+        }
+    }
+    lb::close(ws).await;
+    report.jar = c.jar;
+    Ok(report)
+}
+
+/// After a Close frame with `code`: finishes the close, reconnects with the
+/// cookies and records the move. A client moves at most once in these tests.
+///
+/// Makes at most `options.reconnect_attempts` attempts, none after the first
+/// starting later than `options.reconnect_budget` after the Close; between
+/// two, waits for a `503`'s `Retry-After`, or 100 ms after an error made by
+/// the balancer (no server answered), which carries none.
+async fn move_on(
+    url: &str,
+    c: &mut Client,
+    ws: &mut Ws,
+    code: Option<u16>,
+    report: &mut TalkReport,
+    options: Talk,
+) -> Result<Ws, String> {
+    let id = c.id;
+    let closed_at = Instant::now();
+    if report.migration.is_some() {
+        return Err(format!("client {id}: closed again ({code:?}) after moving"));
+    }
+    lb::finish_close(ws).await;
+    let mut attempts = 0;
+    let (new_ws, welcome) = loop {
+        attempts += 1;
+        let failed = match lb::connect(url, &mut c.jar).await {
+            Ok(pair) => break pair,
+            Err(e) => e,
+        };
+        let no_live_node = || {
+            format!(
+                "client {id}: reconnect after close {code:?} from {}: no live node after \
+                 {attempts} attempt(s) in {:?}, the last one: {failed:?}",
+                c.node,
+                closed_at.elapsed()
+            )
+        };
+        if attempts >= options.reconnect_attempts {
+            return Err(no_live_node());
+        }
+        match &failed {
+            ConnectError::Refused {
+                status,
+                retry_after: Some(secs),
+            } if status.as_u16() == 503 => {
+                // The draining node (or the balancer) asked us to wait.
+                let wait = Duration::from_secs(*secs);
+                report.refusals_with_retry_after += 1;
+                report.waited_retry_after += wait;
+                tokio::time::sleep(wait).await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+        if closed_at.elapsed() > options.reconnect_budget {
+            return Err(no_live_node());
+        }
+    };
+    report.migration = Some(Migration {
+        close_code: code,
+        welcome,
+        reconnect_time: closed_at.elapsed(),
+        echoes_after: 0,
+    });
+    Ok(new_ws)
+}
