@@ -902,6 +902,33 @@ impl fmt::Debug for DrainGuard {
 mod tests {
     use super::*;
 
+    /// For the two-thread race tests: both threads arrive at `round`
+    /// (`arrivals` reaches `2 * round + 2`), spinning; bounded by a deadline
+    /// in case the other thread has died.
+    fn meet(arrivals: &AtomicUsize, round: usize) {
+        arrivals.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut spins = 0u32;
+        while arrivals.load(Ordering::SeqCst) < 2 * round + 2 {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: no partner"
+                );
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// A short busy wait of `n` spins, to shift where in the race a thread acts.
+    fn spin(n: usize) {
+        for _ in 0..n {
+            std::hint::spin_loop();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn start_is_idempotent() {
         let drain = Drain::new();
@@ -1293,31 +1320,6 @@ mod tests {
             }
         }
 
-        /// Both threads arrive (`arrivals` reaches `2 * round + 2`), spinning;
-        /// bounded by a deadline in case the other thread has died.
-        fn meet(arrivals: &AtomicUsize, round: usize) {
-            arrivals.fetch_add(1, Ordering::SeqCst);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let mut spins = 0u32;
-            while arrivals.load(Ordering::SeqCst) < 2 * round + 2 {
-                std::hint::spin_loop();
-                spins = spins.wrapping_add(1);
-                if spins % 1024 == 0 {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "round {round}: no partner"
-                    );
-                    std::thread::yield_now();
-                }
-            }
-        }
-
-        fn spin(n: usize) {
-            for _ in 0..n {
-                std::hint::spin_loop();
-            }
-        }
-
         const ROUNDS: usize = 30_000;
         const SWEEP: usize = 160;
         let arrivals = Arc::new(AtomicUsize::new(0));
@@ -1368,29 +1370,6 @@ mod tests {
     /// socket while an upgrade it did not wait for is let through.
     #[test]
     fn start_is_visible_to_every_caller_when_it_returns() {
-        /// Both threads arrive at `round`, spinning; bounded by a deadline.
-        fn meet(arrivals: &AtomicUsize, round: usize) {
-            arrivals.fetch_add(1, Ordering::SeqCst);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let mut spins = 0u32;
-            while arrivals.load(Ordering::SeqCst) < 2 * round + 2 {
-                std::hint::spin_loop();
-                spins = spins.wrapping_add(1);
-                if spins % 1024 == 0 {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "round {round}: no partner"
-                    );
-                    std::thread::yield_now();
-                }
-            }
-        }
-        fn spin(n: usize) {
-            for _ in 0..n {
-                std::hint::spin_loop();
-            }
-        }
-
         const ROUNDS: usize = 100_000;
         const SWEEP: usize = 64;
         let time_limit = std::time::Instant::now() + Duration::from_secs(60);
