@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,7 @@ pub struct Nginx {
     child: Child,
     log: OutputLog,
     pub frontend: SocketAddr,
+    /// The prefix (config, pid file), removed when nginx is gone.
     dir: TempDir,
 }
 
@@ -170,15 +171,6 @@ impl Nginx {
     /// nginx's output so far (its error log, at `notice`).
     pub fn log(&self) -> Vec<String> {
         self.log.lines()
-    }
-
-    /// The prefix dir (holds `nginx.conf` and `nginx.pid`).
-    pub fn prefix(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn pid_file(&self) -> PathBuf {
-        self.dir.path().join("nginx.pid")
     }
 }
 
