@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[non_exhaustive]
 pub struct Stats {
     /// Upgrade requests seen (HTTP/1.1 and extended CONNECT), refused ones included.
+    /// Built without the `http2` feature, HTTP/2 and HTTP/3 `CONNECT` requests
+    /// refused for their `Origin` count here too (see `refused_origin`).
     pub upgrades: u64,
     /// Upgrades that got a new session id. Counted when the layer decides,
     /// before the app answers: an upgrade the app then refuses (no `101`, so
