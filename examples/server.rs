@@ -59,7 +59,7 @@ usage: server [OPTIONS]
   --insecure             omit the Secure cookie attribute (plain http:// in browsers)
   --signing-key-file PATH
                          sign cookie values with the key in PATH (feature `signed`;
-                         >= 32 bytes, one trailing newline ignored); repeat to rotate:
+                         >= 32 bytes, one trailing LF or CRLF ignored); repeat to rotate:
                          the first key given signs, all verify
   --signing-key KEY      the same with the key itself, which `ps` shows to anyone on
                          the host: for trying it out, use a file in production
@@ -160,12 +160,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
 }
 
 /// A signing key from a file (a mounted secret, say), so that it is not on
-/// the command line for `ps` to show; one trailing newline is not part of it.
+/// the command line for `ps` to show; one trailing newline (`\n` or `\r\n`) is
+/// not part of it.
 fn key_file(path: &str) -> Result<String, String> {
     let key = std::fs::read_to_string(path)
         .map_err(|e| format!("--signing-key-file: cannot read `{path}`: {e}"))?;
-    let key = key.strip_suffix('\n').unwrap_or(&key);
-    Ok(key.strip_suffix('\r').unwrap_or(key).to_owned())
+    let key = key
+        .strip_suffix("\r\n")
+        .or_else(|| key.strip_suffix('\n'))
+        .unwrap_or(&key);
+    Ok(key.to_owned())
 }
 
 /// Non-negative, finite seconds, fractions allowed (`0.5`).

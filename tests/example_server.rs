@@ -681,7 +681,7 @@ mod axum_server {
     /// verifies on the other. An unreadable file is a usage error.
     #[cfg(feature = "signed")]
     #[tokio::test]
-    async fn signing_key_file_is_the_key_without_its_newline() {
+    async fn signing_key_file_is_the_key_without_its_line_ending() {
         const KEY: &str = "0123456789abcdef0123456789abcdef-file";
         let path = std::env::temp_dir().join(format!(
             "tower-sticky-upgrade-key-{}-{:?}",
@@ -691,6 +691,12 @@ mod axum_server {
         std::fs::write(&path, format!("{KEY}\n")).expect("write the key file");
         let file = path.to_str().expect("UTF-8 temp path");
         let from_file = start(&["--node", "n", "--insecure", "--signing-key-file", file]);
+        // A file saved with Windows line endings gives the same key.
+        let crlf_path = path.with_extension("crlf");
+        std::fs::write(&crlf_path, format!("{KEY}\r\n")).expect("write the key file");
+        let crlf_file = crlf_path.to_str().expect("UTF-8 temp path");
+        let from_crlf = start(&["--node", "n", "--insecure", "--signing-key-file", crlf_file]);
+        std::fs::remove_file(&crlf_path).expect("remove the key file");
         let inline = start(&["--node", "n", "--insecure", "--signing-key", KEY]);
         let other = start(&[
             "--node",
@@ -708,6 +714,10 @@ mod axum_server {
         let second = welcome(&mut ws).await;
         assert_eq!(second["affinity"], "kept", "{second}");
         assert_eq!(second["session"], first["session"]);
+        let (mut ws, _) = connect(&from_crlf.ws_url(), Some(&pair)).await;
+        let third = welcome(&mut ws).await;
+        assert_eq!(third["affinity"], "kept", "{third}");
+        assert_eq!(third["session"], first["session"]);
         // The newline is trimmed, not ignored by the signer: a key that keeps
         // it does not verify the cookie.
         let (mut ws, _) = connect(&other.ws_url(), Some(&pair)).await;
