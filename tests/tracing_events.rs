@@ -125,12 +125,15 @@ async fn extended_connect_without_the_http2_feature_is_warned_about_once() {
     let mut node = Node::start(StickyUpgradeLayer::new()).await;
     let (mut h2, _) = h2_handshake(node.addr, "/plain").await;
     node.next_call().await;
-    for _ in 0..2 {
+    for i in 0..2 {
         let res = h2_send(&mut h2, extended_connect(node.addr, "/ws", "13", &[])).await;
         assert!(res.headers().get(SET_COOKIE).is_none());
         let (path, session) = node.next_call().await;
         assert_eq!(path, "/ws");
         assert!(session.is_none(), "no session without the feature");
+        // The warning comes with the first CONNECT, not a later one.
+        let lines = capture.lines();
+        assert_eq!(lines.len(), 1, "after CONNECT {i}: {lines:#?}");
     }
 
     let lines = capture.lines();
