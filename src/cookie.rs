@@ -596,6 +596,19 @@ mod tests {
         assert!(matches!(got, BuildError::CookieNameTooLong { .. }));
     }
 
+    /// The limit is inclusive: a name of exactly `MAX_NAME_LEN` bytes builds.
+    #[test]
+    fn build_accepts_a_name_of_max_len() {
+        let name = "n".repeat(MAX_NAME_LEN);
+        let spec = CookieAttributes {
+            name: name.clone(),
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        assert_eq!(&*spec.name, name);
+    }
+
     #[test]
     fn build_rejects_bad_paths() {
         for path in ["/a;b", "/a b", "/a\r", "/a\n", "/a\0", "/a,b", "/é"] {
@@ -842,6 +855,18 @@ mod tests {
         }
         .build()
         .is_ok());
+    }
+
+    /// One second is the shortest `Max-Age` allowed, and it builds.
+    #[test]
+    fn build_accepts_a_max_age_of_one_second() {
+        let spec = CookieAttributes {
+            max_age: Some(Duration::from_secs(1)),
+            ..attrs()
+        }
+        .build()
+        .unwrap();
+        assert!(spec.suffix.contains("; Max-Age=1;"), "{}", spec.suffix);
     }
 
     #[test]
