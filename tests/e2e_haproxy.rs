@@ -1,6 +1,7 @@
 //! End to end through a real load balancer: three nodes of
 //! `examples/server.rs` behind HAProxy configured by `deploy/haproxy.cfg`,
-//! which learns the affinity cookie from the `101` and sticks on it.
+//! which learns the affinity cookie from the `101` and sticks on it. One node
+//! is drained (its clients move) and then comes back, as in a rolling deploy.
 //!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
 //! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use lb::{Cluster, NodeOptions, Ws};
-use talk::Talk;
+use talk::{Client, Talk, TalkReport};
 use tokio::task::JoinSet;
 
 const CLIENTS: usize = 30;
@@ -169,19 +170,75 @@ async fn scenario(cluster: &mut Cluster) {
 
     // 5. HAProxy re-learned the moved sessions from the new 101: they now
     //    stick to their new node, as `kept`.
+    moved_sessions_stay(cluster, &url, reports, &clients, "after the move").await;
+
+    // 6. The deploy brings the drained node back: a new process, on a new
+    //    port as a new container would get, which HAProxy's health check
+    //    takes back. The sessions that moved stay where they are now; new
+    //    sessions reach the node again, and stick to it.
+    cluster.replace_node(drain.index);
+    let port = cluster.nodes[drain.index].addr.port();
+    lb::report(&format!(
+        "{drained} is back, on port {port}, and UP in HAProxy"
+    ));
+    moved_sessions_stay(cluster, &url, reports, &clients, "once it is back").await;
+    let (fresh, per_node) = talk::fresh_clients(&url, CLIENTS).await;
+    assert!(
+        per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
+        "no fresh client reached {drained} once it was back: {per_node:?}"
+    );
+    let mut tasks = JoinSet::new();
+    for c in fresh {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let mut jar = c.jar.clone();
+            let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
+            lb::close(ws).await;
+            (c, welcomes)
+        });
+    }
+    let mut kept = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (c, welcomes) = joined.expect("fresh client's reconnect panicked");
+        let w = &welcomes[0];
+        assert_eq!(
+            (w.affinity.as_str(), &w.node, &w.session),
+            ("kept", &c.node, &c.session),
+            "fresh client {} reconnecting once {drained} was back",
+            c.id
+        );
+        kept += 1;
+    }
+    assert_eq!(kept, CLIENTS);
+    lb::report(&format!(
+        "{kept}/{CLIENTS} fresh clients reconnected `kept` on their node, {drained} included"
+    ));
+}
+
+/// Reconnects, once, every client of `reports` that moved in the drain, and
+/// checks `when` that it is `kept` on the node it moved to, with its session,
+/// and that HAProxy's stick table sends its cookie there.
+async fn moved_sessions_stay(
+    cluster: &Cluster,
+    url: &str,
+    reports: &[TalkReport],
+    clients: &[Client],
+    when: &str,
+) {
     let mut tasks = JoinSet::new();
     for r in reports.iter().filter(|r| r.migration.is_some()) {
-        let (url, id, mut jar) = (url.clone(), r.id, r.jar.clone());
+        let (url, id, mut jar, when) = (url.to_owned(), r.id, r.jar.clone(), when.to_owned());
         tasks.spawn(async move {
             let (ws, welcome) = lb::connect(&url, &mut jar)
                 .await
-                .unwrap_or_else(|e| panic!("client {id}: reconnect after the move: {e:?}"));
+                .unwrap_or_else(|e| panic!("client {id}: reconnect {when}: {e:?}"));
             lb::close(ws).await;
             (id, welcome)
         });
     }
+    let mut checked = 0;
     while let Some(joined) = tasks.join_next().await {
-        let (id, welcome) = joined.expect("reconnect after the move panicked");
+        let (id, welcome) = joined.expect("reconnect of a moved client panicked");
         let r = reports.iter().find(|r| r.id == id).expect("report");
         let moved_to = &r.migration.as_ref().expect("moved").welcome;
         let value = r.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
@@ -189,13 +246,18 @@ async fn scenario(cluster: &mut Cluster) {
         assert_eq!(
             stuck,
             Some(moved_to.node.as_str()),
-            "HAProxy's stick table for client {id}'s re-issued cookie {value:?}"
+            "HAProxy's stick table for client {id}'s re-issued cookie {value:?} {when}"
         );
         assert_eq!(
             (welcome.affinity.as_str(), &welcome.node, &welcome.session),
             ("kept", &moved_to.node, &clients[id].session),
-            "client {id} after moving to {}",
+            "client {id} {when}, having moved to {}",
             moved_to.node
         );
+        checked += 1;
     }
+    assert!(checked > 0, "no client moved in the drain");
+    lb::report(&format!(
+        "{checked} moved clients reconnected {when}: all `kept` on the node they moved to"
+    ));
 }

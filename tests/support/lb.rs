@@ -441,38 +441,42 @@ pub struct NodeOptions {
     pub retry_after: Duration,
 }
 
-/// Starts the three nodes of a [`Cluster`] (`n1`, `n2`, `n3`, plain http so
-/// `--insecure`) on 127.0.0.1 port 0, their stderr collected into `log`.
-pub fn start_nodes(options: NodeOptions, log: &OutputLog) -> Vec<Server> {
+/// The arguments of node `node` (plain http, so `--insecure`) listening on
+/// `listen`.
+fn node_args(node: &str, listen: &str, options: NodeOptions) -> Vec<String> {
     let secs = |d: Duration| d.as_secs_f64().to_string();
-    let (delay, spread, timeout, retry) = (
-        secs(options.close_delay),
-        secs(options.close_spread),
-        secs(options.drain_timeout),
-        secs(options.retry_after),
-    );
+    [
+        "--listen",
+        listen,
+        "--node",
+        node,
+        "--insecure",
+        "--close-delay",
+        &secs(options.close_delay),
+        "--close-spread",
+        &secs(options.close_spread),
+        "--drain-timeout",
+        &secs(options.drain_timeout),
+        "--retry-after",
+        &secs(options.retry_after),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Starts node `node` on `listen` (see [`node_args`]), its stderr collected
+/// into `log`.
+pub fn start_named_node(node: &str, listen: &str, options: NodeOptions, log: &OutputLog) -> Server {
+    let args = node_args(node, listen, options);
+    start_node(&args.iter().map(String::as_str).collect::<Vec<_>>(), log)
+}
+
+/// Starts the three nodes of a [`Cluster`] (`n1`, `n2`, `n3`) on 127.0.0.1
+/// port 0, their stderr collected into `log`.
+pub fn start_nodes(options: NodeOptions, log: &OutputLog) -> Vec<Server> {
     Cluster::NODES
         .iter()
-        .map(|node| {
-            start_node(
-                &[
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--node",
-                    node,
-                    "--insecure",
-                    "--close-delay",
-                    &delay,
-                    "--close-spread",
-                    &spread,
-                    "--drain-timeout",
-                    &timeout,
-                    "--retry-after",
-                    &retry,
-                ],
-                log,
-            )
-        })
+        .map(|node| start_named_node(node, "127.0.0.1:0", options, log))
         .collect()
 }
 
@@ -511,6 +515,30 @@ impl Cluster {
             options,
             node_log,
         }
+    }
+
+    /// Starts a new process for `nodes[index]` (its old one must have
+    /// exited), as a deploy brings a node back: same name, new port, as a new
+    /// container would get. Points HAProxy's server of that name at it through
+    /// the admin socket, as service discovery would, and waits (bounded) until
+    /// the health checks see every node up.
+    pub fn replace_node(&mut self, index: usize) {
+        let name = Self::NODES[index];
+        let node = start_named_node(name, "127.0.0.1:0", self.options, &self.node_log);
+        let port = node.addr.port();
+        let answer = self
+            .haproxy
+            .command(&format!(
+                "set server ws_nodes/{name} addr 127.0.0.1 port {port}"
+            ))
+            .expect("HAProxy admin socket");
+        assert!(
+            answer.contains("changed from"),
+            "HAProxy did not take {name}'s new port {port}: {answer:?}"
+        );
+        self.nodes[index] = node;
+        self.haproxy
+            .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
     }
 
     /// The index in `nodes` of the node named `name`.
