@@ -12,7 +12,9 @@
 //! 4. a draining node's `503` is retried on the next node of the ring
 //!    (`proxy_next_upstream http_503`): its clients, closed with `1001`,
 //!    reconnect at the first attempt, `migrated` with the same session id,
-//!    and no echoed message is lost.
+//!    and no echoed message is lost;
+//! 5. when the node comes back on its address, its sessions are mapped back
+//!    to it (point 3): they migrate a second time, then stay.
 //!
 //! Only the listen port and the three upstream addresses of the shipped text
 //! are rewritten (see `support/nginx.rs`); nginx runs with its prefix, pid
@@ -34,7 +36,7 @@ mod talk;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lb::{NodeOptions, OutputLog};
+use lb::{CookieJar, NodeOptions, OutputLog, Welcome};
 use nginx::Nginx;
 use support::Server;
 use talk::{Client, Talk};
@@ -246,30 +248,122 @@ async fn scenario(cluster: &mut NginxCluster) {
     // 5. With the node gone: the moved sessions stay on their new node
     //    (`kept`), and the others were not remapped (point 3: only the gone
     //    node's sessions move).
-    let mut tasks = JoinSet::new();
-    for r in drain.reports {
-        let url = url.clone();
-        tasks.spawn(async move {
-            let mut jar = r.jar;
-            let (welcomes, ws) = talk::reconnect(&url, r.id, &mut jar, 1).await;
-            lb::close(ws).await;
-            (r.id, welcomes.into_iter().next().expect("one welcome"))
-        });
-    }
-    let mut wrong = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (id, w) = joined.expect("reconnect after the drain panicked");
-        let c = &clients[id];
-        let node = moved_to.get(&id).unwrap_or(&c.node);
-        if (w.affinity.as_str(), &w.node, &w.session) != ("kept", node, &c.session) {
-            wrong.push((id, node.clone(), w));
-        }
-    }
+    let mut jars: Vec<CookieJar> = drain.reports.iter().map(|r| r.jar.clone()).collect();
+    let expect_kept_on = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
+    let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session)
+            == ("kept", &expect_kept_on(id), &clients[id].session)
+    })
+    .await;
     assert!(
         wrong.is_empty(),
-        "after {drained} left, reconnects left their node (client, expected node, welcome): {wrong:#?}"
+        "after {drained} left, reconnects left their node (client, welcome): {wrong:#?}"
     );
     lb::report(&format!(
         "after the drain: {CLIENTS} reconnects `kept` on their node"
     ));
+
+    // 6. The drained node comes back on its address (restarted in place):
+    //    consistent hashing maps its sessions back to it (point 3). Until
+    //    nginx tries it again (`fail_timeout` after the failures it saw during
+    //    the drain) they stay `kept` where they moved; then they move back,
+    //    `migrated` from that node with the same session id, and are `kept`
+    //    on it from then on. The other sessions never move.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
+            .expect("read deploy/nginx.conf");
+    assert_eq!(
+        shipped
+            .matches(&format!("fail_timeout={}s", FAIL_TIMEOUT.as_secs()))
+            .count(),
+        3,
+        "deploy/nginx.conf's fail_timeout changed: update FAIL_TIMEOUT"
+    );
+    let port = cluster.nodes[drain.index].addr.port();
+    let listen = format!("127.0.0.1:{port}");
+    cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
+    let back_at = Instant::now();
+    lb::report(&format!("{drained} restarted on {listen}"));
+    for (&id, moved_to_node) in &moved_to {
+        let deadline = Instant::now() + FAIL_TIMEOUT * 3;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (ws, w) = lb::connect(&url, &mut jars[id])
+                .await
+                .unwrap_or_else(|e| panic!("client {id}: reconnect once {drained} is back: {e:?}"));
+            lb::close(ws).await;
+            let session = &clients[id].session;
+            if w.node == *drained {
+                assert_eq!(
+                    (w.affinity.as_str(), w.from.as_deref(), &w.session),
+                    ("migrated", Some(moved_to_node.as_str()), session),
+                    "client {id} back on {drained} after {attempts} attempts"
+                );
+                break;
+            }
+            assert_eq!(
+                (w.affinity.as_str(), &w.node, &w.session),
+                ("kept", moved_to_node, session),
+                "client {id}, attempt {attempts} once {drained} is back"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "client {id} not sent back to {drained} within {:?} ({attempts} attempts)",
+                FAIL_TIMEOUT * 3
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let mapped_back = back_at.elapsed();
+    // Each worker keeps its own failure state (no `zone`): wait until none
+    // can still count the node as failed, then every session is home.
+    tokio::time::sleep(FAIL_TIMEOUT.saturating_sub(back_at.elapsed()) + Duration::from_secs(1))
+        .await;
+    let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session)
+            == ("kept", &clients[id].node, &clients[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "once {drained} was back, reconnects off their home node (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "{drained} back: its {} sessions mapped back to it within {mapped_back:?} \
+         (`migrated` a second time), then {CLIENTS} reconnects `kept` on their home node",
+        moved_to.len()
+    ));
+}
+
+/// nginx's `fail_timeout` for the nodes in the shipped `deploy/nginx.conf`.
+const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reconnects every client once, at the same time, with its jar; returns the
+/// welcomes `ok` refuses, with their client's id.
+async fn reconnect_all(
+    url: &str,
+    clients: &[Client],
+    jars: &mut [CookieJar],
+    ok: impl Fn(usize, &Welcome) -> bool,
+) -> Vec<(usize, Welcome)> {
+    let mut tasks = JoinSet::new();
+    for c in clients {
+        let (url, id, mut jar) = (url.to_owned(), c.id, jars[c.id].clone());
+        tasks.spawn(async move {
+            let (welcomes, ws) = talk::reconnect(&url, id, &mut jar, 1).await;
+            lb::close(ws).await;
+            (id, jar, welcomes.into_iter().next().expect("one welcome"))
+        });
+    }
+    let mut wrong = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (id, jar, w) = joined.expect("reconnect panicked");
+        jars[id] = jar;
+        if !ok(id, &w) {
+            wrong.push((id, w));
+        }
+    }
+    wrong.sort_by_key(|(id, _)| *id);
+    wrong
 }
