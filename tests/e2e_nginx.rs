@@ -315,11 +315,10 @@ async fn scenario(cluster: &mut NginxCluster) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    // The workers share the node's failure state (`zone`): once one client
+    // is back, nginx sends every session of the node there, whichever worker
+    // takes the connection.
     let mapped_back = back_at.elapsed();
-    // Each worker keeps its own failure state (no `zone`): wait until none
-    // can still count the node as failed, then every session is home.
-    tokio::time::sleep(FAIL_TIMEOUT.saturating_sub(back_at.elapsed()) + Duration::from_secs(1))
-        .await;
     let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
             == ("kept", &clients[id].node, &clients[id].session)
