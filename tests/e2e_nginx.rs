@@ -248,7 +248,12 @@ async fn scenario(cluster: &mut NginxCluster) {
     // 5. With the node gone: the moved sessions stay on their new node
     //    (`kept`), and the others were not remapped (point 3: only the gone
     //    node's sessions move).
-    let mut jars: Vec<CookieJar> = drain.reports.iter().map(|r| r.jar.clone()).collect();
+    // Every client reported (no failures, above): jars by client id.
+    let mut jars = vec![CookieJar::default(); CLIENTS];
+    for r in &drain.reports {
+        jars[r.id] = r.jar.clone();
+    }
+    assert_eq!(drain.reports.len(), CLIENTS, "a report from every client");
     let expect_kept_on = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
     let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
