@@ -42,6 +42,8 @@ value_codec = {
     "other_node": bytes([NODE | ON_CHANGE]) + UUID + b".other",
     "signed": bytes([SIGNED]) + sign(UUID),
     "signed_node": bytes([NODE | SIGNED | ON_CHANGE]) + sign(UUID + b".here"),
+    # A signing layer's value read by an unsigned one (signing turned off).
+    "signed_node_unsigned_layer": bytes([NODE | ON_CHANGE]) + sign(UUID + b".here"),
     "any_id": bytes([ANY | NODE]) + b"abc!#$%&'()*+-/:<=>?@[]^_`{|}~.n1",
     "upper": bytes([0]) + UUID.upper(),
     "long": bytes([ANY]) + b"a" * 64,

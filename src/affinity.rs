@@ -910,8 +910,10 @@ pub(crate) struct Decoded<'a> {
     id_len: usize,
     /// The node tag: checked node characters, 1 to [`NodeId::MAX_LEN`] of them.
     node: Option<&'a [u8]>,
-    /// Signed with a key other than the current signing key (key rotation).
-    pub(crate) stale_key: bool,
+    /// Valid, but not the value this layer writes for this id and node: signed
+    /// with a key other than the current signing key (key rotation), or
+    /// signed while this layer does not sign. Written again on the response.
+    pub(crate) rewrite: bool,
 }
 
 impl Decoded<'_> {
@@ -1008,9 +1010,20 @@ fn node_tag(chars: &[u8]) -> Option<&[u8]> {
     (!chars.is_empty() && chars.len() <= NodeId::MAX_LEN).then_some(chars)
 }
 
+/// The hex digits of a signature (see `signed.rs`), known to unsigned builds
+/// too, which read a signed value's id and node.
+const SIGNATURE_HEX_DIGITS: usize = 32;
+
 // A signature is read as a segment: it must fit in one.
+const _: () = assert!(SIGNATURE_HEX_DIGITS <= NodeId::MAX_LEN);
 #[cfg(feature = "signed")]
-const _: () = assert!(crate::signed::SIGNATURE_HEX_LEN <= NodeId::MAX_LEN);
+const _: () = assert!(crate::signed::SIGNATURE_HEX_LEN == SIGNATURE_HEX_DIGITS);
+
+/// Whether `chars` has the shape of a signature: 32 lower-case hex digits.
+fn is_signature(chars: &[u8]) -> bool {
+    chars.len() == SIGNATURE_HEX_DIGITS
+        && chars.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// Reads and writes cookie values.
 pub(crate) struct Codec {
@@ -1062,20 +1075,34 @@ impl Codec {
                 value: &input[..end],
                 id_len,
                 node,
-                stale_key,
+                rewrite: stale_key,
             });
         }
         #[cfg(not(feature = "signed"))]
         let _ = name;
-        let (node, len) = match segment(input, id_len) {
-            Some((start, end)) => (Some(node_tag(&input[start..end])?), end),
-            None => (None, id_len),
+        let Some((start, end)) = segment(input, id_len) else {
+            return Some(Decoded {
+                value: &input[..id_len],
+                id_len,
+                node: None,
+                rewrite: false,
+            });
+        };
+        let node = node_tag(&input[start..end])?;
+        // `ID.NODE.SIGNATURE`, from a layer that signs (signing turned off, or
+        // a rollback to a build without it). Three segments are unambiguous
+        // here, since this layer writes at most two: the id and node are read,
+        // and the signature, which cannot be checked, is dropped on the
+        // response. Not a weakening: without signing any id is accepted.
+        let (len, rewrite) = match segment(input, end) {
+            Some((_, sig_end)) if is_signature(&input[end + 1..sig_end]) => (sig_end, true),
+            _ => (end, false),
         };
         Some(Decoded {
             value: &input[..len],
             id_len,
-            node,
-            stale_key: false,
+            node: Some(node),
+            rewrite,
         })
     }
 
@@ -1136,7 +1163,7 @@ mod tests {
         let value = encode(&c, &id);
         assert_eq!(value, id.as_str().as_bytes());
         let d = c.decode("WS", &value).unwrap();
-        assert_eq!((d.id(), d.node(), d.stale_key), (Some(id), None, false));
+        assert_eq!((d.id(), d.node(), d.rewrite), (Some(id), None, false));
     }
 
     #[test]
@@ -1148,6 +1175,34 @@ mod tests {
         let d = c.decode("WS", &value).unwrap();
         assert_eq!(d.id(), Some(id));
         assert_eq!(d.node(), NodeId::new("node-1").ok());
+    }
+
+    #[test]
+    fn a_signed_value_is_read_without_its_signature_by_an_unsigned_codec() {
+        let sig = "0123456789abcdef0123456789abcdef";
+        let id = UuidV4.generate();
+        for c in [codec(Some("n1")), codec(None)] {
+            let value = format!("{id}.n1.{sig}");
+            let d = c.decode("WS", value.as_bytes()).unwrap();
+            assert_eq!(
+                (d.id(), d.node(), d.rewrite),
+                (Some(id), NodeId::new("n1").ok(), true)
+            );
+            assert_eq!(d.value, value.as_bytes());
+            // What this codec writes itself is sent back as it came.
+            let own = format!("{id}.n1");
+            assert!(!c.decode("WS", own.as_bytes()).unwrap().rewrite);
+            for third in [
+                &sig[..31],
+                &format!("{sig}0"),
+                &sig.to_ascii_uppercase(),
+                "n2",
+                "",
+            ] {
+                let value = format!("{id}.n1.{third}");
+                assert_eq!(c.decode("WS", value.as_bytes()), None, "{value}");
+            }
+        }
     }
 
     #[test]

@@ -320,10 +320,11 @@ fn decide(
                 (Some(from), Some(_)) if !same_node => Affinity::Migrated { from },
                 _ => Affinity::Kept,
             };
-            // Re-tag a value from a node-less setup (or the reverse) and
-            // re-sign one signed with a retired key; anything else is what
-            // this layer would write, and is sent back as it came.
-            let unchanged = same_node && !cookie.stale_key;
+            // Re-tag a value from a node-less setup (or the reverse), re-sign
+            // one signed with a retired key, and drop a signature this layer
+            // does not check; anything else is what this layer would write,
+            // and is sent back as it came.
+            let unchanged = same_node && !cookie.rewrite;
             (id, affinity, unchanged.then_some(cookie.value))
         }
     };

@@ -26,9 +26,9 @@
 //!   accepted spelling and an upper-case copy is invalid.
 //! - Not covered by design: confidentiality of the id, expiry, replay, binding
 //!   to a client. An unsigned layer reads `ID.SIG` as `ID.NODE` (32 hex digits
-//!   are a well-formed node tag), which is why turning signing off keeps ids
-//!   without node ids. `ID.NODE.SIG` has a segment too many for it and is
-//!   refused: with node ids, turning signing off issues new ids once.
+//!   are a well-formed node tag), and `ID.NODE.SIG` as the id and node (it
+//!   never writes three segments), which is why turning signing off keeps ids;
+//!   it re-sends them unsigned.
 //! - `Debug` never prints keys (tested); keys live in `Hmac` states, not
 //!   zeroized on drop.
 

@@ -141,10 +141,22 @@ fn pair_value() -> impl Strategy<Value = Vec<u8>> {
         1 => (junk(3), uuid_v4()).prop_map(|(j, id)| [j, id.into_bytes()].concat()),
         1 => (uuid_v4(), node_tag(), junk(3))
             .prop_map(|(id, n, j)| [format!("{id}.{n}.").into_bytes(), j].concat()),
+        1 => (uuid_v4(), node_tag(), signature())
+            .prop_map(|(id, n, sig)| format!("{id}.{n}.{sig}").into_bytes()),
         1 => (uuid_v4(), select(b"0123456789abcdefABCDEF-".to_vec()), 0usize..36)
             .prop_map(|(id, c, i)| { let mut v = id.into_bytes(); v[i] = c; v }),
         1 => junk(20),
         1 => (0usize..300).prop_map(|n| vec![b'a'; n]),
+    ]
+}
+
+/// The shape of a signature from a layer that signs (32 lower-case hex
+/// digits), which an unsigned layer reads past, and near misses.
+fn signature() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[0-9a-f]{32}",
+        1 => "[0-9a-f]{31}|[0-9a-f]{33}",
+        1 => "[0-9a-fA-F]{32}",
     ]
 }
 

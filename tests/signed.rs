@@ -5,7 +5,9 @@
 mod oneshot;
 
 use http::StatusCode;
-use tower_sticky_upgrade::{Affinity, Refresh, StickyUpgradeBuilder, StickyUpgradeLayer};
+use tower_sticky_upgrade::{
+    Affinity, IdGenerator, NodeId, Refresh, StickyUpgradeBuilder, StickyUpgradeLayer, UuidV4,
+};
 
 use oneshot::{assert_issued, issued_value, send, ws_with_cookie, Inner, Outcome};
 
@@ -282,12 +284,60 @@ fn an_empty_signing_key_list_is_a_build_error() {
 }
 
 #[tokio::test]
-async fn turning_signing_off_with_node_ids_issues_new_ids_once() {
-    // `ID.NODE.SIG` has one segment more than an unsigned layer reads: as when
-    // turning signing on, each client gets a new id once (as documented).
+async fn turning_signing_off_with_node_ids_keeps_ids_and_drops_the_signature() {
+    // `ID.NODE.SIG` has one segment more than an unsigned layer writes, so it
+    // is unambiguous: the id and node are read, and the signature, which an
+    // unsigned layer cannot check, is dropped on the response. This is what
+    // keeps sessions through a rollback from a signing deploy.
     let value = issued_value(&builder(&[KEY_A]).node_id("n1").build().unwrap()).await;
+    let (payload, _) = split_signed(&value);
+    let (id, _) = payload.split_once('.').expect("ID.NODE");
+
+    // Same node: kept, and written back unsigned even when only changes are.
+    let same = StickyUpgradeLayer::builder()
+        .node_id("n1")
+        .refresh(Refresh::OnChange)
+        .build()
+        .unwrap();
+    let out = present(&same, NAME, &value).await;
+    assert_eq!(out.affinity(), Some(Affinity::Kept));
+    assert_eq!(out.id().unwrap().as_str(), id);
+    assert_eq!(out.cookie(NAME), format!("{id}.n1"));
+
+    // Another node: migrated from the signing node, re-tagged.
+    let other = StickyUpgradeLayer::builder().node_id("n2").build().unwrap();
+    let out = present(&other, NAME, &value).await;
+    assert_eq!(
+        out.affinity(),
+        Some(Affinity::Migrated {
+            from: NodeId::new("n1").unwrap()
+        })
+    );
+    assert_eq!(out.id().unwrap().as_str(), id);
+    assert_eq!(out.cookie(NAME), format!("{id}.n2"));
+}
+
+#[tokio::test]
+async fn an_unsigned_layer_reads_a_third_segment_only_if_it_is_a_signature() {
+    // Anything but exactly 32 lower-case hex digits is not a signature: the
+    // value is refused, as before.
     let unsigned = StickyUpgradeLayer::builder().node_id("n1").build().unwrap();
-    assert_refused(&unsigned, &value).await;
+    let id = UuidV4.generate();
+    let sig = "0123456789abcdef0123456789abcdef";
+    for third in [
+        &sig[..31],
+        &format!("{sig}0"),
+        &sig.to_ascii_uppercase(),
+        "n2",
+        "",
+    ] {
+        assert_refused(&unsigned, &format!("{id}.n1.{third}")).await;
+    }
+    // And never a fourth segment.
+    assert_refused(&unsigned, &format!("{id}.n1.{sig}.{sig}")).await;
+    let out = present(&unsigned, NAME, &format!("{id}.n1.{sig}")).await;
+    assert_eq!(out.affinity(), Some(Affinity::Kept));
+    assert_eq!(out.cookie(NAME), format!("{id}.n1"));
 }
 
 #[test]

@@ -23,11 +23,24 @@ pub fn reference_decode(value: &str) -> Option<(String, Option<String>)> {
     reference_decode_with(value.as_bytes(), IdRule::UuidV4)
 }
 
-/// The documented value format `ID[.NODE]` (no signature): `(ID, NODE)`.
+/// The documented value format for a layer without signing: `ID[.NODE]`,
+/// or `ID.NODE.SIGNATURE` from a layer that signs, whose signature (32
+/// lower-case hex digits) cannot be checked and is ignored: `(ID, NODE)`.
 pub fn reference_decode_with(value: &[u8], rule: IdRule) -> Option<(String, Option<String>)> {
     let (id, node) = match value.iter().position(|&b| b == b'.') {
         Some(dot) => (&value[..dot], Some(&value[dot + 1..])),
         None => (value, None),
+    };
+    let (node, signature_ok) = match node.map(|n| (n, n.iter().position(|&b| b == b'.'))) {
+        Some((n, Some(dot))) => {
+            let sig = &n[dot + 1..];
+            let ok = sig.len() == 32
+                && sig
+                    .iter()
+                    .all(|&c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            (Some(&n[..dot]), ok)
+        }
+        other => (other.map(|(n, _)| n), true),
     };
     let id_ok = match rule {
         IdRule::UuidV4 => {
@@ -56,7 +69,7 @@ pub fn reference_decode_with(value: &[u8], rule: IdRule) -> Option<(String, Opti
         }
     };
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (id_ok && node_ok).then(|| (text(id), node.map(text)))
+    (id_ok && node_ok && signature_ok).then(|| (text(id), node.map(text)))
 }
 
 /// Maps every whitespace character other than SP and HTAB to U+FFFD.
