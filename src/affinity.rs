@@ -1010,19 +1010,17 @@ fn node_tag(chars: &[u8]) -> Option<&[u8]> {
     (!chars.is_empty() && chars.len() <= NodeId::MAX_LEN).then_some(chars)
 }
 
-/// The hex digits of a signature (see `signed.rs`), known to unsigned builds
-/// too, which read a signed value's id and node.
-const SIGNATURE_HEX_DIGITS: usize = 32;
+/// The lower-case hex digits of a signature (see `signed.rs`). Defined here
+/// because builds without signing use it too, to read a signed value's id
+/// and node.
+pub(crate) const SIGNATURE_HEX_LEN: usize = 32;
 
 // A signature is read as a segment: it must fit in one.
-const _: () = assert!(SIGNATURE_HEX_DIGITS <= NodeId::MAX_LEN);
-#[cfg(feature = "signed")]
-const _: () = assert!(crate::signed::SIGNATURE_HEX_LEN == SIGNATURE_HEX_DIGITS);
+const _: () = assert!(SIGNATURE_HEX_LEN <= NodeId::MAX_LEN);
 
 /// Whether `chars` has the shape of a signature: 32 lower-case hex digits.
 fn is_signature(chars: &[u8]) -> bool {
-    chars.len() == SIGNATURE_HEX_DIGITS
-        && chars.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    chars.len() == SIGNATURE_HEX_LEN && chars.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Reads and writes cookie values.
@@ -1044,7 +1042,8 @@ impl fmt::Debug for Codec {
 }
 
 impl Codec {
-    /// Parses a cookie value; `None` when it is not a value this codec writes.
+    /// Parses a cookie value; `None` when it is not a value this codec reads
+    /// (what it writes, and for an unsigned codec a signing one's values too).
     #[cfg(test)]
     pub(crate) fn decode<'a>(&self, name: &str, value: &'a [u8]) -> Option<Decoded<'a>> {
         let decoded = self.decode_prefix(name, value)?;
@@ -1110,10 +1109,7 @@ impl Codec {
     pub(crate) fn encoded_len(&self, id: &SessionId) -> usize {
         let node = self.node.as_ref().map_or(0, |n| 1 + n.0.as_bytes().len());
         #[cfg(feature = "signed")]
-        let sig = self
-            .signer
-            .as_ref()
-            .map_or(0, |_| 1 + crate::signed::SIGNATURE_HEX_LEN);
+        let sig = self.signer.as_ref().map_or(0, |_| 1 + SIGNATURE_HEX_LEN);
         #[cfg(not(feature = "signed"))]
         let sig = 0;
         id.0.as_bytes().len() + node + sig

@@ -33,12 +33,13 @@
 //!   zeroized on drop.
 
 use hmac::{Hmac, Mac};
+
+use crate::affinity::SIGNATURE_HEX_LEN;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const SIGNATURE_LEN: usize = 16;
-pub(crate) const SIGNATURE_HEX_LEN: usize = 2 * SIGNATURE_LEN;
+const SIGNATURE_LEN: usize = SIGNATURE_HEX_LEN / 2;
 /// Shortest key accepted: the output size of SHA-256.
 pub(crate) const MIN_KEY_LEN: usize = 32;
 

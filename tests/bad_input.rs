@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::{CONNECTION, COOKIE, SET_COOKIE, UPGRADE};
 use http::{HeaderValue, Method, Request, StatusCode};
 use tower_sticky_upgrade::{
-    Affinity, BuildError, IdGenerator, SameSite, StickyUpgradeLayer, UuidV4,
+    Affinity, BuildError, IdGenerator, Refresh, SameSite, StickyUpgradeLayer, UuidV4,
 };
 
 use oneshot::{
@@ -548,6 +548,26 @@ async fn cookie_value_wrong_shape_is_invalid_new_id_issued() {
     ] {
         assert_issued_for_cookie(&format!("{NAME}={value}"), true).await;
     }
+}
+
+#[tokio::test]
+async fn a_third_segment_shaped_like_a_signature_is_read_past_without_signing() {
+    // `ID.NODE.SIG`, as a layer that signs writes it, met by a layer without
+    // signing (a rollback to a build without the `signed` feature, say): the
+    // id and node are kept, and the value is re-sent without the signature
+    // even though only changes are sent. Not counted as invalid.
+    let id = UuidV4.generate();
+    let layer = StickyUpgradeLayer::builder()
+        .node_id("n1")
+        .refresh(Refresh::OnChange)
+        .build()
+        .unwrap();
+    let sig = "0123456789abcdef".repeat(2);
+    let out = with_cookie(&layer, &format!("{NAME}={id}.n1.{sig}")).await;
+    assert_eq!(out.affinity(), Some(Affinity::Kept));
+    assert_eq!(out.id(), Some(id));
+    assert_eq!(out.cookie(NAME), format!("{id}.n1"));
+    assert_eq!(layer.stats().invalid_cookies, 0);
 }
 
 #[tokio::test]
