@@ -77,7 +77,8 @@ pub enum Refresh {
     #[default]
     EveryUpgrade,
     /// Only when the value changes: a new id was issued, the session migrated,
-    /// or the value must be re-tagged or re-signed with the current key.
+    /// or the value must be re-tagged, re-signed with the current key, or
+    /// sent without a signature this layer does not check (signing turned off).
     OnChange,
 }
 

@@ -156,9 +156,9 @@
 //!
 //! The value is `ID[.NODE][.SIGNATURE]` in cookie-octets, never percent-encoded
 //! (ALB does not support encoded values). It is read from every `Cookie` field
-//! in one linear, allocation-free pass; a value longer than any this layer
-//! writes (130 bytes at most), outside cookie-octets, of the wrong shape, or
-//! with a bad signature is treated as absent and a new id is issued.
+//! in one linear, allocation-free pass; a value longer than 130 bytes (the
+//! longest signed one), outside cookie-octets, of the wrong shape, or with a
+//! bad signature is treated as absent and a new id is issued.
 //!
 //! **The id is a routing key, not a credential.** It tells the load balancer
 //! where to send a reconnect and lets the app find state it keeps per session.
@@ -226,9 +226,9 @@
 //! the new one on their next upgrade (with [`Refresh::OnChange`] too). Drop the
 //! old key once those cookies have been replaced or have expired, or at once if
 //! it leaked (every client holding one then gets a new id once). Turning
-//! signing on gives every client a new id once. Turning it off keeps the ids
-//! where no node ids are set; with node ids, every client gets a new id once
-//! too.
+//! signing on gives every client a new id once. Turning it off, or rolling
+//! back to a deploy without it, keeps the ids: an unsigned layer reads a
+//! signed value's id and node, and re-sends the value unsigned.
 //!
 //! # Features
 //!
