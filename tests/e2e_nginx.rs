@@ -249,11 +249,11 @@ async fn scenario(cluster: &mut NginxCluster) {
     //    (`kept`), and the others were not remapped (point 3: only the gone
     //    node's sessions move).
     // Every client reported (no failures, above): jars by client id.
+    assert_eq!(drain.reports.len(), CLIENTS, "a report from every client");
     let mut jars = vec![CookieJar::default(); CLIENTS];
     for r in &drain.reports {
         jars[r.id] = r.jar.clone();
     }
-    assert_eq!(drain.reports.len(), CLIENTS, "a report from every client");
     let expect_kept_on = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
     let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
@@ -289,6 +289,11 @@ async fn scenario(cluster: &mut NginxCluster) {
     cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();
     lb::report(&format!("{drained} restarted on {listen}"));
+    // The first moved client polls until nginx tries the node again; the
+    // workers share the node's failure state (`zone`), so from then on every
+    // other moved session is sent back at its first attempt, whichever
+    // worker takes the connection.
+    let mut first_attempts = None;
     for (&id, moved_to_node) in &moved_to {
         let deadline = Instant::now() + FAIL_TIMEOUT * 3;
         let mut attempts = 0;
@@ -307,6 +312,11 @@ async fn scenario(cluster: &mut NginxCluster) {
                 );
                 break;
             }
+            assert!(
+                first_attempts.is_none(),
+                "client {id} not sent back to {drained} at its first attempt, after another \
+                 client was (nginx.conf: `zone` shares the failure state between workers)"
+            );
             assert_eq!(
                 (w.affinity.as_str(), &w.node, &w.session),
                 ("kept", moved_to_node, session),
@@ -319,10 +329,16 @@ async fn scenario(cluster: &mut NginxCluster) {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        first_attempts.get_or_insert(attempts);
     }
-    // The workers share the node's failure state (`zone`): once one client
-    // is back, nginx sends every session of the node there, whichever worker
-    // takes the connection.
+    // The node's failures during the drain kept nginx off it for a while:
+    // the first reconnects stayed where they moved.
+    let first_attempts = first_attempts.expect("a moved client");
+    assert!(
+        first_attempts > 1,
+        "nginx sent the first moved client back to {drained} at once: \
+         it never counted the drained node as failed"
+    );
     let mapped_back = back_at.elapsed();
     let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
@@ -335,7 +351,8 @@ async fn scenario(cluster: &mut NginxCluster) {
     );
     lb::report(&format!(
         "{drained} back: its {} sessions mapped back to it within {mapped_back:?} \
-         (`migrated` a second time), then {CLIENTS} reconnects `kept` on their home node",
+         (`migrated` a second time; the first after {first_attempts} attempts, the others at \
+         their first), then {CLIENTS} reconnects `kept` on their home node",
         moved_to.len()
     ));
 }
