@@ -33,9 +33,9 @@
 //!   zeroized on drop.
 
 use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::affinity::SIGNATURE_HEX_LEN;
-use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
