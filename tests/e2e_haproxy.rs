@@ -1,7 +1,8 @@
 //! End to end through a real load balancer: three nodes of
 //! `examples/server.rs` behind HAProxy configured by `deploy/haproxy.cfg`,
 //! which learns the affinity cookie from the `101` and sticks on it. One node
-//! is drained (its clients move) and then comes back, as in a rolling deploy.
+//! is drained (its clients move) and then comes back, as in a rolling deploy;
+//! clients that were not connected meanwhile come back to their node.
 //!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
 //! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
@@ -115,14 +116,20 @@ async fn scenario(cluster: &mut Cluster) {
         &misrouted[..misrouted.len().min(5)]
     );
 
-    // 3. Numbered messages on every socket, then drain the busiest node.
+    // 3. One client of each node goes away (its socket closed) and sleeps
+    //    through the deploy (step 7). The others send numbered messages, and
+    //    the busiest node is drained.
+    let away: Vec<Client> = Cluster::NODES
+        .iter()
+        .filter_map(|node| clients.iter().find(|c| c.node == *node).cloned())
+        .collect();
+    assert_eq!(away.len(), Cluster::NODES.len(), "a client on every node");
+    for c in &away {
+        lb::close(sockets.remove(&c.id).expect("socket from step 2")).await;
+    }
     let talking = clients
         .iter()
-        .cloned()
-        .map(|c| {
-            let ws = sockets.remove(&c.id).expect("socket from step 2");
-            (c, ws)
-        })
+        .filter_map(|c| Some((c.clone(), sockets.remove(&c.id)?)))
         .collect();
     let exit_timeout = OPTIONS.drain_timeout * 2;
     let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
@@ -212,6 +219,28 @@ async fn scenario(cluster: &mut Cluster) {
     assert_eq!(kept, CLIENTS);
     lb::report(&format!(
         "{kept}/{CLIENTS} fresh clients reconnected `kept` on their node, {drained} included"
+    ));
+
+    // 7. The clients that slept through the deploy come back. HAProxy's
+    //    stick table still sends each to its node, the returned one included,
+    //    and that node (a new process with the same node id) keeps the
+    //    session: nothing moved for a client that was not connected.
+    for c in &away {
+        let mut jar = c.jar.clone();
+        let (ws, w) = lb::connect(&url, &mut jar)
+            .await
+            .unwrap_or_else(|e| panic!("client {} back after the deploy: {e:?}", c.id));
+        lb::close(ws).await;
+        assert_eq!(
+            (w.affinity.as_str(), &w.node, &w.session),
+            ("kept", &c.node, &c.session),
+            "client {}, away during the deploy of {drained}",
+            c.id
+        );
+    }
+    lb::report(&format!(
+        "{} clients away during the deploy came back `kept` on their node ({drained} included)",
+        away.len()
     ));
 }
 
