@@ -274,9 +274,7 @@ async fn scenario(cluster: &mut NginxCluster) {
     //    the drain) they stay `kept` where they moved; then they move back,
     //    `migrated` from that node with the same session id, and are `kept`
     //    on it from then on. The other sessions never move.
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
-            .expect("read deploy/nginx.conf");
+    let (_, shipped) = nginx::shipped_config();
     assert_eq!(
         shipped
             .matches(&format!("fail_timeout={}s", FAIL_TIMEOUT.as_secs()))

@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,14 @@ const SHIPPED_SERVERS: [&str; 3] = [
     "server 127.0.0.1:3003 ",
 ];
 
+/// `deploy/nginx.conf` as shipped, and its path.
+pub fn shipped_config() -> (PathBuf, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    (path, text)
+}
+
 /// `deploy/nginx.conf` with its listen port and its three upstream
 /// addresses replaced, and nothing else: nginx reads no environment
 /// variables, so this is the only way to run the shipped file on free ports.
@@ -36,9 +44,7 @@ const SHIPPED_SERVERS: [&str; 3] = [
 /// that the test keeps testing the shipped text rather than silently
 /// running something else.
 pub fn shipped_config_on(frontend_port: u16, node_ports: [u16; 3]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
-    let shipped =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let (path, shipped) = shipped_config();
     let mut config = shipped.clone();
     let replacements =
         std::iter::once((SHIPPED_LISTEN, format!("listen 127.0.0.1:{frontend_port};"))).chain(
