@@ -571,6 +571,33 @@ async fn a_third_segment_shaped_like_a_signature_is_read_past_without_signing() 
 }
 
 #[tokio::test]
+async fn a_third_segment_that_is_no_signature_is_invalid_new_id_issued() {
+    // Anything but exactly 32 lower-case hex digits is not a signature, and
+    // a fourth segment is never read: invalid, counted, a new id issued.
+    let layer = StickyUpgradeLayer::builder().node_id("n1").build().unwrap();
+    let id = UuidV4.generate();
+    let sig = "0123456789abcdef".repeat(2);
+    for third in [
+        &sig[..31],
+        &format!("{sig}0"),
+        &sig.to_ascii_uppercase(),
+        "n2",
+        "",
+        &format!("{sig}.{sig}"),
+    ] {
+        let value = format!("{id}.n1.{third}");
+        let before = layer.stats();
+        let out = with_cookie(&layer, &format!("{NAME}={value}")).await;
+        assert_issued(&out, NAME);
+        assert_ne!(out.id(), Some(id), "the refused id was reused: {value}");
+        let after = layer.stats();
+        assert_eq!(after.invalid_cookies, before.invalid_cookies + 1, "{value}");
+        assert_eq!(after.issued, before.issued + 1, "{value}");
+        assert_eq!(after.kept, before.kept, "{value}");
+    }
+}
+
+#[tokio::test]
 async fn cookie_value_upper_case_look_alike_is_invalid_new_id_issued() {
     let layer = layer();
     let value = issued_value(&layer).await;

@@ -5,9 +5,7 @@
 mod oneshot;
 
 use http::StatusCode;
-use tower_sticky_upgrade::{
-    Affinity, IdGenerator, NodeId, Refresh, StickyUpgradeBuilder, StickyUpgradeLayer, UuidV4,
-};
+use tower_sticky_upgrade::{Affinity, NodeId, Refresh, StickyUpgradeBuilder, StickyUpgradeLayer};
 
 use oneshot::{assert_issued, issued_value, send, ws_with_cookie, Inner, Outcome};
 
@@ -315,29 +313,6 @@ async fn turning_signing_off_with_node_ids_keeps_ids_and_drops_the_signature() {
     );
     assert_eq!(out.id().unwrap().as_str(), id);
     assert_eq!(out.cookie(NAME), format!("{id}.n2"));
-}
-
-#[tokio::test]
-async fn an_unsigned_layer_reads_a_third_segment_only_if_it_is_a_signature() {
-    // Anything but exactly 32 lower-case hex digits is not a signature: the
-    // value is refused, as before.
-    let unsigned = StickyUpgradeLayer::builder().node_id("n1").build().unwrap();
-    let id = UuidV4.generate();
-    let sig = "0123456789abcdef0123456789abcdef";
-    for third in [
-        &sig[..31],
-        &format!("{sig}0"),
-        &sig.to_ascii_uppercase(),
-        "n2",
-        "",
-    ] {
-        assert_refused(&unsigned, &format!("{id}.n1.{third}")).await;
-    }
-    // And never a fourth segment.
-    assert_refused(&unsigned, &format!("{id}.n1.{sig}.{sig}")).await;
-    let out = present(&unsigned, NAME, &format!("{id}.n1.{sig}")).await;
-    assert_eq!(out.affinity(), Some(Affinity::Kept));
-    assert_eq!(out.cookie(NAME), format!("{id}.n1"));
 }
 
 #[test]
