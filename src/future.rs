@@ -36,6 +36,7 @@ use crate::affinity::SessionId;
 use crate::cookie::sets_cookie_named;
 use crate::drain::Handshake;
 use crate::layer::Config;
+use crate::refusal::Refusal;
 use crate::upgrade::UpgradeKind;
 
 pin_project! {
@@ -286,10 +287,14 @@ impl SetCookie {
 }
 
 impl Reject {
+    /// The response, marked with its [`Refusal`] for the layers outside.
     fn into_response<B: Default>(self) -> Response<B> {
         let mut res = Response::new(B::default());
-        match self {
-            Self::Forbidden => *res.status_mut() = StatusCode::FORBIDDEN,
+        let refusal = match self {
+            Self::Forbidden => {
+                *res.status_mut() = StatusCode::FORBIDDEN;
+                Refusal::OriginNotAllowed
+            }
             Self::Draining {
                 retry_after,
                 close_connection,
@@ -300,8 +305,10 @@ impl Reject {
                     res.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
+                Refusal::Draining
             }
-        }
+        };
+        res.extensions_mut().insert(refusal);
         res
     }
 }
@@ -322,6 +329,30 @@ mod tests {
                 SetCookie::render(UpgradeKind::Http1, &id, None, &layer.shared.config).unwrap();
             assert_eq!(set_cookie.name(), b"WS_SESSION_ID");
             assert_eq!(set_cookie.session(), "abc-1");
+        }
+    }
+
+    #[test]
+    fn refusals_are_marked_with_why() {
+        let forbidden: Response<()> = Reject::Forbidden.into_response();
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            forbidden.extensions().get(),
+            Some(&Refusal::OriginNotAllowed)
+        );
+        for close_connection in [false, true] {
+            let draining: Response<()> = Reject::Draining {
+                retry_after: HeaderValue::from_static("5"),
+                close_connection,
+            }
+            .into_response();
+            assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(draining.extensions().get(), Some(&Refusal::Draining));
+            assert_eq!(draining.headers()[RETRY_AFTER], "5");
+            assert_eq!(
+                draining.headers().contains_key(CONNECTION),
+                close_connection
+            );
         }
     }
 

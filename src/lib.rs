@@ -26,7 +26,9 @@
 //! Requests that are not upgrades pass through untouched: a short inlined
 //! check of the field names, no allocation. The inner service's response body
 //! must implement `Default`, for the layer's own `503` and `403` answers: see
-//! [`StickyUpgrade`'s response body](StickyUpgrade#response-body).
+//! [`StickyUpgrade`'s response body](StickyUpgrade#response-body). Those
+//! answers carry a [`Refusal`] in their extensions, for a layer outside to
+//! give them a body or log them.
 //!
 //! # Example
 //!
@@ -261,6 +263,7 @@ pub mod future;
 mod health;
 mod layer;
 mod origin;
+mod refusal;
 mod service;
 #[cfg(feature = "signed")]
 mod signed;
@@ -287,6 +290,7 @@ pub use health::HealthService;
 pub use layer::{
     Refresh, StickyUpgradeBuilder, StickyUpgradeLayer, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER,
 };
+pub use refusal::Refusal;
 pub use service::StickyUpgrade;
 pub use stats::Stats;
 

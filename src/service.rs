@@ -21,7 +21,9 @@ use crate::{upgrade, Drain, Stats, StickySession, StickyUpgradeLayer};
 ///
 /// The inner service's response body must implement [`Default`]: the layer
 /// answers refused upgrades (`503` while draining, `403` for a disallowed
-/// `Origin`) itself, with an empty body of that type. axum's `Body`, `String`
+/// `Origin`) itself, with an empty body of that type, marked with a
+/// [`Refusal`](crate::Refusal) in the response extensions so that a layer
+/// outside can give it a body. axum's `Body`, `String`
 /// and http-body-util's `Full`, `Empty` and `BoxBody` do; `Either`
 /// and hyper's `Incoming` (a proxied response) do not: box them
 /// (`http_body_util::BodyExt::boxed`) or map them into a body that does.

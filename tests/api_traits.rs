@@ -15,8 +15,8 @@ use tower::{service_fn, Layer, Service};
 use tower_sticky_upgrade::future::ResponseFuture;
 use tower_sticky_upgrade::{
     Affinity, BuildError, Drain, DrainBuilder, DrainGuard, DrainOutcome, HealthService,
-    InvalidNodeId, InvalidSessionId, NodeId, Refresh, SameSite, SessionId, Stats, StickySession,
-    StickyUpgrade, StickyUpgradeBuilder, StickyUpgradeLayer, UuidV4,
+    InvalidNodeId, InvalidSessionId, NodeId, Refresh, Refusal, SameSite, SessionId, Stats,
+    StickySession, StickyUpgrade, StickyUpgradeBuilder, StickyUpgradeLayer, UuidV4,
 };
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
@@ -96,6 +96,9 @@ fn value_types_have_the_common_impls() {
     hashable::<NodeId>();
     value::<DrainOutcome>();
     value::<Refresh>();
+    // A response extension must be `Clone + Send + Sync + 'static`.
+    value::<Refusal>();
+    hashable::<Refusal>();
     value::<SameSite>();
     value::<Stats>();
     fn defaults<T: Default>() {}
@@ -234,6 +237,12 @@ fn enums_that_may_grow_are_non_exhaustive_and_the_others_are_not() {
             _ => "a newer rule",
         }
     }
+    fn refusal(r: Refusal) -> &'static str {
+        match r {
+            Refusal::Draining | Refusal::OriginNotAllowed => "known",
+            _ => "newer reason",
+        }
+    }
     fn outcome(o: DrainOutcome) -> i32 {
         match o {
             DrainOutcome::Drained => 0,
@@ -251,6 +260,7 @@ fn enums_that_may_grow_are_non_exhaustive_and_the_others_are_not() {
     assert_eq!(affinity(Affinity::Kept), "known");
     assert_eq!(build_error(&BuildError::EmptyCookieName), "empty name");
     assert_eq!(build_error(&BuildError::NoProtocols), "a known rule");
+    assert_eq!(refusal(Refusal::Draining), "known");
     assert_eq!(outcome(DrainOutcome::Drained), 0);
     assert_eq!(same_site(SameSite::default()), "Lax");
 }

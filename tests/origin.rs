@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::header::{ORIGIN, SET_COOKIE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{service_fn, ServiceExt};
-use tower_sticky_upgrade::{BuildError, StickySession, StickyUpgradeLayer};
+use tower_sticky_upgrade::{BuildError, Refusal, StickySession, StickyUpgradeLayer};
 
 use oneshot::ws_request;
 
@@ -59,6 +59,7 @@ async fn assert_passes(layer: &StickyUpgradeLayer, origins: &[&str]) {
     assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS, "{origins:?}");
     assert_eq!(calls, 1);
     assert!(res.headers().contains_key(SET_COOKIE));
+    assert_eq!(res.extensions().get::<Refusal>(), None);
 }
 
 async fn assert_forbidden(layer: &StickyUpgradeLayer, origins: &[&str]) {
@@ -67,6 +68,10 @@ async fn assert_forbidden(layer: &StickyUpgradeLayer, origins: &[&str]) {
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origins:?}");
     assert_eq!(calls, 0, "the handler ran for {origins:?}");
     assert!(!res.headers().contains_key(SET_COOKIE));
+    assert_eq!(
+        res.extensions().get::<Refusal>(),
+        Some(&Refusal::OriginNotAllowed)
+    );
     let after = layer.stats();
     assert_eq!(after.refused_origin, before.refused_origin + 1);
     assert_eq!(after.upgrades, before.upgrades + 1);
@@ -207,8 +212,30 @@ async fn origin_refusal_comes_before_the_drain_refusal() {
     assert_forbidden(&layer, &["https://evil.example"]).await;
     let (res, calls) = call(&layer, upgrade_from(&[ALLOWED])).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.extensions().get::<Refusal>(), Some(&Refusal::Draining));
     assert_eq!(calls, 0);
     assert_eq!(layer.stats().refused_draining, 1);
+}
+
+#[tokio::test]
+async fn the_apps_own_403_and_503_carry_no_refusal_mark() {
+    // Only what the layer answers itself is marked: a later layer that
+    // rewrites marked responses must not touch the app's.
+    let layer = layer(false);
+    for status in [StatusCode::FORBIDDEN, StatusCode::SERVICE_UNAVAILABLE] {
+        let svc = service_fn(move |_: Request<()>| async move {
+            let mut res = Response::new(String::from("the app's own"));
+            *res.status_mut() = status;
+            Ok::<_, Infallible>(res)
+        });
+        let res = tower::Layer::layer(&layer, svc)
+            .oneshot(upgrade_from(&[ALLOWED]))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status);
+        assert_eq!(res.extensions().get::<Refusal>(), None, "{status}");
+        assert_eq!(res.body(), "the app's own");
+    }
 }
 
 #[tokio::test]
