@@ -284,6 +284,7 @@ async fn scenario(cluster: &mut NginxCluster) {
     );
     let port = cluster.nodes[drain.index].addr.port();
     let listen = format!("127.0.0.1:{port}");
+    wait_until_bindable(&listen, Duration::from_secs(10)).await;
     cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();
     lb::report(&format!("{drained} restarted on {listen}"));
@@ -357,6 +358,28 @@ async fn scenario(cluster: &mut NginxCluster) {
 
 /// nginx's `fail_timeout` for the nodes in the shipped `deploy/nginx.conf`.
 const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits, at most `timeout`, until `addr` can be bound, so that restarting a
+/// node on the port its old process left does not fail on a socket that
+/// briefly holds the port (an outgoing connection given it as its ephemeral
+/// port). Listening sockets set `SO_REUSEADDR`, so the old process's
+/// `TIME_WAIT` connections do not count. Not bindable by then: the restart
+/// fails, saying why.
+async fn wait_until_bindable(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
+            }
+            Err(e) => {
+                lb::report(&format!("{addr} not bindable yet ({e}); waiting"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
 
 /// Reconnects every client once, at the same time, with its jar; returns the
 /// welcomes `ok` refuses, with their client's id.
