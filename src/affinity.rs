@@ -1182,7 +1182,8 @@ mod tests {
 
     #[test]
     fn hyphenated_lower_writes_what_the_uuid_crate_writes() {
-        // Every byte value at every position (step 7 is coprime with 256),
+        // Every byte value at every position (each position runs through all
+        // 256 values as `start` does, its neighbours holding other values),
         // and the all-zero and all-ones extremes.
         let mut cases: Vec<[u8; 16]> = (0..=255u8)
             .map(|start| std::array::from_fn(|i| start.wrapping_add(7 * i as u8)))
