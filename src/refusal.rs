@@ -15,7 +15,9 @@ use std::fmt;
 ///   not in [`allowed_origins`](crate::StickyUpgradeBuilder::allowed_origins)
 ///   (or none, with `require_origin(true)`).
 ///
-/// The inner service never sees a refused request.
+/// The inner service never sees a refused request. The `503 draining` of a
+/// [`HealthService`](crate::HealthService) is not one of these refusals and
+/// carries no mark.
 ///
 /// # Example
 ///
@@ -77,7 +79,7 @@ impl Refusal {
     /// assert_eq!(Refusal::Draining.as_str(), "draining");
     /// assert_eq!(Refusal::OriginNotAllowed.to_string(), "origin not allowed");
     /// ```
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Self::Draining => "draining",
             Self::OriginNotAllowed => "origin not allowed",

@@ -363,8 +363,8 @@ const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// node on the port its old process left does not fail on a socket that
 /// briefly holds the port (an outgoing connection given it as its ephemeral
 /// port). Listening sockets set `SO_REUSEADDR`, so the old process's
-/// `TIME_WAIT` connections do not count. Not bindable by then: the restart
-/// fails, saying why.
+/// `TIME_WAIT` connections do not count. Not bindable by then: panics, saying
+/// why, before the restart is tried.
 async fn wait_until_bindable(addr: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {

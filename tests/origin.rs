@@ -185,11 +185,16 @@ async fn extended_connect_from_a_foreign_origin_is_403_with_or_without_http2() {
     };
     let (res, calls) = call(&layer, connect("https://evil.example")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.extensions().get::<Refusal>(),
+        Some(&Refusal::OriginNotAllowed)
+    );
     assert_eq!(calls, 0, "the handler ran for a foreign extended CONNECT");
     assert_eq!(layer.stats().refused_origin, 1);
 
     let (res, calls) = call(&layer, connect(ALLOWED)).await;
     assert_ne!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.extensions().get::<Refusal>(), None);
     assert_eq!(calls, 1);
 
     let mut proxy = Request::connect("example.test:443")
