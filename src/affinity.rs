@@ -832,8 +832,9 @@ impl IdGenerator for UuidV4 {
 /// Length of a hyphenated UUID.
 const UUID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
 
-/// The two lower-case hex digits of every byte value.
-const HEX_PAIRS: [[u8; 2]; 256] = {
+/// The two lower-case hex digits of every byte value: session ids and
+/// signatures (`signed.rs`) are written with it.
+pub(crate) const HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut pairs = [[0; 2]; 256];
     let mut i = 0;

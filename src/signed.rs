@@ -35,7 +35,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::affinity::SIGNATURE_HEX_LEN;
+use crate::affinity::{HEX_PAIRS, SIGNATURE_HEX_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -74,9 +74,8 @@ impl Signer {
             .finalize()
             .into_bytes();
         out.push(b'.');
-        for byte in &tag[..SIGNATURE_LEN] {
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
+        for &byte in &tag[..SIGNATURE_LEN] {
+            out.extend_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
     }
 
@@ -103,8 +102,6 @@ impl std::fmt::Debug for Signer {
             .finish()
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lower-case hex only: an upper-case look-alike is not a value this crate wrote.
 fn decode_hex(hex: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
