@@ -528,6 +528,17 @@ mod tests {
         assert!(UpgradeKind::ExtendedConnect.is_success(StatusCode::OK));
         assert!(!UpgradeKind::ExtendedConnect.is_success(StatusCode::SWITCHING_PROTOCOLS));
         assert!(!UpgradeKind::ExtendedConnect.is_success(StatusCode::BAD_REQUEST));
+        // Any 2xx accepts an extended CONNECT (RFC 8441 §5, RFC 9110 §9.3.6),
+        // and nothing else does; HTTP/1.1 switches with 101 only.
+        for code in 100..=599 {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(
+                UpgradeKind::ExtendedConnect.is_success(status),
+                (200..300).contains(&code),
+                "{code}"
+            );
+            assert_eq!(UpgradeKind::Http1.is_success(status), code == 101, "{code}");
+        }
     }
 
     #[test]

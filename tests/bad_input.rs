@@ -245,6 +245,35 @@ async fn handshake_answered_other_than_101_gets_no_affinity_cookie() {
 
 // Row: extended CONNECT with `:protocol websocket` over HTTP/2 → detected; cookie on the 200
 
+/// Any `2xx` accepts an extended CONNECT (RFC 8441 §5): the cookie goes on
+/// each of them, and on nothing else (a `101` is no answer to HTTP/2).
+#[cfg(feature = "http2")]
+#[tokio::test]
+async fn extended_connect_cookie_on_every_2xx_only() {
+    for (code, sets) in [
+        (200, true),
+        (202, true),
+        (204, true),
+        (299, true),
+        (101, false),
+        (300, false),
+        (400, false),
+        (503, false),
+    ] {
+        let status = StatusCode::from_u16(code).unwrap();
+        let layer = layer();
+        let out = send(
+            &layer,
+            Inner::Status(status),
+            oneshot::extended_connect("websocket"),
+        )
+        .await;
+        assert_eq!(out.status, status);
+        assert_eq!(out.affinity(), Some(Affinity::Issued), "{code}");
+        assert_eq!(!out.set_cookies().is_empty(), sets, "{code}");
+    }
+}
+
 #[cfg(feature = "http2")]
 #[tokio::test]
 async fn extended_connect_websocket_is_detected_cookie_on_200() {
@@ -906,6 +935,19 @@ async fn inner_service_sets_affinity_cookie_no_duplicate() {
         out.set_cookies(),
         ["WS_SESSION_ID=chosen-by-app; Path=/; Secure"]
     );
+}
+
+/// The service's own affinity cookie is found among its other `Set-Cookie`
+/// lines, not only first, and with the whitespace RFC 6265 lets a server
+/// put around the name.
+#[tokio::test]
+async fn inner_service_sets_affinity_cookie_after_others_no_duplicate() {
+    let layer = layer();
+    let req = ws_request().body(()).unwrap();
+    let set = vec!["a=1", "  WS_SESSION_ID = app; Path=/x", "b=2"];
+    let out = send(&layer, Inner::SwitchSettingCookies(set.clone()), req).await;
+    assert_eq!(out.affinity(), Some(Affinity::Issued));
+    assert_eq!(out.set_cookies(), set);
 }
 
 #[tokio::test]
