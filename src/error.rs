@@ -251,7 +251,8 @@ impl fmt::Display for BuildError {
                 write!(f, "upgrade protocol {protocol:?} is not an RFC 9110 token")
             }
             Self::RetryAfterZero => f.write_str(
-                "Retry-After must be at least one second when upgrades are refused while draining",
+                "Retry-After must not be zero when upgrades are refused while draining \
+                 (it is sent in whole seconds, rounded up)",
             ),
             Self::RetryAfterTooLong { retry_after } => write!(
                 f,

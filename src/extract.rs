@@ -13,26 +13,46 @@ use crate::StickySession;
 /// Extracts the [`StickySession`] that [`StickyUpgradeLayer`](crate::StickyUpgradeLayer)
 /// put on an upgrade request.
 ///
-/// Use `Option<StickySession>` to never reject.
+/// Use `Option<StickySession>` to never reject. A WebSocket handler also takes
+/// axum's `WebSocketUpgrade`, and moves [`StickySession::guard`] into the
+/// socket task (the crate docs show one in full); the handler below answers
+/// with the session instead, so that the example can run.
 ///
 /// # Example
 ///
 /// ```
-/// use axum::{extract::WebSocketUpgrade, response::Response, routing::get, Router};
+/// use axum::body::{to_bytes, Body};
+/// use axum::{routing::get, Router};
+/// use http::{Request, StatusCode};
+/// use tower::ServiceExt;
 /// use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
 ///
-/// async fn ws(upgrade: WebSocketUpgrade, session: StickySession) -> Response {
-///     let guard = session.guard();
-///     upgrade.on_upgrade(move |socket| async move {
-///         let _guard = guard; // counted while the socket lives
-///         drop(socket);
-///     })
+/// async fn who(session: StickySession) -> String {
+///     format!("{} {}", session.affinity(), session.id())
 /// }
 ///
-/// let app: Router = Router::new()
-///     .route("/ws", get(ws))
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app = Router::new()
+///     .route("/ws", get(who))
 ///     .layer(StickyUpgradeLayer::new());
-/// # let _ = app;
+///
+/// let upgrade = Request::get("/ws")
+///     .header("connection", "upgrade")
+///     .header("upgrade", "websocket")
+///     .body(Body::empty())
+///     .unwrap();
+/// let res = app.clone().oneshot(upgrade).await.unwrap();
+/// assert_eq!(res.status(), StatusCode::OK);
+/// let body = to_bytes(res.into_body(), 1024).await.unwrap();
+/// assert!(body.starts_with(b"issued "));
+///
+/// // Not an upgrade: the layer gave it no session, and the extractor
+/// // rejects it with `400`.
+/// let plain = Request::get("/ws").body(Body::empty()).unwrap();
+/// let res = app.oneshot(plain).await.unwrap();
+/// assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+/// # }
 /// ```
 impl<S: Send + Sync> FromRequestParts<S> for StickySession {
     type Rejection = MissingStickySession;
@@ -57,6 +77,34 @@ impl<S: Send + Sync> FromRequestParts<S> for StickySession {
     }
 }
 
+/// Extracts `Option<StickySession>`: `None` on a request the layer did not
+/// tag as an upgrade, never a rejection.
+///
+/// # Example
+///
+/// ```
+/// use axum::body::{to_bytes, Body};
+/// use axum::{routing::get, Router};
+/// use http::Request;
+/// use tower::ServiceExt;
+/// use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
+///
+/// async fn page(session: Option<StickySession>) -> String {
+///     match session {
+///         Some(session) => format!("upgrade, {}", session.affinity()),
+///         None => "plain request".to_owned(),
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app = Router::new()
+///     .route("/", get(page))
+///     .layer(StickyUpgradeLayer::new());
+/// let res = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+/// assert_eq!(to_bytes(res.into_body(), 64).await.unwrap(), "plain request");
+/// # }
+/// ```
 impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
     type Rejection = std::convert::Infallible;
 
@@ -74,9 +122,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for StickySession {
 /// websocket`, or an extended CONNECT for `websocket`) it means the layer is
 /// missing: a `500` whose body says how to add it. On any other request it is a
 /// `400`, since only upgrade requests carry a session; that includes requests
-/// that merely look like upgrades, such as `Connection: notupgrade` or an
-/// HTTP/1.0 request, which axum's `WebSocketUpgrade` lets through and the
-/// layer rightly does not tag.
+/// that merely look like upgrades: `Connection: notupgrade`, which axum's
+/// `WebSocketUpgrade` lets through and the layer rightly does not tag, or an
+/// HTTP/1.0 request with upgrade fields, which neither of them accepts.
 /// (A layer set to other
 /// [`upgrade_protocols`](crate::StickyUpgradeBuilder::upgrade_protocols) is not
 /// known here: without it, their upgrades are answered `400` too.)
