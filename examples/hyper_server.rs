@@ -13,7 +13,7 @@
 //! RFC 8441 extended CONNECT, answered `200`. The affinity cookie is set on
 //! either answer by the layer.
 //!
-//! - `GET /ws`: welcome JSON `{"node":…,"session":…,"affinity":…}` (plus
+//! - `GET /ws`: welcome JSON `{"affinity":…,"node":…,"session":…}` (plus
 //!   `"from"` when migrated), then echo; close code `1001` when drained.
 //! - `GET /ws-health`: `200 ok`, or `503 draining`.
 //!
