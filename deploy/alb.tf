@@ -24,7 +24,16 @@
 #        -var app_drain_timeout=25 -var app_close_delay=0 -var app_close_spread=10
 #        -var app_retry_after=10 -var app_ping_interval=25   (your nodes' flags)
 # Register targets here (target_ids) or from an Auto Scaling group / ECS
-# service with the `target_group_arn` output.
+# service with the `target_group_arn` output. The nodes must listen on an
+# address ALB reaches (`--listen 0.0.0.0:3000`, not the examples' default
+# 127.0.0.1), and their security group must let the load balancer's in:
+# pass it as target_security_group_id, or open it yourself.
+#
+# Who goes first matters (deploy/README.md, "Who sends SIGTERM, and when"):
+# on ECS, and whenever targets are deregistered before the process is told to
+# stop, ALB cuts the open WebSockets at the end of deregistration_delay, before
+# the node gets SIGTERM, unless something starts the drain when deregistration
+# starts.
 
 terraform {
   required_version = ">= 1.5"
@@ -75,6 +84,12 @@ variable "target_type" {
   default     = "instance"
 }
 
+variable "target_security_group_id" {
+  description = "Security group of the targets (instances or ECS tasks), opened here to the load balancer on app_port. Null: open it yourself."
+  type        = string
+  default     = null
+}
+
 variable "target_ids" {
   description = "Targets to register (instance ids or IPs). Leave empty when an ASG or ECS registers them."
   type        = list(string)
@@ -105,7 +120,7 @@ variable "cookie_duration" {
 }
 
 variable "deregistration_delay" {
-  description = "Seconds ALB waits for a deregistering target's connections before cutting them (0 to 3600). Must exceed the nodes' drain timeout."
+  description = "Seconds ALB waits for a deregistering target's connections before cutting them (0 to 3600). Must exceed the nodes' drain timeout, counted from when the drain starts."
   type        = number
   default     = 60
 
@@ -152,7 +167,7 @@ variable "app_drain_timeout" {
 }
 
 variable "app_close_delay" {
-  description = "The nodes' `--close-delay`, in seconds: 0 when targets are deregistered before they get SIGTERM, else about health_check_interval × unhealthy_threshold."
+  description = "The nodes' `--close-delay`, in seconds: 0 when the drain starts once ALB has stopped routing new connections to the node (it started on deregistration), else about health_check_interval × unhealthy_threshold."
   type        = number
 }
 
@@ -203,6 +218,18 @@ resource "aws_security_group" "lb" {
   lifecycle {
     create_before_destroy = true
   }
+}
+
+# The nodes' own security group must let the load balancer in, for requests
+# and health checks alike.
+resource "aws_vpc_security_group_ingress_rule" "targets_from_lb" {
+  count                        = var.target_security_group_id == null ? 0 : 1
+  security_group_id            = var.target_security_group_id
+  description                  = "WebSockets and health checks from the load balancer"
+  referenced_security_group_id = aws_security_group.lb.id
+  from_port                    = var.app_port
+  to_port                      = var.app_port
+  ip_protocol                  = "tcp"
 }
 
 resource "aws_lb" "ws" {
@@ -275,6 +302,13 @@ check "quiet_sockets_are_pinged" {
   }
 }
 
+check "targets_reachable" {
+  assert {
+    condition     = var.target_security_group_id != null
+    error_message = "target_security_group_id is not set: open the targets' security group to the load balancer's (output lb_security_group_id) on app_port yourself, or every health check fails."
+  }
+}
+
 check "retry_after_covers_health_check" {
   assert {
     condition     = var.app_retry_after >= var.health_check_interval * var.unhealthy_threshold
@@ -330,4 +364,9 @@ output "ws_url" {
 output "target_group_arn" {
   description = "For Auto Scaling groups or ECS services that register the targets."
   value       = aws_lb_target_group.ws.arn
+}
+
+output "lb_security_group_id" {
+  description = "The load balancer's security group: the targets must accept app_port from it."
+  value       = aws_security_group.lb.id
 }
