@@ -599,14 +599,33 @@ impl StickyUpgradeBuilder {
     /// upgrades untouched (no session, no cookie).
     ///
     /// ```
-    /// use tower_sticky_upgrade::StickyUpgradeLayer;
+    /// use std::convert::Infallible;
+    /// use http::header::{CONNECTION, UPGRADE};
+    /// use http::{Request, Response};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_sticky_upgrade::{StickySession, StickyUpgradeLayer};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// // WebSockets, and a custom protocol upgraded with `Upgrade: my-tunnel`.
     /// let layer = StickyUpgradeLayer::builder()
     ///     .upgrade_protocols(["websocket", "my-tunnel"])
     ///     .build()
     ///     .unwrap();
-    /// # let _ = layer;
+    /// // The handler answers whether the layer gave the request a session.
+    /// let svc = layer.layer(service_fn(|req: Request<()>| async move {
+    ///     let tagged = req.extensions().get::<StickySession>().is_some();
+    ///     Ok::<_, Infallible>(Response::new(tagged))
+    /// }));
+    /// let upgrade = |protocol: &str| {
+    ///     let req = Request::get("/tunnel").header(CONNECTION, "upgrade");
+    ///     req.header(UPGRADE, protocol).body(()).unwrap()
+    /// };
+    /// for (protocol, tagged) in [("my-tunnel", true), ("WebSocket", true), ("h2c", false)] {
+    ///     let res = svc.clone().oneshot(upgrade(protocol)).await.unwrap();
+    ///     assert_eq!(*res.body(), tagged, "{protocol}");
+    /// }
+    /// # }
     /// ```
     pub fn upgrade_protocols<I, P>(mut self, protocols: I) -> Self
     where
@@ -717,18 +736,41 @@ impl StickyUpgradeBuilder {
     /// checked too, since a browser's extended CONNECT cannot be told apart.
     ///
     /// ```
-    /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};
+    /// use std::convert::Infallible;
+    /// use http::header::{CONNECTION, ORIGIN, UPGRADE};
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_sticky_upgrade::{BuildError, Refusal, StickyUpgradeLayer};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let layer = StickyUpgradeLayer::builder()
     ///     .allowed_origins(["https://app.example.com", "http://localhost:3000"])
-    ///     .build();
-    /// assert!(layer.is_ok());
+    ///     .build()
+    ///     .unwrap();
+    /// // A handler that accepts every upgrade.
+    /// let svc = layer.layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::builder().status(101).body(()).unwrap())
+    /// }));
+    /// let from = |origin: &str| {
+    ///     let req = Request::get("/ws").header(CONNECTION, "upgrade");
+    ///     let req = req.header(UPGRADE, "websocket").header(ORIGIN, origin);
+    ///     req.body(()).unwrap()
+    /// };
+    ///
+    /// let res = svc.clone().oneshot(from("https://app.example.com")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    /// // A page of another site: refused before the handler runs.
+    /// let res = svc.oneshot(from("https://attacker.example")).await.unwrap();
+    /// assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    /// assert_eq!(res.extensions().get(), Some(&Refusal::OriginNotAllowed));
     ///
     /// let err = StickyUpgradeLayer::builder()
     ///     .allowed_origins(["https://*.example.com"])
     ///     .build()
     ///     .unwrap_err();
     /// assert!(matches!(err, BuildError::WildcardOrigin { .. }));
+    /// # }
     /// ```
     pub fn allowed_origins<I, O>(mut self, origins: I) -> Self
     where
