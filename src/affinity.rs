@@ -743,11 +743,26 @@ impl fmt::Debug for StickySession {
 ///     }
 /// }
 ///
+/// # include!("../tests/support/doctest.rs");
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let layer = StickyUpgradeLayer::builder()
 ///     .id_generator(Prefixed(AtomicU64::new(0)))
 ///     .build()
 ///     .unwrap();
-/// # let _ = layer;
+///
+/// // `upgrade` (hidden) sends one upgrade request, with a `Cookie` line if
+/// // given, through the layer, and returns the session and the cookie set.
+/// let (session, cookie) = upgrade(&layer, None).await;
+/// assert_eq!(session.id().as_str(), "s-0");
+/// assert_eq!(cookie, "WS_SESSION_ID=s-0");
+/// let (session, _) = upgrade(&layer, Some("WS_SESSION_ID=s-0")).await;
+/// assert_eq!(session.id().as_str(), "s-0"); // kept
+///
+/// // An id this generator would not make counts as no cookie: a new one.
+/// let (session, _) = upgrade(&layer, Some("WS_SESSION_ID=forged")).await;
+/// assert_eq!(session.id().as_str(), "s-1");
+/// # }
 /// ```
 pub trait IdGenerator: Send + Sync + 'static {
     /// A new, unpredictable session id.

@@ -24,13 +24,24 @@ use crate::BuildError;
 /// # Example
 ///
 /// ```
-/// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
+/// use tower_sticky_upgrade::{BuildError, SameSite, StickyUpgradeLayer};
+/// # include!("../tests/support/doctest.rs");
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 ///
-/// let layer = StickyUpgradeLayer::builder()
-///     .same_site(SameSite::Strict)
+/// // `set_cookie` (hidden) builds the layer and returns the `Set-Cookie`
+/// // line of one accepted handshake.
+/// let line = set_cookie(StickyUpgradeLayer::builder().same_site(SameSite::Strict)).await;
+/// assert!(line.ends_with("; SameSite=Strict"));
+///
+/// // `None` without `Secure` is refused when the layer is built.
+/// let err = StickyUpgradeLayer::builder()
+///     .same_site(SameSite::None)
+///     .secure(false)
 ///     .build()
-///     .unwrap();
-/// # let _ = layer;
+///     .unwrap_err();
+/// assert_eq!(err, BuildError::SameSiteNoneWithoutSecure);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SameSite {

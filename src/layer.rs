@@ -61,13 +61,29 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// # Example
 ///
 /// ```
-/// use tower_sticky_upgrade::{Refresh, StickyUpgradeLayer};
+/// use http::header::SET_COOKIE;
+/// use tower_sticky_upgrade::{Affinity, Refresh, StickyUpgradeLayer};
+/// # include!("../tests/support/doctest.rs");
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 ///
+/// // `upgrade` and `handshake` (hidden) send one upgrade request, with a
+/// // `Cookie` line if given, through the layer to a handler that accepts it.
 /// let layer = StickyUpgradeLayer::builder()
 ///     .refresh(Refresh::OnChange)
 ///     .build()
 ///     .unwrap();
-/// # let _ = layer;
+/// let (session, cookie) = upgrade(&layer, None).await; // issued: cookie set
+/// assert_eq!(session.affinity(), Affinity::Issued);
+///
+/// // The reconnect keeps the session; the cookie is not sent again.
+/// let res = handshake(&layer, Some(&cookie)).await;
+/// assert!(!res.headers().contains_key(SET_COOKIE));
+///
+/// // With the default, every successful upgrade re-sends it.
+/// let res = handshake(&StickyUpgradeLayer::new(), Some(&cookie)).await;
+/// assert!(res.headers().contains_key(SET_COOKIE));
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
