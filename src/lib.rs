@@ -145,12 +145,51 @@
 //!    and the close delay is over (an idle node stays up and answers `503`
 //!    until the balancer has stopped routing here), or when its deadline passes.
 //!
+//! With axum, in that order: the server keeps accepting while the sockets
+//! drain (so the health check can fail and new upgrades get the `503`), and
+//! stops only once the drain is over.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_sticky_upgrade::StickyUpgradeLayer;
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let layer = StickyUpgradeLayer::new();
+//!     let drain = layer.drain().clone();
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "a WebSocket route would go here" }))
+//!         .route_service("/ws-health", drain.health_service())
+//!         .layer(layer);
+//!
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+//!     let server = tokio::spawn(async move {
+//!         let stopped = async move { let _ = http_stopped.await; };
+//!         axum::serve(listener, app).with_graceful_shutdown(stopped).await
+//!     });
+//!
+//!     tokio::signal::ctrl_c().await?; // SIGTERM in production
+//!     drain.start();
+//!     let outcome = drain.wait(Duration::from_secs(25)).await;
+//!     eprintln!("drain: {outcome:?}");
+//!     let _ = stop_http.send(()); // now stop plain HTTP, for at most 2 s
+//!     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Choosing the numbers: keep the drain deadline below the balancer's
 //! deregistration delay (AWS ALB: 300 s by default, 0 to 3600) and above the
 //! close delay plus the close spread plus a close handshake; make the spread
 //! long enough that the remaining nodes absorb `open sockets / spread`
 //! reconnects per second; make `Retry-After` roughly the time the balancer
 //! needs to notice the failing health check (interval × unhealthy threshold).
+//! This assumes SIGTERM comes no later than the balancer's deregistration, as on
+//! Kubernetes; Amazon ECS behind ALB sends it only after `deregistration_delay`,
+//! when ALB has cut the sockets already, so start the drain from the
+//! deregistration there (the repository's `deploy/README.md` says how).
 //! The [README](https://crates.io/crates/tower-sticky-upgrade) shows the order
 //! with `axum::serve(..).with_graceful_shutdown` and hyper-util `GracefulShutdown`.
 //!
