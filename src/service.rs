@@ -805,19 +805,36 @@ mod tests {
             service_fn(|req: Request<()>| async move {
                 match req.uri().path() {
                     "/fail" => Err("inner service failed"),
+                    "/panic" => panic!("inner service panicked"),
+                    "/pending" => std::future::pending().await,
                     _ => Ok(Response::new(())),
                 }
             }),
             l.clone(),
         );
+        let to = |path: &'static str| {
+            let mut req = upgrade(None);
+            *req.uri_mut() = http::Uri::from_static(path);
+            req
+        };
         let unpolled = svc.call(upgrade(None));
         assert_eq!(l.drain().active(), 1);
         drop(unpolled); // the client went away before the answer
         assert_eq!(l.drain().active(), 0);
 
-        let mut failing = upgrade(None);
-        *failing.uri_mut() = http::Uri::from_static("/fail");
-        assert!(svc.call(failing).await.is_err());
+        // Polled, still waiting on the service, then dropped (a timeout).
+        let mut waiting = Box::pin(svc.call(to("/pending")));
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        assert_eq!(l.drain().active(), 1);
+        drop(waiting);
+        assert_eq!(l.drain().active(), 0);
+
+        assert!(svc.call(to("/fail")).await.is_err());
+        assert_eq!(l.drain().active(), 0);
+
+        // A panic in the service unwinds through the response future.
+        let panicking = svc.call(to("/panic"));
+        assert!(tokio::spawn(panicking).await.unwrap_err().is_panic());
         assert_eq!(l.drain().active(), 0);
     }
 
