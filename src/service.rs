@@ -848,6 +848,40 @@ mod tests {
         assert_eq!(l.drain().active(), 0);
     }
 
+    /// An inner service that answers `poll_ready` with a fixed readiness.
+    struct Readiness(Poll<Result<(), &'static str>>);
+
+    impl tower_service::Service<Request<()>> for Readiness {
+        type Response = Response<()>;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<Response<()>, &'static str>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.0
+        }
+
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(())))
+        }
+    }
+
+    /// The layer adds no readiness of its own: it is ready only when the inner
+    /// service is, and passes on its error. Backpressure inside the layer (a
+    /// `ConcurrencyLimit`, a `Buffer` that is full) depends on it, and a
+    /// service that failed must not be called as if it were ready.
+    #[tokio::test]
+    async fn poll_ready_is_the_inner_services() {
+        for readiness in [
+            Poll::Pending,
+            Poll::Ready(Err("inner service failed")),
+            Poll::Ready(Ok(())),
+        ] {
+            let mut svc = StickyUpgrade::new(Readiness(readiness), StickyUpgradeLayer::new());
+            let seen = std::future::poll_fn(|cx| Poll::Ready(svc.poll_ready(cx))).await;
+            assert_eq!(seen, readiness, "the inner service said {readiness:?}");
+        }
+    }
+
     #[test]
     fn service_is_send_sync_and_clone_when_inner_is() {
         fn check<T: Send + Sync + Clone>(_: &T) {}
