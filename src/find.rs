@@ -96,4 +96,16 @@ mod tests {
             assert_eq!(find_byte(&hay, needle), Some(33));
         }
     }
+
+    /// A block made of nothing but the needle holds its first occurrence: the
+    /// block scan must stop there, not skip it as if it had none. (The cookie
+    /// scan would otherwise miss a name that starts with a block's worth of
+    /// one byte.)
+    #[test]
+    fn find_byte_stops_at_a_block_full_of_the_needle() {
+        for len in [BLOCK, BLOCK + 1, 2 * BLOCK + 5] {
+            let hay = vec![b'a'; len];
+            assert_eq!(find_byte(&hay, b'a'), Some(0), "{len} needles");
+        }
+    }
 }
