@@ -1054,17 +1054,35 @@ fn node_tag(chars: &[u8]) -> Option<&[u8]> {
     (!chars.is_empty() && chars.len() <= NodeId::MAX_LEN).then_some(chars)
 }
 
-/// The lower-case hex digits of a signature (see `signed.rs`). Defined here
-/// because builds without signing use it too, to read a signed value's id
-/// and node.
+/// The lower-case hex digits of a signature (see `signed.rs`). Defined here,
+/// with [`decode_signature`], because builds without signing use them too, to
+/// read a signed value's id and node.
 pub(crate) const SIGNATURE_HEX_LEN: usize = 32;
+
+/// The bytes of a signature.
+pub(crate) const SIGNATURE_LEN: usize = SIGNATURE_HEX_LEN / 2;
 
 // A signature is read as a segment: it must fit in one.
 const _: () = assert!(SIGNATURE_HEX_LEN <= NodeId::MAX_LEN);
 
-/// Whether `chars` has the shape of a signature: 32 lower-case hex digits.
-fn is_signature(chars: &[u8]) -> bool {
-    chars.len() == SIGNATURE_HEX_LEN && chars.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// The signature written as `hex`, or `None` if `hex` is not exactly
+/// [`SIGNATURE_HEX_LEN`] lower-case hex digits: an upper-case look-alike is
+/// not a value this crate wrote. The one test of a signature's shape, for
+/// the signing layer that checks it and the unsigned one that drops it.
+pub(crate) fn decode_signature(hex: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
+    if hex.len() != SIGNATURE_HEX_LEN {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; SIGNATURE_LEN];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Reads and writes cookie values.
@@ -1138,7 +1156,9 @@ impl Codec {
         // and the signature, which cannot be checked, is dropped on the
         // response. Not a weakening: without signing any id is accepted.
         let (len, rewrite) = match segment(input, end) {
-            Some((_, sig_end)) if is_signature(&input[end + 1..sig_end]) => (sig_end, true),
+            Some((_, sig_end)) if decode_signature(&input[end + 1..sig_end]).is_some() => {
+                (sig_end, true)
+            }
             _ => (end, false),
         };
         Some(Decoded {

@@ -35,11 +35,10 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::affinity::{HEX_PAIRS, SIGNATURE_HEX_LEN};
+use crate::affinity::{decode_signature, HEX_PAIRS, SIGNATURE_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const SIGNATURE_LEN: usize = SIGNATURE_HEX_LEN / 2;
 /// Shortest key accepted: the output size of SHA-256.
 pub(crate) const MIN_KEY_LEN: usize = 32;
 
@@ -82,7 +81,7 @@ impl Signer {
     /// Checks `hex`, the signature written after `payload`, against every key;
     /// on success says whether a key other than the first matched.
     pub(crate) fn verify(&self, name: &str, payload: &[u8], hex: &[u8]) -> Option<bool> {
-        let tag = decode_hex(hex)?;
+        let tag = decode_signature(hex)?;
         self.keys
             .iter()
             .position(|key| {
@@ -103,26 +102,10 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// Lower-case hex only: an upper-case look-alike is not a value this crate wrote.
-fn decode_hex(hex: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
-    if hex.len() != SIGNATURE_HEX_LEN {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; SIGNATURE_LEN];
-    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::affinity::SIGNATURE_HEX_LEN;
 
     fn signer(keys: &[&[u8]]) -> Signer {
         Signer::new(&keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>()).unwrap()
