@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Checks both ends of the version ranges in Cargo.toml's [dependencies], on the
+# package without its dev-dependencies (they bind only this repository, not a
+# user's build):
+#
+# 1. The newest releases a user on the crate's `rust-version` gets: resolved
+#    with cargo's MSRV-aware fallback, every normal dependency (all features,
+#    this target) must have a release that declares that Rust version or
+#    older. The crate's own std API use is checked by clippy's
+#    `incompatible_msrv` lint in the clippy steps. (No older toolchain can be
+#    installed on this project's machines, so nothing here compiles with the
+#    MSRV itself.)
+# 2. The oldest releases a user's lockfile may hold: with every direct
+#    dependency at the lowest release its requirement allows (nightly cargo's
+#    `-Z direct-minimal-versions`; their own dependencies at the newest), the
+#    library must compile in every feature set. A requirement older than an API
+#    the crate uses fails here rather than in a user's build. Without a nightly
+#    toolchain this part is skipped, with a banner saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The package without its dev-dependencies.
+cp -r src README.md "$work/"
+python3 - "$work/Cargo.toml" <<'PY'
+import sys
+s = open("Cargo.toml").read()
+s = s[: s.index("[dev-dependencies]")] + s[s.index("[package.metadata.docs.rs]") :]
+s = "\n".join(l for l in s.splitlines() if not l.startswith("exclude"))
+open(sys.argv[1], "w").write(s + "\n")
+PY
+
+cd "$work"
+CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback cargo generate-lockfile --quiet
+target=$(rustc -vV | sed -n 's/^host: //p')
+cargo tree --all-features -e normal --target "$target" --prefix none --format '{p}' \
+    | awk '{print $1"@"$2}' | sed 's/@v/@/' | sort -u > deps.txt
+cargo metadata --format-version 1 --all-features | python3 -c '
+import json, sys
+msrv, deps = sys.argv[1], set(open("deps.txt").read().split())
+key = lambda v: tuple(int(x) for x in v.split("."))
+bad = []
+for p in json.load(sys.stdin)["packages"]:
+    rv = p.get("rust_version")
+    if p["name"] + "@" + p["version"] in deps and rv and key(rv) > key(msrv):
+        bad.append(p["name"] + " " + p["version"] + " needs Rust " + rv)
+print("msrv: %d dependencies resolved for Rust %s" % (len(deps), msrv))
+if bad:
+    sys.exit("msrv: over the MSRV:\n  " + "\n  ".join(bad))
+' "$msrv"
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    printf '\n%s\n%s\n%s\n\n' "######## SKIPPED: minimal versions ########" \
+        "No nightly toolchain: the lowest allowed dependency releases were not checked." \
+        "Install one (rustup toolchain install nightly --profile minimal) to run this check."
+    exit 0
+fi
+cargo +nightly update --quiet -Z direct-minimal-versions
+# Built apart from the repository's target directory: these are other releases.
+export CARGO_TARGET_DIR="$work/target"
+for features in --all-features --no-default-features ""; do
+    cargo check --quiet --lib $features
+done
+cargo tree --all-features -e normal --depth 1 --prefix none --format '{p}' | tail -n +2 \
+    | sort -u | tr '\n' ' ' | sed 's/^/minimal versions: the library builds with /; s/ $/\n/'
