@@ -41,8 +41,8 @@ pub enum BuildError {
         /// The rejected name.
         name: String,
     },
-    /// The cookie name is so long that name and value could exceed the 4096 bytes
-    /// browsers keep.
+    /// The cookie name is longer than `max` (256) bytes. The cap keeps name and
+    /// value far below the 4096 bytes browsers keep for a cookie.
     CookieNameTooLong {
         /// Length of the rejected name in bytes.
         len: usize,
@@ -54,7 +54,8 @@ pub enum BuildError {
         /// The rejected path.
         path: String,
     },
-    /// The `Path` attribute holds a control character, whitespace, `;` or `,`.
+    /// The `Path` attribute holds a byte that is not visible ASCII (a control
+    /// character, whitespace or a non-ASCII byte), or `;` or `,`.
     InvalidPath {
         /// The rejected path.
         path: String,
@@ -195,7 +196,7 @@ impl fmt::Display for BuildError {
             }
             Self::InvalidPath { path } => write!(
                 f,
-                "cookie Path {path:?} must not contain control characters, whitespace, ';' or ','"
+                "cookie Path {path:?} must be visible ASCII other than ';' and ','"
             ),
             Self::InvalidDomain { domain } => write!(
                 f,
