@@ -11,8 +11,8 @@
 //! back every cookie received so far (the affinity cookie from the `101`, and
 //! any the load balancer added, such as ALB's `AWSALBAPP-*`), newest value
 //! winning. It reads the welcome frame of the example servers
-//! (`{"affinity":…,"node":…,"session":…}`, keys in any order), prints one row per connection and
-//! a summary.
+//! (`{"affinity":…,"node":…,"session":…}`, keys in any order), prints one row
+//! per connection and a summary.
 //!
 //! Stickiness is the share of reconnections (connections 2 to N) that landed
 //! on the same node as connection 1 *and* kept its session id. The exit status

@@ -11,8 +11,9 @@
 //!
 //! - `GET /ws`: WebSocket. The first frame is a JSON welcome,
 //!   `{"affinity":"issued","node":"node-1","session":"…"}` (`"kept"`, or
-//!   `"migrated"` with `"from":"node-2"`; serde_json writes the keys sorted); every later text or binary frame is
-//!   echoed back. When draining reaches this socket it gets close code `1001`.
+//!   `"migrated"` with `"from":"node-2"`; serde_json writes the keys sorted);
+//!   every later text or binary frame is echoed back. When draining reaches
+//!   this socket it gets close code `1001`.
 //! - `GET /ws-health`: `200 ok` while serving, `503 draining` while draining.
 //! - `GET /`: a demo page; `/?auto=1` connects, reconnects once, and writes
 //!   `{"first":WELCOME,"second":WELCOME}` into `<pre id="result">`.
