@@ -5,8 +5,9 @@
 #
 #   bash .ci/install-e2e.sh
 #
-# tests/e2e_haproxy.rs, tests/e2e_nginx.rs and tests/e2e_browser.rs fail under
-# CI=true when a tool is missing, and skip loudly otherwise.
+# tests/e2e_haproxy.rs, tests/e2e_nginx.rs, tests/e2e_browser.rs and
+# tests/e2e_browser_h2.rs fail under CI=true when a tool is missing, and skip
+# loudly otherwise.
 set -euo pipefail
 
 # haproxy and nginx live in /usr/sbin, which is not on every user's PATH.

@@ -34,6 +34,11 @@ impl Chromium {
     /// Starts `bin` headless on `about:blank` and waits (bounded) for its
     /// `DevTools listening on ws://...` line.
     pub fn start(bin: &Path) -> Chromium {
+        Chromium::start_with(bin, &[])
+    }
+
+    /// [`Chromium::start`] with more command-line switches.
+    pub fn start_with(bin: &Path, switches: &[&str]) -> Chromium {
         let profile = TempDir::new("chromium");
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -54,6 +59,7 @@ impl Chromium {
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
         ])
+        .args(switches)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         // Chromium's own scratch directories (`org.chromium.Chromium.*`) go in

@@ -1,0 +1,337 @@
+//! End to end with a real browser over HTTP/2: headless Chromium opens its
+//! WebSockets with extended CONNECT (RFC 8441) on the HTTP/2 connection that
+//! loaded the page, so the affinity cookie travels on a `200`, not a `101`.
+//!
+//! Chromium speaks HTTP/2 only over TLS, and sends WebSockets over it only
+//! once the server's SETTINGS allow extended CONNECT. So the server here is
+//! in this process: axum behind the layer, served by hyper-util with
+//! `enable_connect_protocol`, over TLS with a certificate made at start
+//! (Chromium runs with `--ignore-certificate-errors` and a throwaway profile).
+//!
+//! The page connects, closes, reconnects and keeps the second socket open;
+//! the test then starts the drain. It checks that:
+//! - both sockets were extended CONNECTs over HTTP/2 (the welcome says so);
+//! - the first was issued and the second kept the same session, so the
+//!   browser stored the cookie from the `200` and sent it back;
+//! - the stored cookie has the default attributes (`Secure`, `HttpOnly`,
+//!   `SameSite=Lax`, `Path=/`) and the node's tag;
+//! - the drain closes the open socket with 1001, a new socket is then refused,
+//!   and the drain ends with no socket left.
+//!
+//! Needs `chromium` (`bash .ci/install-e2e.sh`). Without it the test passes
+//! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
+//! `E2E_CHROMIUM` picks the executable.
+#![cfg(feature = "http2")]
+
+#[path = "support/browser.rs"]
+mod browser;
+#[path = "support/lb.rs"]
+mod lb;
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{Method, Version};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{any, get};
+use axum::{Extension, Router};
+use browser::{Cdp, Chromium};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
+use tokio_rustls::rustls;
+use tower_sticky_upgrade::{
+    Drain, DrainGuard, DrainOutcome, StickySession, StickyUpgradeLayer, DEFAULT_COOKIE_NAME,
+};
+
+/// Bound on each phase of the page's run.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on the server's wait for the browser's answer to a close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const NODE: &str = "h2-node";
+
+/// Connects, closes; reconnects and stays open until the server closes; then
+/// tries once more. Writes `{"welcomes":[..],"closeCode":N,"refused":bool}`
+/// into `#result`, and its phase into the title: `open` (second socket up),
+/// `done`, or `error`.
+const PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>loading</title></head>
+<body><pre id="result"></pre>
+<script>
+"use strict";
+const url = "wss://" + location.host + "/ws";
+const result = { welcomes: [], closeCode: null, refused: null };
+const show = (phase) => {
+  document.getElementById("result").textContent = JSON.stringify(result);
+  document.title = phase;
+};
+function connect() {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onmessage = (e) => resolve({ ws, welcome: JSON.parse(e.data) });
+    ws.onclose = (e) => reject(new Error("closed before the welcome: " + e.code));
+  });
+}
+(async () => {
+  try {
+    const first = await connect();
+    result.welcomes.push(first.welcome);
+    await new Promise((closed) => { first.ws.onclose = closed; first.ws.close(1000); });
+    const second = await connect();
+    result.welcomes.push(second.welcome);
+    second.ws.onclose = async (e) => {
+      result.closeCode = e.code;
+      try { (await connect()).ws.close(); result.refused = false; }
+      catch (_) { result.refused = true; }
+      show("done");
+    };
+    show("open");
+  } catch (e) {
+    result.error = String(e);
+    show("error");
+  }
+})();
+</script></body></html>"#;
+
+#[test]
+fn browser_keeps_the_cookie_from_the_200_of_an_extended_connect() {
+    let Some([chromium]) = lb::tools_or_skip("e2e_browser_h2", [lb::Tool::Chromium]) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let drain = Drain::builder().close_spread(Duration::ZERO).build();
+        let layer = StickyUpgradeLayer::builder()
+            .node_id(NODE)
+            .drain(drain.clone())
+            .build()
+            .expect("layer");
+        let addr = serve_tls(layer.clone()).await;
+        let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+        scenario(&browser, &format!("https://{addr}/"), &layer, &drain).await;
+    });
+}
+
+async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, drain: &Drain) {
+    let started = Instant::now();
+    let mut cdp = Cdp::connect(&browser.devtools_url).await;
+    let page = cdp.open(url).await.expect("open the page");
+    let result = wait_for_title(&mut cdp, &page, "open").await;
+
+    let welcomes = result["welcomes"].as_array().expect("welcomes");
+    assert_eq!(welcomes.len(), 2, "{result}");
+    for welcome in welcomes {
+        assert_eq!(
+            (welcome["version"].as_str(), welcome["method"].as_str()),
+            (Some("HTTP/2.0"), Some("CONNECT")),
+            "Chromium should open its WebSockets with extended CONNECT on the page's \
+             HTTP/2 connection: {welcome}"
+        );
+    }
+    let (first, second) = (&welcomes[0], &welcomes[1]);
+    assert_eq!(first["affinity"], "issued", "fresh profile: {first}");
+    assert_eq!(
+        (&second["affinity"], &second["session"]),
+        (&json!("kept"), &first["session"]),
+        "the browser should send the cookie from the 200 back: {first} then {second}"
+    );
+
+    // The cookie as the browser stored it, with the layer's default attributes.
+    let cookies = cdp.cookies().await.expect("Storage.getCookies");
+    let cookie = cookies
+        .iter()
+        .find(|c| c["name"] == DEFAULT_COOKIE_NAME)
+        .unwrap_or_else(|| panic!("no {DEFAULT_COOKIE_NAME} cookie in the browser: {cookies:?}"));
+    lb::report(&format!("browser h2: stored cookie {cookie}"));
+    let session = first["session"].as_str().expect("session");
+    assert_eq!(
+        cookie["value"],
+        format!("{session}.{NODE}"),
+        "the value carries the session and this node's tag: {cookie}"
+    );
+    assert_eq!(
+        (
+            &cookie["secure"],
+            &cookie["httpOnly"],
+            &cookie["sameSite"],
+            &cookie["path"]
+        ),
+        (&json!(true), &json!(true), &json!("Lax"), &json!("/")),
+        "{cookie}"
+    );
+
+    // Drain: the open socket gets 1001, a new one is refused, none is left.
+    // The first socket's handler may still be finishing its close handshake.
+    let since = Instant::now();
+    while drain.active() != 1 {
+        assert!(
+            since.elapsed() < PAGE_TIMEOUT,
+            "{} sockets counted, expected the second one only",
+            drain.active()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(drain.start());
+    let result = wait_for_title(&mut cdp, &page, "done").await;
+    assert_eq!(result["closeCode"], 1001, "{result}");
+    assert_eq!(
+        result["refused"], true,
+        "a new socket while draining: {result}"
+    );
+    assert_eq!(
+        drain.wait(Duration::from_secs(10)).await,
+        DrainOutcome::Drained
+    );
+    let stats = layer.stats();
+    assert_eq!(
+        (
+            stats.issued,
+            stats.kept,
+            stats.refused_draining,
+            stats.active
+        ),
+        (1, 1, 1, 0),
+        "{stats:?}"
+    );
+    lb::report(&format!(
+        "browser h2: issued, kept, drained with 1001 and refused in {:?}",
+        started.elapsed()
+    ));
+    cdp.close_browser().await;
+}
+
+/// Polls the page's title (bounded) until it is `phase`, and returns the
+/// page's result. Fails on `error`.
+async fn wait_for_title(cdp: &mut Cdp, page: &str, phase: &str) -> Value {
+    let since = Instant::now();
+    loop {
+        let title = cdp
+            .eval(page, "document.title")
+            .await
+            .expect("read the title");
+        if title == phase {
+            return page_result(cdp, page).await;
+        }
+        if title == "error" {
+            panic!(
+                "the page reported an error: {}",
+                page_result(cdp, page).await
+            );
+        }
+        if since.elapsed() > PAGE_TIMEOUT {
+            panic!(
+                "the page did not reach {phase:?} within {PAGE_TIMEOUT:?} (title {title}): {}",
+                page_result(cdp, page).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The page's `#result`, parsed (or as text if it is not JSON yet).
+async fn page_result(cdp: &mut Cdp, page: &str) -> Value {
+    let text = cdp
+        .eval(page, "document.getElementById('result').textContent")
+        .await
+        .expect("read the result");
+    serde_json::from_str(text.as_str().unwrap_or_default()).unwrap_or(text)
+}
+
+/// Serves the app over TLS (ALPN `h2`, then `http/1.1`) on 127.0.0.1 with
+/// extended CONNECT enabled; returns the address. The accept loop ends with
+/// the runtime.
+async fn serve_tls(layer: StickyUpgradeLayer) -> std::net::SocketAddr {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key.into())
+        .expect("TLS certificate");
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let app = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/ws", any(ws))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http2().enable_connect_protocol();
+                let _ = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The WebSocket route: a welcome naming the request's version and method
+/// and the layer's decision, then nothing until the client closes or the
+/// drain reaches the socket (close code 1001).
+async fn ws(
+    upgrade: WebSocketUpgrade,
+    Extension(session): Extension<StickySession>,
+    method: Method,
+    version: Version,
+) -> impl IntoResponse {
+    let welcome = json!({
+        "version": format!("{version:?}"),
+        "method": method.as_str(),
+        "affinity": session.affinity().as_str(),
+        "session": session.id().as_str(),
+    })
+    .to_string();
+    let guard = session.guard();
+    upgrade.on_upgrade(move |socket| serve_socket(socket, welcome, guard))
+}
+
+async fn serve_socket(mut socket: WebSocket, welcome: String, guard: DrainGuard) {
+    if socket.send(Message::text(welcome)).await.is_err() {
+        return;
+    }
+    let closing = guard.closing();
+    tokio::pin!(closing);
+    tokio::select! {
+        () = &mut closing => {
+            let close = CloseFrame { code: 1001, reason: "going away".into() };
+            if socket.send(Message::Close(Some(close))).await.is_ok() {
+                // The browser's answer ends the close handshake.
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
+            }
+        }
+        _ = socket.recv() => {
+            // The client closed (or went away): the library answers a close
+            // frame when read on.
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
+        }
+    }
+    // `guard` drops here: the drain counts the socket until it is closed.
+}
