@@ -6,16 +6,18 @@
 # 1. The newest releases a user on the crate's `rust-version` gets: resolved
 #    with cargo's MSRV-aware fallback, every normal dependency (all features,
 #    this target) must have a release that declares that Rust version or
-#    older, and the library must compile with that Rust in every feature set
-#    (the toolchain is installed with rustup if it is missing; if that fails,
-#    the compile is skipped with a banner saying so). Clippy's
+#    older, and the library must compile with that Rust, with all features,
+#    none and the defaults (the toolchain is installed with rustup if it is
+#    missing; if that fails, the compile is skipped with a banner saying so,
+#    and CI goes on: a network hiccup should not hold a change). Clippy's
 #    `incompatible_msrv` lint in the clippy steps also looks for newer std API.
 # 2. The oldest releases a user's lockfile may hold: with every direct
 #    dependency at the lowest release its requirement allows (nightly cargo's
 #    `-Z direct-minimal-versions`; their own dependencies at the newest), the
-#    library must compile in every feature set. A requirement older than an API
-#    the crate uses fails here rather than in a user's build. Without a nightly
-#    toolchain this part is skipped, with a banner saying so.
+#    library must compile with all features, none and the defaults. A
+#    requirement older than an API the crate uses fails here rather than in a
+#    user's build. Without a nightly toolchain this part is skipped, with a
+#    banner saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,17 +58,21 @@ if bad:
 # releases resolved above (a lockfile cargo that old can read: cargo writes
 # version 3 for a rust-version below 1.78).
 if ! cargo +"$msrv" --version >/dev/null 2>&1; then
-    timeout 300 rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&1 || true
+    echo "msrv: installing Rust $msrv with rustup (bounded at 300 s)"
+    timeout 300 rustup toolchain install "$msrv" --profile minimal >"$work/rustup.log" 2>&1 || true
 fi
 if cargo +"$msrv" --version >/dev/null 2>&1; then
     for features in --all-features --no-default-features ""; do
-        CARGO_TARGET_DIR="$work/target-msrv" cargo +"$msrv" check --quiet --lib $features
+        CARGO_TARGET_DIR="$work/target-msrv" cargo +"$msrv" check --quiet --locked --lib $features
     done
-    echo "msrv: the library compiles with $(rustc +"$msrv" --version) in every feature set"
+    echo "msrv: the library compiles with $(rustc +"$msrv" --version)" \
+        "(all features, none, and the defaults)"
 else
-    printf '\n%s\n%s\n%s\n\n' "######## SKIPPED: the MSRV build ########" \
+    printf '\n%s\n%s\n%s\n' "######## SKIPPED: the MSRV build ########" \
         "Rust $msrv could not be installed: the library was not compiled with its rust-version." \
-        "Install it (rustup toolchain install $msrv --profile minimal) to run this check."
+        "Install it (rustup toolchain install $msrv --profile minimal) to run this check. rustup said:"
+    tail -n 5 "$work/rustup.log" 2>/dev/null || true
+    echo
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 //! End to end with a real browser over HTTP/2: headless Chromium opens its
-//! WebSockets with extended CONNECT (RFC 8441) on the HTTP/2 connection that
-//! loaded the page, so the affinity cookie travels on a `200`, not a `101`.
+//! WebSockets with extended CONNECT (RFC 8441) over HTTP/2, so the affinity
+//! cookie travels on a `200`, not a `101`.
 //!
 //! Chromium speaks HTTP/2 only over TLS, and sends WebSockets over it only
 //! once the server's SETTINGS allow extended CONNECT. So the server here is
@@ -14,7 +14,8 @@
 //! - the first was issued and the second kept the same session, so the
 //!   browser stored the cookie from the `200` and sent it back;
 //! - the stored cookie has the default attributes (`Secure`, `HttpOnly`,
-//!   `SameSite=Lax`, `Path=/`) and the node's tag;
+//!   `SameSite=Lax`, `Path=/`, no `Max-Age`: a session cookie) and the
+//!   node's tag;
 //! - the drain closes the open socket with 1001, a new socket is then refused,
 //!   and the drain ends with no socket left.
 //!
@@ -101,20 +102,21 @@ fn browser_keeps_the_cookie_from_the_200_of_an_extended_connect() {
     let Some([chromium]) = lb::tools_or_skip("e2e_browser_h2", [lb::Tool::Chromium]) else {
         return;
     };
+    // Before the runtime: it waits (blocking, bounded) for DevTools to listen.
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let drain = Drain::builder().close_spread(Duration::ZERO).build();
+        let drain = Drain::with_close_spread(Duration::ZERO);
         let layer = StickyUpgradeLayer::builder()
             .node_id(NODE)
             .drain(drain.clone())
             .build()
             .expect("layer");
         let addr = serve_tls(layer.clone()).await;
-        let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
         scenario(&browser, &format!("https://{addr}/"), &layer, &drain).await;
     });
 }
@@ -130,9 +132,8 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
     for welcome in welcomes {
         assert_eq!(
             (welcome["version"].as_str(), welcome["method"].as_str()),
-            (Some("HTTP/2.0"), Some("CONNECT")),
-            "Chromium should open its WebSockets with extended CONNECT on the page's \
-             HTTP/2 connection: {welcome}"
+            (Some("HTTP/2"), Some("CONNECT")),
+            "Chromium should open its WebSockets with extended CONNECT over HTTP/2: {welcome}"
         );
     }
     let (first, second) = (&welcomes[0], &welcomes[1]);
@@ -161,9 +162,16 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
             &cookie["secure"],
             &cookie["httpOnly"],
             &cookie["sameSite"],
-            &cookie["path"]
+            &cookie["path"],
+            &cookie["session"]
         ),
-        (&json!(true), &json!(true), &json!("Lax"), &json!("/")),
+        (
+            &json!(true),
+            &json!(true),
+            &json!("Lax"),
+            &json!("/"),
+            &json!(true)
+        ),
         "{cookie}"
     );
 
@@ -271,8 +279,10 @@ async fn serve_tls(layer: StickyUpgradeLayer) -> std::net::SocketAddr {
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         loop {
+            // An accept error ends the loop (and the test then fails on its
+            // page timeout) rather than spinning on it.
             let Ok((tcp, _)) = listener.accept().await else {
-                continue;
+                break;
             };
             let (acceptor, app) = (acceptor.clone(), app.clone());
             tokio::spawn(async move {
@@ -302,8 +312,13 @@ async fn ws(
     method: Method,
     version: Version,
 ) -> impl IntoResponse {
+    let version = match version {
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "other",
+    };
     let welcome = json!({
-        "version": format!("{version:?}"),
+        "version": version,
         "method": method.as_str(),
         "affinity": session.affinity().as_str(),
         "session": session.id().as_str(),
@@ -317,10 +332,8 @@ async fn serve_socket(mut socket: WebSocket, welcome: String, guard: DrainGuard)
     if socket.send(Message::text(welcome)).await.is_err() {
         return;
     }
-    let closing = guard.closing();
-    tokio::pin!(closing);
     tokio::select! {
-        () = &mut closing => {
+        () = guard.closing() => {
             let close = CloseFrame { code: 1001, reason: "going away".into() };
             if socket.send(Message::Close(Some(close))).await.is_ok() {
                 // The browser's answer ends the close handshake.
@@ -328,8 +341,8 @@ async fn serve_socket(mut socket: WebSocket, welcome: String, guard: DrainGuard)
             }
         }
         _ = socket.recv() => {
-            // The client closed (or went away): the library answers a close
-            // frame when read on.
+            // The client closed or went away (the page sends no messages):
+            // reading on sends the library's answer to a close frame.
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
         }
     }
