@@ -21,6 +21,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A SKIPPED banner: its title, then one line per further argument.
+skipped() {
+    printf '\n######## SKIPPED: %s ########\n' "$1"
+    shift
+    printf '%s\n' "$@"
+}
+
+# Runs `cargo ARGS --quiet --lib` with all features, none and the defaults.
+check_feature_sets() {
+    for features in --all-features --no-default-features ""; do
+        cargo "$@" --quiet --lib $features
+    done
+}
+
 msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -62,13 +76,11 @@ if ! cargo +"$msrv" --version >/dev/null 2>&1; then
     timeout 300 rustup toolchain install "$msrv" --profile minimal >"$work/rustup.log" 2>&1 || true
 fi
 if cargo +"$msrv" --version >/dev/null 2>&1; then
-    for features in --all-features --no-default-features ""; do
-        CARGO_TARGET_DIR="$work/target-msrv" cargo +"$msrv" check --quiet --locked --lib $features
-    done
+    CARGO_TARGET_DIR="$work/target-msrv" check_feature_sets +"$msrv" check --locked
     echo "msrv: the library compiles with $(rustc +"$msrv" --version)" \
         "(all features, none, and the defaults)"
 else
-    printf '\n%s\n%s\n%s\n' "######## SKIPPED: the MSRV build ########" \
+    skipped "the MSRV build" \
         "Rust $msrv could not be installed: the library was not compiled with its rust-version." \
         "Install it (rustup toolchain install $msrv --profile minimal) to run this check. rustup said:"
     tail -n 5 "$work/rustup.log" 2>/dev/null || true
@@ -76,16 +88,13 @@ else
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    printf '\n%s\n%s\n%s\n\n' "######## SKIPPED: minimal versions ########" \
+    skipped "minimal versions" \
         "No nightly toolchain: the lowest allowed dependency releases were not checked." \
-        "Install one (rustup toolchain install nightly --profile minimal) to run this check."
+        "Install one (rustup toolchain install nightly --profile minimal) to run this check." ""
     exit 0
 fi
 cargo +nightly update --quiet -Z direct-minimal-versions
 # Built apart from the repository's target directory: these are other releases.
-export CARGO_TARGET_DIR="$work/target"
-for features in --all-features --no-default-features ""; do
-    cargo check --quiet --lib $features
-done
+CARGO_TARGET_DIR="$work/target" check_feature_sets check
 cargo tree --all-features -e normal --depth 1 --prefix none --format '{p}' | tail -n +2 \
     | sort -u | tr '\n' ' ' | sed 's/^/minimal versions: the library builds with /; s/ $/\n/'
