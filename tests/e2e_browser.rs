@@ -60,22 +60,17 @@ async fn scenario(cluster: &Cluster, browser: &Chromium) {
 
     // The page sets its title to `done` (or `error`) when it has both welcomes.
     let loaded = Instant::now();
-    let title = loop {
-        let title = cdp
-            .eval(&page, "document.title")
-            .await
-            .expect("read the title");
-        if matches!(title.as_str(), Some("done" | "error")) {
-            break title;
-        }
-        assert!(
-            loaded.elapsed() < PAGE_TIMEOUT,
-            "the page did not finish within {PAGE_TIMEOUT:?} (title {title}); its log:\n{}",
+    let title = match cdp
+        .wait_for_title(&page, &["done", "error"], PAGE_TIMEOUT)
+        .await
+    {
+        Ok(title) => title,
+        Err(title) => panic!(
+            "the page did not finish within {PAGE_TIMEOUT:?} (title {title:?}); its log:\n{}",
             cdp.eval(&page, "document.getElementById('log').textContent")
                 .await
                 .unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ),
     };
     let result = cdp
         .eval(&page, "document.getElementById('result').textContent")

@@ -215,31 +215,22 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
     cdp.close_browser().await;
 }
 
-/// Polls the page's title (bounded) until it is `phase`, and returns the
-/// page's result. Fails on `error`.
+/// Waits (bounded) until the page's title is `phase`, and returns the page's
+/// result. Fails on `error`.
 async fn wait_for_title(cdp: &mut Cdp, page: &str, phase: &str) -> Value {
-    let since = Instant::now();
-    loop {
-        let title = cdp
-            .eval(page, "document.title")
-            .await
-            .expect("read the title");
-        if title == phase {
-            return page_result(cdp, page).await;
-        }
-        if title == "error" {
-            panic!(
-                "the page reported an error: {}",
-                page_result(cdp, page).await
-            );
-        }
-        if since.elapsed() > PAGE_TIMEOUT {
-            panic!(
-                "the page did not reach {phase:?} within {PAGE_TIMEOUT:?} (title {title}): {}",
-                page_result(cdp, page).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    match cdp
+        .wait_for_title(page, &[phase, "error"], PAGE_TIMEOUT)
+        .await
+    {
+        Ok(title) if title == phase => page_result(cdp, page).await,
+        Ok(_) => panic!(
+            "the page reported an error: {}",
+            page_result(cdp, page).await
+        ),
+        Err(title) => panic!(
+            "the page did not reach {phase:?} within {PAGE_TIMEOUT:?} (title {title:?}): {}",
+            page_result(cdp, page).await
+        ),
     }
 }
 

@@ -232,6 +232,32 @@ impl Cdp {
         Ok(result["result"]["value"].clone())
     }
 
+    /// Polls the page's `document.title` every 50 ms until it is one of
+    /// `titles`, and returns it; after `timeout`, returns the last title seen
+    /// as the error.
+    pub async fn wait_for_title(
+        &mut self,
+        session: &str,
+        titles: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let since = Instant::now();
+        loop {
+            let title = self
+                .eval(session, "document.title")
+                .await
+                .expect("read the title");
+            let title = title.as_str().unwrap_or_default().to_owned();
+            if titles.contains(&title.as_str()) {
+                return Ok(title);
+            }
+            if since.elapsed() > timeout {
+                return Err(title);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Every cookie the browser holds, with its attributes.
     pub async fn cookies(&mut self) -> Result<Vec<Value>, String> {
         let result = self.call("Storage.getCookies", json!({}), None).await?;
