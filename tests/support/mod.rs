@@ -24,6 +24,19 @@ fn features() -> Vec<&'static str> {
     f
 }
 
+/// Whether `key` is one of the variables cargo sets for the package's own
+/// tests and binaries when it runs them.
+fn is_package_var(key: &str) -> bool {
+    const PREFIXES: [&str; 4] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ];
+    PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+        || matches!(key, "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR")
+}
+
 /// Builds `examples/<name>.rs` (a no-op when fresh) and returns its executable.
 pub fn example_bin(name: &str) -> PathBuf {
     static CACHE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
@@ -33,6 +46,15 @@ pub fn example_bin(name: &str) -> PathBuf {
         return path.clone();
     }
     let mut cmd = Command::new(env!("CARGO"));
+    // Cargo runs this test with the package's own variables set (its name,
+    // version, manifest directory). ring's build script asks to be run again
+    // when any of those change, so passing them on would rebuild ring, and
+    // the TLS crates above it, here and again at the next `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        if is_package_var(&key.to_string_lossy()) {
+            cmd.env_remove(&key);
+        }
+    }
     cmd.args(["build", "--example", name, "--message-format=json"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit());
