@@ -1,0 +1,324 @@
+//! End to end through a real load balancer when a node dies without
+//! draining: three nodes of `examples/server.rs` behind HAProxy configured by
+//! `deploy/haproxy.cfg`, and one node killed with `SIGKILL`, as a crash or an
+//! out-of-memory kill would. Its clients' sockets end without a Close frame;
+//! their reconnects land on a live node as `migrated`, with the same session
+//! id, and stay there, even once the node is back. The other nodes' clients
+//! notice nothing.
+//!
+//! HAProxy reaches a live node in one of two ways, and each is checked with
+//! half of the dead node's clients:
+//! - before its health check marks the node down (the checks are paused
+//!   through the admin socket, so the node stays `UP` for as long as this
+//!   takes), the stick table still names the dead node: the connection is
+//!   refused, and `retry-on conn-failure` with `option redispatch 1` sends the
+//!   request to another node, at the client's first attempt;
+//! - once the node is `DOWN`, HAProxy sets aside the stick entry that names it
+//!   and balances the request without trying it.
+//!
+//! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
+//! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
+//! `E2E_HAPROXY=/path/to/haproxy` picks the executable.
+
+#[path = "support/lb.rs"]
+mod lb;
+mod support;
+#[path = "support/talk.rs"]
+mod talk;
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use lb::{Cluster, Interrupted, NodeOptions, ServerStat, Welcome, Ws};
+use talk::Client;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+const CLIENTS: usize = 24;
+/// Bound on each wait for a socket to end, an echo, or a server state.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// As in `tests/e2e_haproxy.rs`; no node drains here, so only the start-up
+/// arguments use them.
+const OPTIONS: NodeOptions = NodeOptions {
+    close_delay: Duration::from_millis(1500),
+    close_spread: Duration::from_secs(1),
+    drain_timeout: Duration::from_secs(10),
+    retry_after: Duration::from_secs(1),
+};
+
+#[test]
+fn haproxy_moves_the_sessions_of_a_crashed_node_and_keeps_them_there() {
+    let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy_crash", [lb::Tool::HaProxy]) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut cluster = Cluster::start(&haproxy, OPTIONS);
+    talk::run(
+        "haproxy crash",
+        "3 nodes + haproxy",
+        started,
+        scenario(&mut cluster),
+    );
+}
+
+async fn scenario(cluster: &mut Cluster) {
+    let url = cluster.ws_url();
+
+    // 1. Fresh clients spread over the nodes, then each opens a socket with
+    //    its cookie, kept on its node. The node with the most clients dies.
+    let (clients, per_node) = talk::fresh_clients(&url, CLIENTS).await;
+    let (victim, on_victim) = per_node
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(name, n)| (*name, *n))
+        .expect("three nodes");
+    assert!(
+        on_victim >= 2 && per_node.values().filter(|n| **n > 0).count() >= 2,
+        "the clients must be on two nodes or more, two or more on the busiest: {per_node:?}"
+    );
+    let index = cluster.index_of(victim).expect("a cluster node");
+    let mut sockets = Vec::with_capacity(CLIENTS);
+    for c in &clients {
+        let mut jar = c.jar.clone();
+        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
+        let w = &welcomes[0];
+        assert_eq!(
+            (w.affinity.as_str(), &w.node, &w.session),
+            ("kept", &c.node, &c.session),
+            "client {} before the crash",
+            c.id
+        );
+        sockets.push(ws);
+    }
+
+    // 2. The health checks of the victim pause, so that HAProxy still thinks
+    //    it is up when it dies; then it is killed.
+    admin(cluster, &format!("disable health ws_nodes/{victim}"));
+    let victim_node = &mut cluster.nodes[index];
+    victim_node.child.kill().expect("SIGKILL the node");
+    let status = victim_node.child.wait().expect("reap the node");
+    lb::report(&format!(
+        "{victim} killed ({status}), {on_victim} clients on it"
+    ));
+
+    // 3. The victim's sockets end without a Close frame (HAProxy closes the
+    //    tunnel when the node's side is gone); the other sockets still echo.
+    let mut survivors = Vec::new();
+    for (c, mut ws) in clients.iter().zip(sockets) {
+        if c.node == victim {
+            let end = tokio::time::timeout(WAIT, lb::next_text(&mut ws))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "client {}: socket still open {WAIT:?} after the crash",
+                        c.id
+                    )
+                });
+            assert!(
+                matches!(end, Err(Interrupted::Dropped(_))),
+                "client {}: its node died, so its socket must end without a Close frame: {end:?}",
+                c.id
+            );
+        } else {
+            echo(&mut ws, c, "after the crash").await;
+            survivors.push((c.clone(), ws));
+        }
+    }
+
+    // 4. While HAProxy still has the victim up, half of its clients come
+    //    back: refused by the dead node, redispatched, and migrated at the
+    //    first attempt.
+    let orphans: Vec<Client> = clients
+        .iter()
+        .filter(|c| c.node == victim)
+        .cloned()
+        .collect();
+    let (early, late) = orphans.split_at(orphans.len() / 2);
+    let before = server(cluster, victim);
+    let mut moved = move_off(&url, early, victim, "while HAProxy had it up").await;
+    let after = server(cluster, victim);
+    assert!(
+        !after.status.starts_with("DOWN"),
+        "{victim} must still be up in HAProxy, its checks paused: {after:?}"
+    );
+    let redispatched = after.redispatches - before.redispatches;
+    assert!(
+        redispatched >= early.len() as u64,
+        "each of the {} reconnects must have been redispatched from {victim}: {before:?} then {after:?}",
+        early.len()
+    );
+    lb::report(&format!(
+        "{} clients reconnected while {victim} was `{}` in HAProxy: all `migrated`, \
+         {redispatched} redispatches and {} retries on {victim}",
+        early.len(),
+        after.status,
+        after.retries - before.retries
+    ));
+
+    // 5. Once the health check marks the victim down, the other half comes
+    //    back: HAProxy no longer tries the dead node.
+    admin(cluster, &format!("enable health ws_nodes/{victim}"));
+    let down = wait_down(cluster, victim).await;
+    moved.extend(move_off(&url, late, victim, "once HAProxy had it down").await);
+    let after = server(cluster, victim);
+    assert_eq!(
+        after.redispatches, down.redispatches,
+        "a DOWN server must not be tried: {down:?} then {after:?}"
+    );
+    lb::report(&format!(
+        "{} clients reconnected once {victim} was `{}`: all `migrated`, not one sent to it",
+        late.len(),
+        after.status
+    ));
+
+    // 6. HAProxy learned each re-tagged cookie from the new 101: every moved
+    //    client is now kept on the node it moved to. The other clients are
+    //    still kept on theirs, and new clients never reach the dead node.
+    moved_stay(cluster, &url, &moved, "after the crash").await;
+    for (c, ws) in survivors {
+        lb::close(ws).await;
+        let mut jar = c.jar.clone();
+        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
+        lb::close(ws).await;
+        let w = &welcomes[0];
+        assert_eq!(
+            (w.affinity.as_str(), &w.node, &w.session),
+            ("kept", &c.node, &c.session),
+            "client {} of a live node, after the crash",
+            c.id
+        );
+    }
+    let (_, per_node) = talk::fresh_clients(&url, CLIENTS / 2).await;
+    assert_eq!(
+        per_node.get(victim),
+        Some(&0),
+        "no new client may reach the dead {victim}: {per_node:?}"
+    );
+
+    // 7. The node comes back (a new process, as a restarted container would
+    //    be). The sessions that moved stay where they are now.
+    cluster.replace_node(index);
+    lb::report(&format!("{victim} is back and UP in HAProxy"));
+    moved_stay(cluster, &url, &moved, "once the crashed node is back").await;
+}
+
+/// Sends `text` on `ws` and checks that it comes back.
+async fn echo(ws: &mut Ws, c: &Client, text: &str) {
+    let sent = format!("client {} {text}", c.id);
+    tokio::time::timeout(WAIT, ws.send(Message::Text(sent.clone().into())))
+        .await
+        .unwrap_or_else(|_| panic!("client {}: send took over {WAIT:?}", c.id))
+        .unwrap_or_else(|e| panic!("client {}: send {text}: {e}", c.id));
+    let back = tokio::time::timeout(WAIT, lb::next_text(ws))
+        .await
+        .unwrap_or_else(|_| panic!("client {}: no echo within {WAIT:?}", c.id));
+    assert_eq!(back, Ok(sent), "client {} on {}: echo {text}", c.id, c.node);
+}
+
+/// Reconnects `clients` of the dead node `victim` once each (concurrently);
+/// each must get through at its first attempt, on a live node, as `migrated`
+/// from `victim` with its session. Returns each client with the cookie it
+/// was given and the node it moved to.
+async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Vec<Client> {
+    let mut tasks = JoinSet::new();
+    for c in clients.iter().cloned() {
+        let url = url.to_owned();
+        tasks.spawn(async move {
+            let mut jar = c.jar.clone();
+            let result = lb::connect(&url, &mut jar).await;
+            (c, jar, result)
+        });
+    }
+    let mut moved = Vec::with_capacity(clients.len());
+    while let Some(joined) = tasks.join_next().await {
+        let (c, jar, result) = joined.expect("reconnect task panicked");
+        let (ws, w): (Ws, Welcome) =
+            result.unwrap_or_else(|e| panic!("client {} reconnecting {when}: {e:?}", c.id));
+        lb::close(ws).await;
+        assert_eq!(
+            (w.affinity.as_str(), w.from.as_deref(), &w.session),
+            ("migrated", Some(victim), &c.session),
+            "client {} reconnecting {when}: {w:?}",
+            c.id
+        );
+        assert_ne!(w.node, victim, "client {}: welcomed by a dead node", c.id);
+        moved.push(Client {
+            node: w.node,
+            jar,
+            ..c
+        });
+    }
+    moved.sort_by_key(|c| c.id);
+    moved
+}
+
+/// Reconnects every moved client once and checks that it is `kept` on the
+/// node it moved to, with its session, and that HAProxy's stick table sends
+/// its re-tagged cookie there.
+async fn moved_stay(cluster: &Cluster, url: &str, moved: &[Client], when: &str) {
+    for c in moved {
+        let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
+        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+        assert_eq!(
+            stuck,
+            Some(c.node.as_str()),
+            "HAProxy's stick table for client {}'s re-tagged cookie {value:?} {when}",
+            c.id
+        );
+        let mut jar = c.jar.clone();
+        let (welcomes, ws) = talk::reconnect(url, c.id, &mut jar, 1).await;
+        lb::close(ws).await;
+        let w = &welcomes[0];
+        assert_eq!(
+            (w.affinity.as_str(), &w.node, &w.session),
+            ("kept", &c.node, &c.session),
+            "client {} {when}, having moved to {}",
+            c.id,
+            c.node
+        );
+    }
+    lb::report(&format!(
+        "{} moved clients reconnected {when}: all `kept` on the node they moved to",
+        moved.len()
+    ));
+}
+
+/// Runs an admin-socket command that answers nothing when it succeeds.
+fn admin(cluster: &Cluster, command: &str) {
+    let answer = cluster
+        .haproxy
+        .command(command)
+        .expect("HAProxy admin socket");
+    assert!(
+        answer.trim().is_empty(),
+        "HAProxy refused `{command}`: {answer:?}"
+    );
+}
+
+/// HAProxy's view of the server named `name`.
+fn server(cluster: &Cluster, name: &str) -> ServerStat {
+    cluster
+        .haproxy
+        .servers()
+        .expect("show stat")
+        .into_iter()
+        .find(|s| s.backend == "ws_nodes" && s.name == name)
+        .unwrap_or_else(|| panic!("no HAProxy server {name}"))
+}
+
+/// Waits (bounded) until HAProxy's health check has marked `name` down.
+async fn wait_down(cluster: &Cluster, name: &str) -> ServerStat {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = server(cluster, name);
+        if s.status.starts_with("DOWN") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not marked DOWN within {WAIT:?} of its checks resuming: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
