@@ -4,7 +4,9 @@
 //! out-of-memory kill would. Its clients' sockets end without a Close frame;
 //! their reconnects land on a live node as `migrated`, with the same session
 //! id, and stay there, even once the node is back. The other nodes' clients
-//! notice nothing.
+//! notice nothing. Then HAProxy itself is killed and started again: its
+//! stick table starts empty, and every session keeps its id wherever its next
+//! reconnect lands (`kept` or `migrated`), and stays there.
 //!
 //! HAProxy reaches a live node in one of two ways, and each is checked with
 //! half of the dead node's clients:
@@ -48,7 +50,7 @@ const OPTIONS: NodeOptions = NodeOptions {
 };
 
 #[test]
-fn haproxy_moves_the_sessions_of_a_crashed_node_and_keeps_them_there() {
+fn sessions_survive_a_node_crash_and_a_restart_of_haproxy() {
     let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy_crash", [lb::Tool::HaProxy]) else {
         return;
     };
@@ -175,7 +177,8 @@ async fn scenario(cluster: &mut Cluster) {
     // 6. HAProxy learned each re-tagged cookie from the new 101: every moved
     //    client is now kept on the node it moved to. The other clients are
     //    still kept on theirs, and new clients never reach the dead node.
-    moved_stay(cluster, &url, &moved, "after the crash").await;
+    stay_put(cluster, &url, &moved, "after the crash").await;
+    let mut everyone = moved.clone();
     for (c, ws) in survivors {
         lb::close(ws).await;
         let mut jar = c.jar.clone();
@@ -188,6 +191,7 @@ async fn scenario(cluster: &mut Cluster) {
             "client {} of a live node, after the crash",
             c.id
         );
+        everyone.push(c);
     }
     let (_, per_node) = talk::fresh_clients(&url, CLIENTS / 2).await;
     assert_eq!(
@@ -200,7 +204,51 @@ async fn scenario(cluster: &mut Cluster) {
     //    be). The sessions that moved stay where they are now.
     cluster.replace_node(index);
     lb::report(&format!("{victim} is back and UP in HAProxy"));
-    moved_stay(cluster, &url, &moved, "once the crashed node is back").await;
+    stay_put(cluster, &url, &moved, "once the crashed node is back").await;
+
+    // 8. HAProxy itself restarts: its stick table starts empty, so every
+    //    session's next reconnect is balanced anew. Wherever it lands, it
+    //    keeps its id (`kept` on its own node, `migrated` elsewhere), and
+    //    HAProxy learns the cookie again from that 101.
+    cluster.restart_haproxy();
+    let entries = cluster
+        .haproxy
+        .stick_entries()
+        .expect("HAProxy admin socket");
+    assert!(
+        entries.is_empty(),
+        "a restarted HAProxy's stick table: {entries:?}"
+    );
+    let (mut landed, mut moved_again) = (Vec::with_capacity(everyone.len()), 0);
+    for c in everyone {
+        let mut jar = c.jar.clone();
+        let (ws, w) = lb::connect(&url, &mut jar)
+            .await
+            .unwrap_or_else(|e| panic!("client {} after HAProxy's restart: {e:?}", c.id));
+        lb::close(ws).await;
+        let from = (w.node != c.node).then_some(c.node.as_str());
+        let affinity = if from.is_some() { "migrated" } else { "kept" };
+        moved_again += usize::from(from.is_some());
+        assert_eq!(
+            (w.affinity.as_str(), w.from.as_deref(), &w.session),
+            (affinity, from, &c.session),
+            "client {} of {}, after HAProxy's restart, welcomed by {}",
+            c.id,
+            c.node,
+            w.node
+        );
+        landed.push(Client {
+            node: w.node,
+            jar,
+            ..c
+        });
+    }
+    lb::report(&format!(
+        "after HAProxy's restart (stick table empty): {moved_again} of {} sessions `migrated` \
+         with their id, the others `kept` on their node",
+        landed.len()
+    ));
+    stay_put(cluster, &url, &landed, "after HAProxy's restart").await;
 }
 
 /// Sends `text` on `ws` and checks that it comes back.
@@ -253,17 +301,16 @@ async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Ve
     moved
 }
 
-/// Reconnects every moved client once and checks that it is `kept` on the
-/// node it moved to, with its session, and that HAProxy's stick table sends
-/// its re-tagged cookie there.
-async fn moved_stay(cluster: &Cluster, url: &str, moved: &[Client], when: &str) {
-    for c in moved {
+/// Checks, for each client, that HAProxy's stick table sends its cookie to
+/// the client's node, and that a reconnect is `kept` there with its session.
+async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) {
+    for c in clients {
         let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
         let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
         assert_eq!(
             stuck,
             Some(c.node.as_str()),
-            "HAProxy's stick table for client {}'s re-tagged cookie {value:?} {when}",
+            "HAProxy's stick table for client {}'s cookie {value:?} {when}",
             c.id
         );
         let mut jar = c.jar.clone();
@@ -273,14 +320,14 @@ async fn moved_stay(cluster: &Cluster, url: &str, moved: &[Client], when: &str) 
         assert_eq!(
             (w.affinity.as_str(), &w.node, &w.session),
             ("kept", &c.node, &c.session),
-            "client {} {when}, having moved to {}",
+            "client {} {when}, last on {}",
             c.id,
             c.node
         );
     }
     lb::report(&format!(
-        "{} moved clients reconnected {when}: all `kept` on the node they moved to",
-        moved.len()
+        "{} clients reconnected {when}: all `kept` on the node they were last on",
+        clients.len()
     ));
 }
 

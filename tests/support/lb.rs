@@ -234,6 +234,7 @@ pub struct StickEntry {
 
 /// HAProxy in the foreground (`-db`) with `deploy/haproxy.cfg`, killed on drop.
 pub struct HaProxy {
+    bin: PathBuf,
     child: Child,
     log: OutputLog,
     stats_socket: PathBuf,
@@ -280,6 +281,7 @@ impl HaProxy {
         log.follow(child.stdout.take().expect("piped stdout"));
         log.follow(child.stderr.take().expect("piped stderr"));
         HaProxy {
+            bin: bin.to_owned(),
             child,
             log,
             stats_socket,
@@ -413,12 +415,17 @@ impl HaProxy {
     pub fn log(&self) -> Vec<String> {
         self.log.lines()
     }
+
+    /// Kills HAProxy and waits for it to exit.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for HaProxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         if std::thread::panicking() {
             report_tail("haproxy's output", &self.log.lines());
         }
@@ -501,12 +508,7 @@ impl Cluster {
         let node_log = OutputLog::default();
         let nodes = start_nodes(options, &node_log);
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let ports = [
-            nodes[0].addr.port(),
-            nodes[1].addr.port(),
-            nodes[2].addr.port(),
-        ];
-        let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports);
+        let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports(&nodes));
         haproxy.wait_ready(frontend, nodes.len(), Duration::from_secs(20));
         Cluster {
             nodes,
@@ -547,6 +549,19 @@ impl Cluster {
             .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
     }
 
+    /// Kills HAProxy and starts it again on the same frontend port, pointed
+    /// at the nodes' current ports, as a restart of the balancer does: its
+    /// stick table starts empty. Waits (bounded) until the health checks see
+    /// every node up.
+    pub fn restart_haproxy(&mut self) {
+        // The old process must be gone before the new one binds the frontend.
+        self.haproxy.stop();
+        let bin = self.haproxy.bin.clone();
+        self.haproxy = HaProxy::start(&bin, self.frontend.port(), ports(&self.nodes));
+        self.haproxy
+            .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
+    }
+
     /// The index in `nodes` of the node named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         Self::NODES.iter().position(|n| *n == name)
@@ -578,6 +593,11 @@ impl Cluster {
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.frontend)
     }
+}
+
+/// The ports of the three nodes of a [`Cluster`].
+fn ports(nodes: &[Server]) -> [u16; 3] {
+    [0, 1, 2].map(|i| nodes[i].addr.port())
 }
 
 impl Drop for Cluster {
