@@ -36,13 +36,7 @@ const TALK: Talk = Talk::retrying(
     Duration::from_secs(RECONNECT_BUDGET.as_secs() + 10),
 );
 
-const OPTIONS: NodeOptions = NodeOptions {
-    // HAProxy takes a node out after `inter 500ms fall 2`: about a second.
-    close_delay: Duration::from_millis(1500),
-    close_spread: Duration::from_secs(1),
-    drain_timeout: Duration::from_secs(10),
-    retry_after: Duration::from_secs(1),
-};
+const OPTIONS: NodeOptions = NodeOptions::HAPROXY;
 
 #[test]
 fn haproxy_keeps_sessions_on_their_node_and_moves_them_on_drain() {

@@ -40,22 +40,13 @@ const CLIENTS: usize = 24;
 /// Bound on each wait for a socket to end, an echo, or a server state.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// As in `tests/e2e_haproxy.rs`; no node drains here, so only the start-up
-/// arguments use them.
-const OPTIONS: NodeOptions = NodeOptions {
-    close_delay: Duration::from_millis(1500),
-    close_spread: Duration::from_secs(1),
-    drain_timeout: Duration::from_secs(10),
-    retry_after: Duration::from_secs(1),
-};
-
 #[test]
 fn sessions_survive_a_node_crash_and_a_restart_of_haproxy() {
     let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy_crash", [lb::Tool::HaProxy]) else {
         return;
     };
     let started = Instant::now();
-    let mut cluster = Cluster::start(&haproxy, OPTIONS);
+    let mut cluster = Cluster::start(&haproxy, NodeOptions::HAPROXY);
     talk::run(
         "haproxy crash",
         "3 nodes + haproxy",
@@ -82,16 +73,7 @@ async fn scenario(cluster: &mut Cluster) {
     let index = cluster.index_of(victim).expect("a cluster node");
     let mut sockets = Vec::with_capacity(CLIENTS);
     for c in &clients {
-        let mut jar = c.jar.clone();
-        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
-        let w = &welcomes[0];
-        assert_eq!(
-            (w.affinity.as_str(), &w.node, &w.session),
-            ("kept", &c.node, &c.session),
-            "client {} before the crash",
-            c.id
-        );
-        sockets.push(ws);
+        sockets.push(reconnect_kept(&url, c, "before the crash").await);
     }
 
     // 2. The health checks of the victim pause, so that HAProxy still thinks
@@ -177,22 +159,12 @@ async fn scenario(cluster: &mut Cluster) {
     // 6. HAProxy learned each re-tagged cookie from the new 101: every moved
     //    client is now kept on the node it moved to. The other clients are
     //    still kept on theirs, and new clients never reach the dead node.
-    stay_put(cluster, &url, &moved, "after the crash").await;
     let mut everyone = moved.clone();
     for (c, ws) in survivors {
         lb::close(ws).await;
-        let mut jar = c.jar.clone();
-        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
-        lb::close(ws).await;
-        let w = &welcomes[0];
-        assert_eq!(
-            (w.affinity.as_str(), &w.node, &w.session),
-            ("kept", &c.node, &c.session),
-            "client {} of a live node, after the crash",
-            c.id
-        );
         everyone.push(c);
     }
+    stay_put(cluster, &url, &everyone, "after the crash").await;
     let (_, per_node) = talk::fresh_clients(&url, CLIENTS / 2).await;
     assert_eq!(
         per_node.get(victim),
@@ -313,22 +285,28 @@ async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) 
             "HAProxy's stick table for client {}'s cookie {value:?} {when}",
             c.id
         );
-        let mut jar = c.jar.clone();
-        let (welcomes, ws) = talk::reconnect(url, c.id, &mut jar, 1).await;
-        lb::close(ws).await;
-        let w = &welcomes[0];
-        assert_eq!(
-            (w.affinity.as_str(), &w.node, &w.session),
-            ("kept", &c.node, &c.session),
-            "client {} {when}, last on {}",
-            c.id,
-            c.node
-        );
+        lb::close(reconnect_kept(url, c, when).await).await;
     }
     lb::report(&format!(
         "{} clients reconnected {when}: all `kept` on the node they were last on",
         clients.len()
     ));
+}
+
+/// Reconnects `c` with its cookie and checks that it is `kept` on its node,
+/// with its session; returns the socket, open.
+async fn reconnect_kept(url: &str, c: &Client, when: &str) -> Ws {
+    let mut jar = c.jar.clone();
+    let (welcomes, ws) = talk::reconnect(url, c.id, &mut jar, 1).await;
+    let w = &welcomes[0];
+    assert_eq!(
+        (w.affinity.as_str(), &w.node, &w.session),
+        ("kept", &c.node, &c.session),
+        "client {} {when}, last on {}",
+        c.id,
+        c.node
+    );
+    ws
 }
 
 /// Runs an admin-socket command that answers nothing when it succeeds.

@@ -448,6 +448,17 @@ pub struct NodeOptions {
     pub retry_after: Duration,
 }
 
+impl NodeOptions {
+    /// Nodes behind `deploy/haproxy.cfg`.
+    pub const HAPROXY: NodeOptions = NodeOptions {
+        // HAProxy takes a node out after `inter 500ms fall 2`: about a second.
+        close_delay: Duration::from_millis(1500),
+        close_spread: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(10),
+        retry_after: Duration::from_secs(1),
+    };
+}
+
 /// The arguments of node `node` (plain http, so `--insecure`) listening on
 /// `listen`.
 fn node_args(node: &str, listen: &str, options: NodeOptions) -> Vec<String> {
