@@ -24,17 +24,12 @@ fn features() -> Vec<&'static str> {
     f
 }
 
-/// Whether `key` is one of the variables cargo sets for the package's own
-/// tests and binaries when it runs them.
+/// Whether `key` is one of the variables cargo sets, to this package's
+/// values, when it runs the package's tests (`OUT_DIR` only if the package
+/// has a build script).
 fn is_package_var(key: &str) -> bool {
-    const PREFIXES: [&str; 4] = [
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_",
-        "CARGO_BIN_",
-    ];
-    PREFIXES.iter().any(|prefix| key.starts_with(prefix))
-        || matches!(key, "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR")
+    const PREFIXES: [&str; 3] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"];
+    PREFIXES.iter().any(|prefix| key.starts_with(prefix)) || key == "OUT_DIR"
 }
 
 /// Builds `examples/<name>.rs` (a no-op when fresh) and returns its executable.
@@ -48,7 +43,7 @@ pub fn example_bin(name: &str) -> PathBuf {
     let mut cmd = Command::new(env!("CARGO"));
     // Cargo runs this test with the package's own variables set (its name,
     // version, manifest directory). ring's build script asks to be run again
-    // when any of those change, so passing them on would rebuild ring, and
+    // when any of those (or `OUT_DIR`) change, so passing them on would rebuild ring, and
     // the TLS crates above it, here and again at the next `cargo test`.
     for (key, _) in std::env::vars_os() {
         if is_package_var(&key.to_string_lossy()) {

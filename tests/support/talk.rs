@@ -1,5 +1,6 @@
 //! The client side of the load-balancer end-to-end tests
-//! (`tests/e2e_haproxy.rs`, `tests/e2e_nginx.rs`): fresh clients and
+//! (`tests/e2e_haproxy.rs`, `tests/e2e_haproxy_crash.rs`,
+//! `tests/e2e_nginx.rs`): fresh clients and
 //! reconnects with cookies, clients that send numbered messages and check
 //! every echo while a node drains, and what they report.
 //!
