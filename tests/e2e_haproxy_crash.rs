@@ -12,9 +12,10 @@
 //! half of the dead node's clients:
 //! - before its health check marks the node down (the checks are paused
 //!   through the admin socket, so HAProxy keeps it in service, as `no check`,
-//!   for as long as this takes), the stick table still names the dead node: the connection is
-//!   refused, and `retry-on conn-failure` with `option redispatch 1` sends the
-//!   request to another node, at the client's first attempt;
+//!   for as long as this takes), the stick table still names the dead node:
+//!   the connection is refused, and `retry-on conn-failure` with `option
+//!   redispatch 1` sends the request to another node, at the client's first
+//!   attempt;
 //! - once the node is `DOWN`, HAProxy sets aside the stick entry that names it
 //!   and balances the request without trying it.
 //!

@@ -43,8 +43,9 @@ pub fn example_bin(name: &str) -> PathBuf {
     let mut cmd = Command::new(env!("CARGO"));
     // Cargo runs this test with the package's own variables set (its name,
     // version, manifest directory). ring's build script asks to be run again
-    // when any of those (or `OUT_DIR`) change, so passing them on would rebuild ring, and
-    // the TLS crates above it, here and again at the next `cargo test`.
+    // when any of those (or `OUT_DIR`) change, so passing them on would
+    // rebuild ring, and the TLS crates above it, here and again at the next
+    // `cargo test`.
     for (key, _) in std::env::vars_os() {
         if is_package_var(&key.to_string_lossy()) {
             cmd.env_remove(&key);
