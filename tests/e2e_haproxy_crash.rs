@@ -190,11 +190,7 @@ async fn scenario(cluster: &mut Cluster) {
     cluster.restart_haproxy();
     let (mut landed, mut moved_again) = (Vec::with_capacity(everyone.len()), 0);
     for c in everyone {
-        let mut jar = c.jar.clone();
-        let (ws, w) = lb::connect(&url, &mut jar)
-            .await
-            .unwrap_or_else(|e| panic!("client {} after HAProxy's restart: {e:?}", c.id));
-        lb::close(ws).await;
+        let (now, w) = reconnect_once(&url, c.clone(), "after HAProxy's restart").await;
         let from = (w.node != c.node).then_some(c.node.as_str());
         let affinity = if from.is_some() { "migrated" } else { "kept" };
         moved_again += usize::from(from.is_some());
@@ -206,11 +202,7 @@ async fn scenario(cluster: &mut Cluster) {
             c.node,
             w.node
         );
-        landed.push(Client {
-            node: w.node,
-            jar,
-            ..c
-        });
+        landed.push(now);
     }
     lb::report(&format!(
         "after HAProxy's restart: {moved_again} of {} sessions `migrated` \
@@ -240,19 +232,12 @@ async fn echo(ws: &mut Ws, c: &Client, text: &str) {
 async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Vec<Client> {
     let mut tasks = JoinSet::new();
     for c in clients.iter().cloned() {
-        let url = url.to_owned();
-        tasks.spawn(async move {
-            let mut jar = c.jar.clone();
-            let result = lb::connect(&url, &mut jar).await;
-            (c, jar, result)
-        });
+        let (url, when) = (url.to_owned(), format!("reconnecting {when}"));
+        tasks.spawn(async move { reconnect_once(&url, c, &when).await });
     }
     let mut moved = Vec::with_capacity(clients.len());
     while let Some(joined) = tasks.join_next().await {
-        let (c, jar, result) = joined.expect("reconnect task panicked");
-        let (ws, w): (Ws, Welcome) =
-            result.unwrap_or_else(|e| panic!("client {} reconnecting {when}: {e:?}", c.id));
-        lb::close(ws).await;
+        let (c, w) = joined.expect("reconnect task panicked");
         assert_eq!(
             (w.affinity.as_str(), w.from.as_deref(), &w.session),
             ("migrated", Some(victim), &c.session),
@@ -260,11 +245,7 @@ async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Ve
             c.id
         );
         assert_ne!(w.node, victim, "client {}: welcomed by a dead node", c.id);
-        moved.push(Client {
-            node: w.node,
-            jar,
-            ..c
-        });
+        moved.push(c);
     }
     moved.sort_by_key(|c| c.id);
     moved
@@ -288,6 +269,23 @@ async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) 
         "{} clients reconnected {when}: all `kept` on the node they were last on",
         clients.len()
     ));
+}
+
+/// Connects `c` once with its cookie and closes the socket again. Returns the
+/// client as it is now (on the node that answered, with the cookies it got)
+/// and the welcome.
+async fn reconnect_once(url: &str, c: Client, when: &str) -> (Client, Welcome) {
+    let mut jar = c.jar.clone();
+    let (ws, w) = lb::connect(url, &mut jar)
+        .await
+        .unwrap_or_else(|e| panic!("client {} {when}: {e:?}", c.id));
+    lb::close(ws).await;
+    let now = Client {
+        node: w.node.clone(),
+        jar,
+        ..c
+    };
+    (now, w)
 }
 
 /// Reconnects `c` with its cookie and checks that it is `kept` on its node,
