@@ -541,6 +541,10 @@ impl StickyUpgradeBuilder {
     /// Default: none. 1 to 32 bytes of `A-Z a-z 0-9 - _`, no dots: see
     /// [`NodeId`](crate::NodeId) for deriving one from a host name.
     ///
+    /// A balancer can route by the tag, with no state of its own: the
+    /// repository's `deploy/haproxy.cfg` sends a value tagged `n1` to its
+    /// server named `n1`.
+    ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;
     /// # include!("../tests/support/doctest.rs");

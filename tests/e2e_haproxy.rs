@@ -1,8 +1,9 @@
 //! End to end through a real load balancer: three nodes of
 //! `examples/server.rs` behind HAProxy configured by `deploy/haproxy.cfg`,
-//! which learns the affinity cookie from the `101` and sticks on it. One node
-//! is drained (its clients move) and then comes back, as in a rolling deploy;
-//! clients that were not connected meanwhile come back to their node.
+//! which routes by the node tag in the affinity cookie and also learns the
+//! cookie from the `101` and sticks on it. One node is drained (its clients
+//! move) and then comes back, as in a rolling deploy; clients that were not
+//! connected meanwhile come back to their node.
 //!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
 //! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
@@ -53,7 +54,7 @@ async fn scenario(cluster: &mut Cluster) {
     let url = cluster.ws_url();
 
     // 1. Fresh clients spread over the nodes and get a session each.
-    let (clients, per_node) = talk::fresh_clients(&url, CLIENTS).await;
+    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
     assert!(
         per_node.values().all(|n| *n > 0),
         "fresh clients did not reach every node: {per_node:?}"
@@ -183,7 +184,7 @@ async fn scenario(cluster: &mut Cluster) {
         "{drained} is back, on port {port}, and UP in HAProxy"
     ));
     moved_sessions_stay(cluster, &url, reports, &clients, "once it is back").await;
-    let (fresh, per_node) = talk::fresh_clients(&url, CLIENTS).await;
+    let (fresh, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
     assert!(
         per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
         "no fresh client reached {drained} once it was back: {per_node:?}"
@@ -215,8 +216,9 @@ async fn scenario(cluster: &mut Cluster) {
         "{kept}/{CLIENTS} fresh clients reconnected `kept` on their node, {drained} included"
     ));
 
-    // 7. The clients that slept through the deploy come back. HAProxy's
-    //    stick table still sends each to its node, the returned one included,
+    // 7. The clients that slept through the deploy come back. HAProxy still
+    //    sends each to its node, the returned one included (the tag in its
+    //    cookie names the node's server, and the stick table has the cookie),
     //    and that node (a new process with the same node id) keeps the
     //    session: nothing moved for a client that was not connected.
     for c in &away {

@@ -5,19 +5,25 @@
 //! their reconnects land on a live node as `migrated`, with the same session
 //! id, and stay there, even once the node is back. The other nodes' clients
 //! notice nothing. Then HAProxy itself is killed and started again: its
-//! stick table starts empty, and every session keeps its id wherever its next
-//! reconnect lands (`kept` or `migrated`), and stays there.
+//! stick table starts empty, but each cookie's node tag names its node's
+//! server (`use-server`), so every session stays `kept` on its node.
 //!
 //! HAProxy reaches a live node in one of two ways, and each is checked with
 //! half of the dead node's clients:
 //! - before its health check marks the node down (the checks are paused
 //!   through the admin socket, so HAProxy keeps it in service, as `no check`,
-//!   for as long as this takes), the stick table still names the dead node:
-//!   the connection is refused, and `retry-on conn-failure` with `option
-//!   redispatch 1` sends the request to another node, at the client's first
-//!   attempt;
-//! - once the node is `DOWN`, HAProxy sets aside the stick entry that names it
-//!   and balances the request without trying it.
+//!   for as long as this takes), the cookie's tag and the stick table still
+//!   name the dead node: the connection is refused, and `retry-on
+//!   conn-failure` with `option redispatch 1` sends the request to another
+//!   node, at the client's first attempt;
+//! - once the node is `DOWN`, HAProxy skips the rule and the stick entry that
+//!   name it, and balances the request without trying it.
+//!
+//! A second test names the nodes so that no tag names a server, as when the
+//! servers are not named after the nodes: the stick table alone keeps every
+//! session on its node, and a restart of HAProxy, which empties it, lets each
+//! session's next reconnect land anywhere, with its id (`kept` or
+//! `migrated`), and stay there.
 //!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
 //! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
@@ -61,7 +67,7 @@ async fn scenario(cluster: &mut Cluster) {
 
     // 1. Fresh clients spread over the nodes, then each opens a socket with
     //    its cookie, kept on its node. The node with the most clients dies.
-    let (clients, per_node) = talk::fresh_clients(&url, CLIENTS).await;
+    let (clients, per_node) = talk::fresh_clients(&url, cluster.names, CLIENTS).await;
     let (victim, on_victim) = per_node
         .iter()
         .max_by_key(|(_, n)| **n)
@@ -169,7 +175,7 @@ async fn scenario(cluster: &mut Cluster) {
     }
     stay_put(cluster, &url, &everyone, "after the crash").await;
     let before = server(cluster, victim);
-    talk::fresh_clients(&url, CLIENTS / 2).await;
+    talk::fresh_clients(&url, cluster.names, CLIENTS / 2).await;
     let after = server(cluster, victim);
     assert_eq!(
         (after.retries, after.redispatches),
@@ -183,17 +189,54 @@ async fn scenario(cluster: &mut Cluster) {
     lb::report(&format!("{victim} is back and UP in HAProxy"));
     stay_put(cluster, &url, &moved, "once the crashed node is back").await;
 
-    // 8. HAProxy itself restarts: its stick table starts empty, so every
-    //    session's next reconnect is balanced anew. Wherever it lands, it
-    //    keeps its id (`kept` on its own node, `migrated` elsewhere), and
-    //    HAProxy learns the cookie again from that 101.
+    // 8. HAProxy itself restarts: its stick table starts empty, but the tag
+    //    in each cookie names the server of its node, so every session's
+    //    next reconnect is `kept` there, and HAProxy learns the cookie again.
     cluster.restart_haproxy();
-    let (mut landed, mut moved_again) = (Vec::with_capacity(everyone.len()), 0);
-    for c in everyone {
+    stay_put(cluster, &url, &everyone, "after HAProxy's restart").await;
+}
+
+#[test]
+fn the_stick_table_routes_when_no_server_is_named_after_the_node() {
+    let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy_crash", [lb::Tool::HaProxy]) else {
+        return;
+    };
+    let started = Instant::now();
+    // HAProxy's servers are `n1`, `n2` and `n3`: these tags name none.
+    let names = ["node-a", "node-b", "node-c"];
+    let mut cluster = Cluster::start_named(&haproxy, NodeOptions::HAPROXY, names);
+    talk::run(
+        "haproxy untagged",
+        "3 nodes named unlike their servers + haproxy",
+        started,
+        table_only(&mut cluster),
+    );
+}
+
+async fn table_only(cluster: &mut Cluster) {
+    let url = cluster.ws_url();
+
+    // 1. HAProxy cannot route by the tags, which name no server: it learns
+    //    each cookie from the 101, and its stick table keeps every session
+    //    on its node.
+    let (clients, per_node) = talk::fresh_clients(&url, cluster.names, CLIENTS / 2).await;
+    assert!(
+        per_node.values().filter(|n| **n > 0).count() >= 2,
+        "the clients must be on two nodes or more: {per_node:?}"
+    );
+    stay_put(cluster, &url, &clients, "with the stick table alone").await;
+
+    // 2. HAProxy restarts, its stick table empty: every session's next
+    //    reconnect is balanced anew. Wherever it lands, it keeps its id
+    //    (`kept` on its own node, `migrated` elsewhere), and HAProxy learns
+    //    the cookie again from that 101.
+    cluster.restart_haproxy();
+    let (mut landed, mut moved) = (Vec::with_capacity(clients.len()), 0);
+    for c in clients {
         let (now, w) = reconnect_once(&url, c.clone(), "after HAProxy's restart").await;
         let from = (w.node != c.node).then_some(c.node.as_str());
         let affinity = if from.is_some() { "migrated" } else { "kept" };
-        moved_again += usize::from(from.is_some());
+        moved += usize::from(from.is_some());
         assert_eq!(
             (w.affinity.as_str(), w.from.as_deref(), &w.session),
             (affinity, from, &c.session),
@@ -205,8 +248,8 @@ async fn scenario(cluster: &mut Cluster) {
         landed.push(now);
     }
     lb::report(&format!(
-        "after HAProxy's restart: {moved_again} of {} sessions `migrated` \
-         with their id, the others `kept` on their node",
+        "after HAProxy's restart, with the stick table alone: {moved} of {} sessions \
+         `migrated` with their id, the others `kept` on their node",
         landed.len()
     ));
     stay_put(cluster, &url, &landed, "after HAProxy's restart").await;
@@ -251,10 +294,11 @@ async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Ve
     moved
 }
 
-/// Checks, for each client, that HAProxy's stick table sends its cookie to
-/// the client's node, and that a reconnect is `kept` there with its session.
+/// Checks, for each client, that a reconnect is `kept` on its node with its
+/// session, and that HAProxy's stick table then sends its cookie there.
 async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) {
     for c in clients {
+        lb::close(reconnect_kept(url, c, when).await).await;
         let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
         let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
         assert_eq!(
@@ -263,7 +307,6 @@ async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) 
             "HAProxy's stick table for client {}'s cookie {value:?} {when}",
             c.id
         );
-        lb::close(reconnect_kept(url, c, when).await).await;
     }
     lb::report(&format!(
         "{} clients reconnected {when}: all `kept` on the node they were last on",

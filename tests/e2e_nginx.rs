@@ -36,7 +36,7 @@ mod talk;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lb::{CookieJar, NodeOptions, OutputLog, Welcome};
+use lb::{Cluster, CookieJar, NodeOptions, OutputLog, Welcome};
 use nginx::Nginx;
 use support::Server;
 use talk::{Client, Talk};
@@ -73,7 +73,7 @@ struct NginxCluster {
 impl NginxCluster {
     fn start(bin: &std::path::Path) -> NginxCluster {
         let node_log = OutputLog::default();
-        let nodes = lb::start_nodes(OPTIONS, &node_log);
+        let nodes = lb::start_nodes(Cluster::NODES, OPTIONS, &node_log);
         let ports = [
             nodes[0].addr.port(),
             nodes[1].addr.port(),
@@ -121,7 +121,7 @@ async fn scenario(cluster: &mut NginxCluster) {
 
     // 1. New clients are hashed on a random id: they spread over the nodes.
     //    Each is on its issuing node for now.
-    let (fresh, per_issuer) = talk::fresh_clients(&url, CLIENTS).await;
+    let (fresh, per_issuer) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
     assert!(
         per_issuer.values().filter(|n| **n > 0).count() > 1,
         "new clients all went to one node (nginx.conf point 1: hashed on $request_id): {per_issuer:?}"
@@ -173,7 +173,10 @@ async fn scenario(cluster: &mut NginxCluster) {
         clients.push((home, ws));
     }
     clients.sort_by_key(|(c, _)| c.id);
-    let per_home = talk::count_per_node(clients.iter().map(|(c, _)| (c.id, c.node.as_str())));
+    let per_home = talk::count_per_node(
+        Cluster::NODES,
+        clients.iter().map(|(c, _)| (c.id, c.node.as_str())),
+    );
     lb::report(&format!(
         "first reconnect: {kept_first} kept, {migrated_first} migrated \
          (nginx.conf point 2 expects about (N-1)/N = 2/3 migrated); \
@@ -231,7 +234,10 @@ async fn scenario(cluster: &mut NginxCluster) {
         "drain: {moved}/{drained_clients} clients of {drained} moved with `migrated` at \
          their first reconnect (to {:?}), from the 1001 to the welcome: median {median:?}, \
          worst {worst:?}; nginx log: {} `temporarily disabled`, {} `connect() failed`",
-        talk::count_per_node(moved_to.iter().map(|(id, node)| (*id, node.as_str()))),
+        talk::count_per_node(
+            Cluster::NODES,
+            moved_to.iter().map(|(id, node)| (*id, node.as_str()))
+        ),
         count("upstream server temporarily disabled"),
         count("connect() failed"),
     ));

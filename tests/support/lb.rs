@@ -489,19 +489,24 @@ pub fn start_named_node(node: &str, listen: &str, options: NodeOptions, log: &Ou
     start_node(&args.iter().map(String::as_str).collect::<Vec<_>>(), log)
 }
 
-/// Starts the three nodes of a [`Cluster`] (`n1`, `n2`, `n3`) on 127.0.0.1
-/// port 0, their stderr collected into `log`.
-pub fn start_nodes(options: NodeOptions, log: &OutputLog) -> Vec<Server> {
-    Cluster::NODES
+/// Starts three nodes named `names` (for example [`Cluster::NODES`]) on
+/// 127.0.0.1 port 0, their stderr collected into `log`.
+pub fn start_nodes(names: [&str; 3], options: NodeOptions, log: &OutputLog) -> Vec<Server> {
+    names
         .iter()
         .map(|node| start_named_node(node, "127.0.0.1:0", options, log))
         .collect()
 }
 
-/// Three example-server nodes (`n1`, `n2`, `n3`) behind HAProxy.
+/// Three example-server nodes behind HAProxy, at its servers `n1`, `n2` and
+/// `n3` ([`Cluster::NODES`]).
 pub struct Cluster {
-    /// `nodes[i]` runs with `--node n{i+1}`.
+    /// `nodes[i]` runs with `--node names[i]`, at HAProxy's server
+    /// `Cluster::NODES[i]`.
     pub nodes: Vec<Server>,
+    /// The nodes' `--node` names: [`Cluster::NODES`] unless the test chose
+    /// others ([`Cluster::start_named`]).
+    pub names: [&'static str; 3],
     pub haproxy: HaProxy,
     /// HAProxy's frontend on 127.0.0.1.
     pub frontend: SocketAddr,
@@ -511,18 +516,28 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The names of the servers in `deploy/haproxy.cfg`, and of the nodes
+    /// unless the test chose others.
     pub const NODES: [&'static str; 3] = ["n1", "n2", "n3"];
 
-    /// Starts the nodes (plain http, so `--insecure`), then HAProxy, and
-    /// waits until its health checks see every node up.
+    /// Starts the nodes (plain http, so `--insecure`) named after HAProxy's
+    /// servers, as `deploy/haproxy.cfg` asks, then HAProxy, and waits until
+    /// its health checks see every node up.
     pub fn start(haproxy: &Path, options: NodeOptions) -> Cluster {
+        Self::start_named(haproxy, options, Self::NODES)
+    }
+
+    /// Like [`Cluster::start`], with the nodes named `names` instead (a name
+    /// that is not a server's leaves the routing to HAProxy's stick table).
+    pub fn start_named(haproxy: &Path, options: NodeOptions, names: [&'static str; 3]) -> Cluster {
         let node_log = OutputLog::default();
-        let nodes = start_nodes(options, &node_log);
+        let nodes = start_nodes(names, options, &node_log);
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports(&nodes));
         haproxy.wait_ready(frontend, nodes.len(), Duration::from_secs(20));
         Cluster {
             nodes,
+            names,
             haproxy,
             frontend,
             options,
@@ -536,7 +551,7 @@ impl Cluster {
     /// the admin socket, as service discovery would, and waits (bounded) until
     /// the health checks see every node up.
     pub fn replace_node(&mut self, index: usize) {
-        let name = Self::NODES[index];
+        let (name, server) = (self.names[index], Self::NODES[index]);
         assert!(
             matches!(self.nodes[index].child.try_wait(), Ok(Some(_))),
             "{name} must have exited before it is replaced"
@@ -546,7 +561,7 @@ impl Cluster {
         let answer = self
             .haproxy
             .command(&format!(
-                "set server ws_nodes/{name} addr 127.0.0.1 port {port}"
+                "set server ws_nodes/{server} addr 127.0.0.1 port {port}"
             ))
             .expect("HAProxy admin socket");
         // Port 0 may hand out the old port again: HAProxy then has nothing
@@ -575,7 +590,7 @@ impl Cluster {
 
     /// The index in `nodes` of the node named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        Self::NODES.iter().position(|n| *n == name)
+        self.names.iter().position(|n| *n == name)
     }
 
     /// Which node HAProxy's stick table sends `cookie_value` to, if it has
@@ -597,7 +612,7 @@ impl Cluster {
             .nodes
             .iter()
             .position(|n| server.addr.ends_with(&format!(":{}", n.addr.port())))
-            .map(|i| Self::NODES[i]))
+            .map(|i| self.names[i]))
     }
 
     /// The frontend's `ws://127.0.0.1:PORT/ws`.

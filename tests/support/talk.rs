@@ -89,9 +89,10 @@ pub struct Client {
 /// Connects `count` clients with no cookie, each checked to get an `issued`
 /// welcome, an affinity cookie and a session id of its own. Returns them in
 /// `id` order, each on the node that issued its session, and how many each
-/// node issued (also reported).
+/// of the nodes named `nodes` issued (also reported).
 pub async fn fresh_clients(
     url: &str,
+    nodes: [&'static str; 3],
     count: usize,
 ) -> (Vec<Client>, BTreeMap<&'static str, usize>) {
     let mut tasks = JoinSet::new();
@@ -125,7 +126,7 @@ pub async fn fresh_clients(
     clients.sort_by_key(|c| c.id);
     let sessions: HashSet<&str> = clients.iter().map(|c| c.session.as_str()).collect();
     assert_eq!(sessions.len(), count, "session ids must be unique");
-    let per_node = count_per_node(clients.iter().map(|c| (c.id, c.node.as_str())));
+    let per_node = count_per_node(nodes, clients.iter().map(|c| (c.id, c.node.as_str())));
     lb::report(&format!("{count} fresh clients per node: {per_node:?}"));
     (clients, per_node)
 }
@@ -153,12 +154,12 @@ pub async fn reconnect(
     (welcomes, open.expect("at least one connection"))
 }
 
-/// How many of `clients` (id, node) are on each of [`Cluster::NODES`].
+/// How many of `clients` (id, node) are on each of the nodes named `nodes`.
 pub fn count_per_node<'a>(
+    nodes: [&'static str; 3],
     clients: impl IntoIterator<Item = (usize, &'a str)>,
 ) -> BTreeMap<&'static str, usize> {
-    let mut counts: BTreeMap<&'static str, usize> =
-        Cluster::NODES.iter().map(|n| (*n, 0)).collect();
+    let mut counts: BTreeMap<&'static str, usize> = nodes.iter().map(|n| (*n, 0)).collect();
     for (id, node) in clients {
         *counts
             .get_mut(node)
@@ -275,6 +276,7 @@ pub async fn drain_busiest(
 ) -> Drain {
     let total = clients.len();
     let node = busiest(&count_per_node(
+        Cluster::NODES,
         clients.iter().map(|(c, _)| (c.id, c.node.as_str())),
     ));
     let index = Cluster::NODES
