@@ -36,12 +36,13 @@ mod talk;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lb::{Cluster, CookieJar, NodeOptions, OutputLog, Welcome};
-use nginx::Nginx;
-use support::Server;
+use lb::{Cluster, CookieJar, NodeOptions};
+use nginx::NginxCluster;
 use talk::{Client, Talk};
 use tokio::task::JoinSet;
 
+/// The shipped file under test, in `deploy/`.
+const CONFIG: &str = "nginx.conf";
 const CLIENTS: usize = 30;
 /// Connections per client after its first one.
 const RECONNECTS: usize = 4;
@@ -62,52 +63,13 @@ const OPTIONS: NodeOptions = NodeOptions {
     retry_after: Duration::from_secs(1),
 };
 
-/// Three nodes behind nginx; shows the nodes' output if the test fails.
-struct NginxCluster {
-    /// `nodes[i]` is `Cluster::NODES[i]`.
-    nodes: Vec<Server>,
-    node_log: OutputLog,
-    nginx: Nginx,
-}
-
-impl NginxCluster {
-    fn start(bin: &std::path::Path) -> NginxCluster {
-        let node_log = OutputLog::default();
-        let nodes = lb::start_nodes(Cluster::NODES, OPTIONS, &node_log);
-        let ports = [
-            nodes[0].addr.port(),
-            nodes[1].addr.port(),
-            nodes[2].addr.port(),
-        ];
-        let mut nginx = Nginx::start(bin, lb::free_port(), ports);
-        nginx.wait_ready(Duration::from_secs(20));
-        NginxCluster {
-            nodes,
-            node_log,
-            nginx,
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.nginx.frontend)
-    }
-}
-
-impl Drop for NginxCluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            lb::report_tail("nodes' output", &self.node_log.lines());
-        }
-    }
-}
-
 #[test]
 fn nginx_hashes_sessions_onto_a_stable_node_and_retries_a_draining_one() {
     let Some([bin]) = lb::tools_or_skip("e2e_nginx", [lb::Tool::Nginx]) else {
         return;
     };
     let started = Instant::now();
-    let mut cluster = NginxCluster::start(&bin);
+    let mut cluster = NginxCluster::start(&bin, CONFIG, OPTIONS);
     let (major, minor, patch) = nginx::version(&bin);
     let what = format!(
         "3 nodes + nginx {major}.{minor}.{patch} ({})",
@@ -261,7 +223,7 @@ async fn scenario(cluster: &mut NginxCluster) {
         jars[r.id] = r.jar.clone();
     }
     let expect_kept_on = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
-    let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
+    let wrong = talk::reconnect_all(&url, &clients, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
             == ("kept", &expect_kept_on(id), &clients[id].session)
     })
@@ -280,7 +242,7 @@ async fn scenario(cluster: &mut NginxCluster) {
     //    the drain) they stay `kept` where they moved; then they move back,
     //    `migrated` from that node with the same session id, and are `kept`
     //    on it from then on. The other sessions never move.
-    let (_, shipped) = nginx::shipped_config();
+    let (_, shipped) = nginx::shipped_config(CONFIG);
     assert_eq!(
         shipped
             .matches(&format!("fail_timeout={}s", FAIL_TIMEOUT.as_secs()))
@@ -290,7 +252,7 @@ async fn scenario(cluster: &mut NginxCluster) {
     );
     let port = cluster.nodes[drain.index].addr.port();
     let listen = format!("127.0.0.1:{port}");
-    wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
     cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();
     lb::report(&format!("{drained} restarted on {listen}"));
@@ -345,7 +307,7 @@ async fn scenario(cluster: &mut NginxCluster) {
          it never counted the drained node as failed"
     );
     let mapped_back = back_at.elapsed();
-    let wrong = reconnect_all(&url, &clients, &mut jars, |id, w| {
+    let wrong = talk::reconnect_all(&url, &clients, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
             == ("kept", &clients[id].node, &clients[id].session)
     })
@@ -364,54 +326,3 @@ async fn scenario(cluster: &mut NginxCluster) {
 
 /// nginx's `fail_timeout` for the nodes in the shipped `deploy/nginx.conf`.
 const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Waits, at most `timeout`, until `addr` can be bound, so that restarting a
-/// node on the port its old process left does not fail on a socket that
-/// briefly holds the port (an outgoing connection given it as its ephemeral
-/// port). Listening sockets set `SO_REUSEADDR`, so the old process's
-/// `TIME_WAIT` connections do not count. Not bindable by then: panics, saying
-/// why, before the restart is tried.
-async fn wait_until_bindable(addr: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(_) => return,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
-            }
-            Err(e) => {
-                lb::report(&format!("{addr} not bindable yet ({e}); waiting"));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Reconnects every client once, at the same time, with its jar; returns the
-/// welcomes `ok` refuses, with their client's id.
-async fn reconnect_all(
-    url: &str,
-    clients: &[Client],
-    jars: &mut [CookieJar],
-    ok: impl Fn(usize, &Welcome) -> bool,
-) -> Vec<(usize, Welcome)> {
-    let mut tasks = JoinSet::new();
-    for c in clients {
-        let (url, id, mut jar) = (url.to_owned(), c.id, jars[c.id].clone());
-        tasks.spawn(async move {
-            let (welcomes, ws) = talk::reconnect(&url, id, &mut jar, 1).await;
-            lb::close(ws).await;
-            (id, jar, welcomes.into_iter().next().expect("one welcome"))
-        });
-    }
-    let mut wrong = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (id, jar, w) = joined.expect("reconnect panicked");
-        jars[id] = jar;
-        if !ok(id, &w) {
-            wrong.push((id, w));
-        }
-    }
-    wrong.sort_by_key(|(id, _)| *id);
-    wrong
-}

@@ -675,6 +675,11 @@ impl Welcome {
 pub struct CookieJar(Vec<(String, String)>);
 
 impl CookieJar {
+    /// A jar holding one cookie, as if a node had set it.
+    pub fn with(name: &str, value: &str) -> CookieJar {
+        CookieJar(vec![(name.to_owned(), value.to_owned())])
+    }
+
     pub fn store(&mut self, headers: &HeaderMap) {
         for set in headers.get_all(SET_COOKIE) {
             let Ok(set) = set.to_str() else { continue };

@@ -1,5 +1,6 @@
-//! nginx in front of three nodes, configured by the shipped
-//! `deploy/nginx.conf`, for `tests/e2e_nginx.rs`.
+//! nginx in front of three nodes, configured by a shipped file of `deploy/`
+//! (`nginx.conf`, `nginx-node-tags.conf`), for `tests/e2e_nginx.rs` and
+//! `tests/e2e_nginx_node_tags.rs`.
 //!
 //! Declared from a test file after `lb` (it builds on its helpers):
 //!
@@ -19,9 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::lb::{report_tail, OutputLog, TempDir};
+use crate::lb::{report_tail, Cluster, NodeOptions, OutputLog, TempDir};
+use crate::support::Server;
 
-/// The addresses `deploy/nginx.conf` ships with, each to be found exactly once.
+/// The addresses the nginx files of `deploy/` ship with: the listen address
+/// once, each node's address in one or more `server` lines.
 const SHIPPED_LISTEN: &str = "listen 127.0.0.1:8080;";
 const SHIPPED_SERVERS: [&str; 3] = [
     "server 127.0.0.1:3001 ",
@@ -29,42 +32,93 @@ const SHIPPED_SERVERS: [&str; 3] = [
     "server 127.0.0.1:3003 ",
 ];
 
-/// `deploy/nginx.conf` as shipped, and its path.
-pub fn shipped_config() -> (PathBuf, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf");
+/// `deploy/{file}` as shipped, and its path.
+pub fn shipped_config(file: &str) -> (PathBuf, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(file);
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     (path, text)
 }
 
-/// `deploy/nginx.conf` with its listen port and its three upstream
-/// addresses replaced, and nothing else: nginx reads no environment
-/// variables, so this is the only way to run the shipped file on free ports.
-/// Panics when one of the shipped addresses is not found exactly once, so
-/// that the test keeps testing the shipped text rather than silently
-/// running something else.
-pub fn shipped_config_on(frontend_port: u16, node_ports: [u16; 3]) -> String {
-    let (path, shipped) = shipped_config();
-    let mut config = shipped.clone();
-    let replacements =
-        std::iter::once((SHIPPED_LISTEN, format!("listen 127.0.0.1:{frontend_port};"))).chain(
-            SHIPPED_SERVERS
-                .iter()
-                .zip(node_ports)
-                .map(|(from, port)| (*from, format!("server 127.0.0.1:{port} "))),
-        );
-    for (from, to) in replacements {
-        let found = shipped.matches(from).count();
-        assert_eq!(
-            found,
-            1,
-            "{} must contain `{from}` exactly once (the test rewrites only that \
-             address), found {found} times: update tests/support/nginx.rs with the file",
+/// `deploy/{file}` with its listen port and its three upstream addresses
+/// replaced, and nothing else: nginx reads no environment variables, so this
+/// is the only way to run a shipped file on free ports. Panics when the
+/// listen address is not found exactly once, a node's address not at all,
+/// or an address is left in another form, so that the test keeps testing
+/// the shipped text rather than silently running something else.
+pub fn shipped_config_on(file: &str, frontend_port: u16, node_ports: [u16; 3]) -> String {
+    let (path, shipped) = shipped_config(file);
+    let found = shipped.matches(SHIPPED_LISTEN).count();
+    assert_eq!(
+        found,
+        1,
+        "{} must contain `{SHIPPED_LISTEN}` exactly once (the test rewrites only that \
+         address), found {found} times: update tests/support/nginx.rs with the file",
+        path.display()
+    );
+    let mut config = shipped.replacen(
+        SHIPPED_LISTEN,
+        &format!("listen 127.0.0.1:{frontend_port};"),
+        1,
+    );
+    for (from, port) in SHIPPED_SERVERS.iter().zip(node_ports) {
+        assert!(
+            shipped.contains(from),
+            "{} has no `{from}`: update tests/support/nginx.rs with the file",
             path.display()
         );
-        config = config.replacen(from, &to, 1);
+        config = config.replace(from, &format!("server 127.0.0.1:{port} "));
+    }
+    for port in [8080, 3001, 3002, 3003] {
+        assert!(
+            !config.contains(&format!("127.0.0.1:{port}")),
+            "{} names 127.0.0.1:{port} in a form the test does not rewrite: \
+             update tests/support/nginx.rs with the file",
+            path.display()
+        );
     }
     config
+}
+
+/// Three nodes ([`Cluster::NODES`]) behind nginx running `deploy/{file}`;
+/// shows the nodes' output if the test fails.
+pub struct NginxCluster {
+    /// `nodes[i]` is `Cluster::NODES[i]`.
+    pub nodes: Vec<Server>,
+    pub node_log: OutputLog,
+    pub nginx: Nginx,
+}
+
+impl NginxCluster {
+    /// Starts the nodes with `options`, then nginx, and waits until it
+    /// proxies to a node.
+    pub fn start(bin: &Path, file: &str, options: NodeOptions) -> NginxCluster {
+        let node_log = OutputLog::default();
+        let nodes = crate::lb::start_nodes(Cluster::NODES, options, &node_log);
+        let ports = [0, 1, 2].map(|i| nodes[i].addr.port());
+        let mut nginx = Nginx::start(bin, file, crate::lb::free_port(), ports);
+        nginx.wait_ready(Duration::from_secs(20));
+        NginxCluster {
+            nodes,
+            node_log,
+            nginx,
+        }
+    }
+
+    /// nginx's `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.nginx.frontend)
+    }
+}
+
+impl Drop for NginxCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            report_tail("nodes' output", &self.node_log.lines());
+        }
+    }
 }
 
 /// nginx in the foreground (`-g 'daemon off;'`) with its prefix, pid file and
@@ -81,10 +135,10 @@ pub struct Nginx {
 impl Nginx {
     /// Writes [`shipped_config_on`] to a temp prefix dir, checks it with
     /// `nginx -t` (panics with nginx's output if it fails) and starts nginx.
-    pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3]) -> Nginx {
+    pub fn start(bin: &Path, file: &str, frontend_port: u16, node_ports: [u16; 3]) -> Nginx {
         let dir = TempDir::new("nginx");
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, shipped_config_on(frontend_port, node_ports))
+        std::fs::write(&conf, shipped_config_on(file, frontend_port, node_ports))
             .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
 
         let check = Self::command(bin, dir.path(), &conf)
@@ -94,7 +148,7 @@ impl Nginx {
             .unwrap_or_else(|e| panic!("run {} -t: {e}", bin.display()));
         assert!(
             check.status.success(),
-            "nginx -t rejects deploy/nginx.conf (ports rewritten): {}\n{}",
+            "nginx -t rejects deploy/{file} (ports rewritten): {}\n{}",
             check.status,
             Self::output_text(&check)
         );

@@ -1,6 +1,6 @@
 //! The client side of the load-balancer end-to-end tests
 //! (`tests/e2e_haproxy.rs`, `tests/e2e_haproxy_crash.rs`,
-//! `tests/e2e_nginx.rs`): fresh clients and
+//! `tests/e2e_nginx.rs`, `tests/e2e_nginx_node_tags.rs`): fresh clients and
 //! reconnects with cookies, clients that send numbered messages and check
 //! every echo while a node drains, and what they report.
 //!
@@ -574,4 +574,55 @@ async fn move_on(
         echoes_after: 0,
     });
     Ok(new_ws)
+}
+
+/// Waits, at most `timeout`, until `addr` can be bound, so that restarting a
+/// node on the port its old process left does not fail on a socket that
+/// briefly holds the port (an outgoing connection given it as its ephemeral
+/// port). Listening sockets set `SO_REUSEADDR`, so the old process's
+/// `TIME_WAIT` connections do not count. Not bindable by then: panics, saying
+/// why, before the restart is tried.
+pub async fn wait_until_bindable(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
+            }
+            Err(e) => {
+                lb::report(&format!("{addr} not bindable yet ({e}); waiting"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Reconnects every client once, at the same time, with its jar; returns the
+/// welcomes `ok` refuses, with their client's id.
+pub async fn reconnect_all(
+    url: &str,
+    clients: &[Client],
+    jars: &mut [CookieJar],
+    ok: impl Fn(usize, &Welcome) -> bool,
+) -> Vec<(usize, Welcome)> {
+    let mut tasks = JoinSet::new();
+    for c in clients {
+        let (url, id, mut jar) = (url.to_owned(), c.id, jars[c.id].clone());
+        tasks.spawn(async move {
+            let (welcomes, ws) = reconnect(&url, id, &mut jar, 1).await;
+            lb::close(ws).await;
+            (id, jar, welcomes.into_iter().next().expect("one welcome"))
+        });
+    }
+    let mut wrong = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (id, jar, w) = joined.expect("reconnect panicked");
+        jars[id] = jar;
+        if !ok(id, &w) {
+            wrong.push((id, w));
+        }
+    }
+    wrong.sort_by_key(|(id, _)| *id);
+    wrong
 }

@@ -1,0 +1,272 @@
+//! End to end through open-source nginx routing by the node tag: three nodes
+//! of `examples/server.rs` behind nginx running the shipped
+//! `deploy/nginx-node-tags.conf`, which sends a cookie tagged `n1` to the
+//! node `n1` (then to the others, as backups). The test checks what the
+//! file's comments promise:
+//!
+//! 1. new clients (no cookie) are hashed on a random id: they spread;
+//! 2. every reconnect, the first one included, is `kept` on the node that
+//!    issued the session;
+//! 3. a draining node's `503` is retried on a backup
+//!    (`proxy_next_upstream http_503`): its clients, closed with `1001`,
+//!    reconnect at the first attempt, `migrated` with the same session id,
+//!    and no echoed message is lost; no other session moves;
+//! 4. once the node is back on its address and nginx tries it again (after
+//!    `fail_timeout`: until then its tag sends requests to a backup), a
+//!    value tagged with it is `kept` there, while the sessions that moved
+//!    stay `kept` where they moved: their cookie now names that node;
+//! 5. a value whose tag names no node of the file is hashed on its session
+//!    id: `migrated` from that tag, then `kept` on the node it landed on.
+//!
+//! Only the listen port and the upstream addresses of the shipped text are
+//! rewritten (see `support/nginx.rs`).
+//!
+//! Needs `nginx` (`bash .ci/install-e2e.sh`). Without it the test passes
+//! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
+//! `E2E_NGINX=/path/to/nginx` picks the executable.
+
+#[path = "support/lb.rs"]
+mod lb;
+#[path = "support/nginx.rs"]
+mod nginx;
+mod support;
+#[path = "support/talk.rs"]
+mod talk;
+
+use std::time::{Duration, Instant};
+
+use lb::{Cluster, CookieJar, NodeOptions, Welcome};
+use nginx::NginxCluster;
+use talk::{Client, Talk};
+
+/// The shipped file under test, in `deploy/`.
+const CONFIG: &str = "nginx-node-tags.conf";
+const CLIENTS: usize = 30;
+/// Connections per client after its first one.
+const RECONNECTS: usize = 3;
+/// nginx retries a draining node's 503 on a backup itself: a client's one
+/// attempt after its `1001` must get through.
+const TALK: Talk = Talk::first_attempt(Duration::from_secs(30));
+/// nginx's `fail_timeout` for the nodes in the shipped file.
+const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// As in `e2e_nginx.rs`: nginx polls no health check, so the nodes close
+/// their sockets at once when draining, and nginx meets their 503s.
+const OPTIONS: NodeOptions = NodeOptions {
+    close_delay: Duration::ZERO,
+    close_spread: Duration::from_secs(1),
+    drain_timeout: Duration::from_secs(10),
+    retry_after: Duration::from_secs(1),
+};
+
+#[test]
+fn nginx_routes_reconnects_by_the_node_tag_and_moves_a_draining_nodes_sessions() {
+    let Some([bin]) = lb::tools_or_skip("e2e_nginx_node_tags", [lb::Tool::Nginx]) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut cluster = NginxCluster::start(&bin, CONFIG, OPTIONS);
+    let (major, minor, patch) = nginx::version(&bin);
+    let what = format!("3 nodes + nginx {major}.{minor}.{patch} with {CONFIG}");
+    talk::run("nginx node tags", &what, started, scenario(&mut cluster));
+}
+
+async fn scenario(cluster: &mut NginxCluster) {
+    let url = cluster.ws_url();
+
+    // 1. New clients spread over the nodes.
+    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
+    assert!(
+        per_node.values().filter(|n| **n > 0).count() > 1,
+        "new clients all went to one node (hashed on $request_id): {per_node:?}"
+    );
+
+    // 2. The tag routes every reconnect, the first one included, to the
+    //    issuing node.
+    let mut sockets = Vec::with_capacity(CLIENTS);
+    let mut wrong = Vec::new();
+    for c in &clients {
+        let mut jar = c.jar.clone();
+        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, RECONNECTS).await;
+        for (round, w) in welcomes.iter().enumerate() {
+            if (w.affinity.as_str(), &w.node, &w.session) != ("kept", &c.node, &c.session) {
+                wrong.push((c.id, round + 1, c.node.clone(), w.clone()));
+            }
+        }
+        sockets.push(ws);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} reconnects left the issuing node, the first ones \
+         (client, reconnect, issuing node, welcome): {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    lb::report(&format!(
+        "{} reconnects, every one `kept` on the issuing node from the first",
+        CLIENTS * RECONNECTS
+    ));
+
+    // 3. Numbered messages on every socket, then drain the busiest node.
+    let talking = clients.iter().cloned().zip(sockets).collect();
+    let exit_timeout = OPTIONS.drain_timeout * 2;
+    let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
+    let drained = drain.node.clone();
+    assert!(
+        drain.failures.is_empty(),
+        "clients failed (a draining node's 503 is retried on a backup, so no \
+         reconnect may fail): {:#?}",
+        drain.failures
+    );
+    let (mut messages, mut echoed, mut moved) = (0, 0, Vec::new());
+    for r in &drain.reports {
+        messages += r.sent;
+        echoed += r.echoed;
+        if let Some(m) = talk::check_move(r, &clients[r.id], &drained) {
+            moved.push((r.id, m.welcome.node.clone()));
+        }
+    }
+    assert_eq!(
+        moved.len(),
+        drain.clients_on_node,
+        "clients of {drained} moved"
+    );
+    assert_eq!(echoed, messages, "every numbered message is echoed once");
+    lb::report(&format!(
+        "drain: {}/{} clients of {drained} moved with `migrated` at their first reconnect; \
+         messages: {messages} sent, {echoed} echoed",
+        moved.len(),
+        drain.clients_on_node
+    ));
+    drain.assert_clean_exit(OPTIONS.drain_timeout);
+
+    // Every client reported (no failures, above): each client as it is now.
+    assert_eq!(drain.reports.len(), CLIENTS, "a report from every client");
+    let now: Vec<Client> = drain
+        .reports
+        .iter()
+        .map(|r| {
+            let node = moved
+                .iter()
+                .find(|(id, _)| *id == r.id)
+                .map_or(&clients[r.id].node, |(_, node)| node);
+            Client {
+                id: r.id,
+                jar: r.jar.clone(),
+                session: clients[r.id].session.clone(),
+                node: node.clone(),
+            }
+        })
+        .collect();
+    let mut jars: Vec<CookieJar> = now.iter().map(|c| c.jar.clone()).collect();
+    let kept_where_they_are = |id: usize, w: &Welcome| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &now[id].node, &now[id].session)
+    };
+    let wrong = talk::reconnect_all(&url, &now, &mut jars, kept_where_they_are).await;
+    assert!(
+        wrong.is_empty(),
+        "after {drained} left, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+
+    // 4. The node comes back on its address. Values tagged with it reach it
+    //    once nginx tries it again; the moved sessions stay where they are.
+    let (_, shipped) = nginx::shipped_config(CONFIG);
+    let fail_timeout = format!("fail_timeout={}s", FAIL_TIMEOUT.as_secs());
+    assert_eq!(
+        shipped.matches("fail_timeout=").count(),
+        shipped.matches(&fail_timeout).count(),
+        "deploy/{CONFIG}'s fail_timeout changed: update FAIL_TIMEOUT"
+    );
+    let listen = format!("127.0.0.1:{}", cluster.nodes[drain.index].addr.port());
+    talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    cluster.nodes[drain.index] =
+        lb::start_named_node(&drained, &listen, OPTIONS, &cluster.node_log);
+    let back_at = Instant::now();
+    let attempts = tagged_value_reaches(&url, &drained, FAIL_TIMEOUT * 3).await;
+    lb::report(&format!(
+        "{drained} restarted on {listen}: a value tagged with it reached it after {attempts} \
+         attempt(s), {:?}",
+        back_at.elapsed()
+    ));
+    let wrong = talk::reconnect_all(&url, &now, &mut jars, kept_where_they_are).await;
+    assert!(
+        wrong.is_empty(),
+        "once {drained} was back, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "{drained} back: {CLIENTS} reconnects `kept` where they were, its {} moved sessions \
+         included",
+        moved.len()
+    ));
+
+    // 5. A tag that names no node of the file: hashed on the session id.
+    let forged = format!("{}.elsewhere", session_id(u64::MAX));
+    let mut jar = CookieJar::with(lb::COOKIE_NAME, &forged);
+    let (ws, first) = lb::connect(&url, &mut jar)
+        .await
+        .unwrap_or_else(|e| panic!("value tagged `elsewhere`: {e:?}"));
+    lb::close(ws).await;
+    assert_eq!(
+        (first.affinity.as_str(), first.from.as_deref()),
+        ("migrated", Some("elsewhere")),
+        "value tagged `elsewhere`: {first:?}"
+    );
+    let (ws, again) = lb::connect(&url, &mut jar)
+        .await
+        .unwrap_or_else(|e| panic!("value re-tagged by {}: {e:?}", first.node));
+    lb::close(ws).await;
+    assert_eq!(
+        (again.affinity.as_str(), &again.node, &again.session),
+        ("kept", &first.node, &first.session),
+        "the value re-tagged by {}",
+        first.node
+    );
+    lb::report(&format!(
+        "a value tagged `elsewhere` landed on {} as `migrated`, then `kept` there",
+        first.node
+    ));
+}
+
+/// A session id of the shape the nodes' generator makes (UUID v4, lower
+/// case), distinct for each `n`.
+fn session_id(n: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        n >> 32,
+        (n >> 16) & 0xffff,
+        n & 0xffff
+    )
+}
+
+/// Connects with a new value tagged `node` until one is `kept` on `node`,
+/// each on a fresh session id so that no attempt changes the next one.
+/// Until then, each must be `migrated` from `node` to a backup (the group
+/// still skips the node, `fail_timeout`). Returns the number of attempts;
+/// panics after `timeout`.
+async fn tagged_value_reaches(url: &str, node: &str, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    for attempt in 1.. {
+        let value = format!("{}.{node}", session_id(attempt));
+        let mut jar = CookieJar::with(lb::COOKIE_NAME, &value);
+        let (ws, w) = lb::connect(url, &mut jar)
+            .await
+            .unwrap_or_else(|e| panic!("value tagged {node}, attempt {attempt}: {e:?}"));
+        lb::close(ws).await;
+        if w.node == node {
+            assert_eq!(w.affinity, "kept", "attempt {attempt}: {w:?}");
+            return attempt;
+        }
+        assert_eq!(
+            (w.affinity.as_str(), w.from.as_deref()),
+            ("migrated", Some(node)),
+            "attempt {attempt} with a value tagged {node}: {w:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not send a value tagged {node} to it within {timeout:?} \
+             ({attempt} attempts)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unreachable!("the attempts are bounded by the deadline")
+}
