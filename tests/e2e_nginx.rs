@@ -53,15 +53,7 @@ const MILESTONE_TIMEOUT: Duration = Duration::from_secs(30);
 /// must get through.
 const TALK: Talk = Talk::first_attempt(MILESTONE_TIMEOUT);
 
-const OPTIONS: NodeOptions = NodeOptions {
-    // deploy/README.md: nginx has no active health checks, so there is
-    // nothing to wait for before closing: close delay 0. The reconnects then
-    // meet the draining node's 503, which nginx must retry elsewhere.
-    close_delay: Duration::ZERO,
-    close_spread: Duration::from_secs(1),
-    drain_timeout: Duration::from_secs(10),
-    retry_after: Duration::from_secs(1),
-};
+const OPTIONS: NodeOptions = NodeOptions::NGINX;
 
 #[test]
 fn nginx_hashes_sessions_onto_a_stable_node_and_retries_a_draining_one() {

@@ -50,14 +50,7 @@ const TALK: Talk = Talk::first_attempt(Duration::from_secs(30));
 /// nginx's `fail_timeout` for the nodes in the shipped file.
 const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// As in `e2e_nginx.rs`: nginx polls no health check, so the nodes close
-/// their sockets at once when draining, and nginx meets their 503s.
-const OPTIONS: NodeOptions = NodeOptions {
-    close_delay: Duration::ZERO,
-    close_spread: Duration::from_secs(1),
-    drain_timeout: Duration::from_secs(10),
-    retry_after: Duration::from_secs(1),
-};
+const OPTIONS: NodeOptions = NodeOptions::NGINX;
 
 #[test]
 fn nginx_routes_reconnects_by_the_node_tag_and_moves_a_draining_nodes_sessions() {

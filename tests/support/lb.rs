@@ -457,6 +457,17 @@ impl NodeOptions {
         drain_timeout: Duration::from_secs(10),
         retry_after: Duration::from_secs(1),
     };
+
+    /// Nodes behind the nginx files of `deploy/`. nginx has no active health
+    /// checks (deploy/README.md), so there is nothing to wait for before
+    /// closing: close delay 0. The reconnects then meet the draining node's
+    /// 503, which nginx must retry elsewhere.
+    pub const NGINX: NodeOptions = NodeOptions {
+        close_delay: Duration::ZERO,
+        close_spread: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(10),
+        retry_after: Duration::from_secs(1),
+    };
 }
 
 /// The arguments of node `node` (plain http, so `--insecure`) listening on
