@@ -542,8 +542,8 @@ impl StickyUpgradeBuilder {
     /// [`NodeId`](crate::NodeId) for deriving one from a host name.
     ///
     /// A balancer can route by the tag, with no state of its own: the
-    /// repository's `deploy/haproxy.cfg` sends a value tagged `n1` to its
-    /// server named `n1`.
+    /// repository's `deploy/haproxy.cfg` and `deploy/nginx-node-tags.conf`
+    /// send a value tagged `n1` to the node `n1`.
     ///
     /// ```
     /// use tower_sticky_upgrade::StickyUpgradeLayer;

@@ -7,8 +7,8 @@
 //! learning an application cookie (AWS ALB `app_cookie` stickiness, HAProxy
 //! `stick store-response res.cook(..)`), or by routing on the node it names
 //! (HAProxy `use-server`), but only if the backend sets that cookie on the
-//! upgrade response. And since hyper stops tracking a connection
-//! once it upgrades, deploys cut sockets off unless the app drains them itself.
+//! upgrade response. And since hyper stops tracking a connection once it
+//! upgrades, deploys cut sockets off unless the app drains them itself.
 //!
 //! [`StickyUpgradeLayer`] does both jobs:
 //!

@@ -189,11 +189,22 @@ async fn scenario(cluster: &mut Cluster) {
     lb::report(&format!("{victim} is back and UP in HAProxy"));
     stay_put(cluster, &url, &moved, "once the crashed node is back").await;
 
-    // 8. HAProxy itself restarts: its stick table starts empty, but the tag
-    //    in each cookie names the server of its node, so every session's
-    //    next reconnect is `kept` there, and HAProxy learns the cookie again.
+    // 8. HAProxy itself restarts: its stick table starts empty, so only the
+    //    tag in each cookie, which names the server of its node, can route
+    //    the session's next reconnect: `kept` there.
     cluster.restart_haproxy();
-    stay_put(cluster, &url, &everyone, "after HAProxy's restart").await;
+    let when = "after HAProxy's restart";
+    for c in &everyone {
+        let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
+        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+        assert_eq!(stuck, None, "client {}'s cookie {value:?} {when}", c.id);
+        lb::close(reconnect_kept(&url, c, when).await).await;
+    }
+    lb::report(&format!(
+        "{} clients reconnected {when}, none of them in its stick table: all `kept` \
+         on the node they were last on",
+        everyone.len()
+    ));
 }
 
 #[test]
@@ -294,11 +305,10 @@ async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Ve
     moved
 }
 
-/// Checks, for each client, that a reconnect is `kept` on its node with its
-/// session, and that HAProxy's stick table then sends its cookie there.
+/// Checks, for each client, that HAProxy's stick table sends its cookie to
+/// the client's node, and that a reconnect is `kept` there with its session.
 async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) {
     for c in clients {
-        lb::close(reconnect_kept(url, c, when).await).await;
         let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
         let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
         assert_eq!(
@@ -307,6 +317,7 @@ async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) 
             "HAProxy's stick table for client {}'s cookie {value:?} {when}",
             c.id
         );
+        lb::close(reconnect_kept(url, c, when).await).await;
     }
     lb::report(&format!(
         "{} clients reconnected {when}: all `kept` on the node they were last on",

@@ -15,8 +15,9 @@
 //!    `fail_timeout`: until then its tag sends requests to a backup), a
 //!    value tagged with it is `kept` there, while the sessions that moved
 //!    stay `kept` where they moved: their cookie now names that node;
-//! 5. a value whose tag names no node of the file is hashed on its session
-//!    id: `migrated` from that tag, then `kept` on the node it landed on.
+//! 5. values whose tag names no node of the file are hashed: each lands on
+//!    one node every time, `migrated` from that tag, and they spread; once
+//!    re-tagged, a value is `kept` by its new tag.
 //!
 //! Only the listen port and the upstream addresses of the shipped text are
 //! rewritten (see `support/nginx.rs`).
@@ -33,6 +34,7 @@ mod support;
 #[path = "support/talk.rs"]
 mod talk;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use lb::{Cluster, CookieJar, NodeOptions, Welcome};
@@ -44,11 +46,11 @@ const CONFIG: &str = "nginx-node-tags.conf";
 const CLIENTS: usize = 30;
 /// Connections per client after its first one.
 const RECONNECTS: usize = 3;
+/// Values with a tag the file does not list (step 5).
+const UNKNOWN_TAGS: u64 = 12;
 /// nginx retries a draining node's 503 on a backup itself: a client's one
 /// attempt after its `1001` must get through.
 const TALK: Talk = Talk::first_attempt(Duration::from_secs(30));
-/// nginx's `fail_timeout` for the nodes in the shipped file.
-const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const OPTIONS: NodeOptions = NodeOptions::NGINX;
 
@@ -163,19 +165,12 @@ async fn scenario(cluster: &mut NginxCluster) {
 
     // 4. The node comes back on its address. Values tagged with it reach it
     //    once nginx tries it again; the moved sessions stay where they are.
-    let (_, shipped) = nginx::shipped_config(CONFIG);
-    let fail_timeout = format!("fail_timeout={}s", FAIL_TIMEOUT.as_secs());
-    assert_eq!(
-        shipped.matches("fail_timeout=").count(),
-        shipped.matches(&fail_timeout).count(),
-        "deploy/{CONFIG}'s fail_timeout changed: update FAIL_TIMEOUT"
-    );
     let listen = format!("127.0.0.1:{}", cluster.nodes[drain.index].addr.port());
     talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
     cluster.nodes[drain.index] =
         lb::start_named_node(&drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();
-    let attempts = tagged_value_reaches(&url, &drained, FAIL_TIMEOUT * 3).await;
+    let attempts = tagged_value_reaches(&url, &drained, nginx::fail_timeout(CONFIG) * 3).await;
     lb::report(&format!(
         "{drained} restarted on {listen}: a value tagged with it reached it after {attempts} \
          attempt(s), {:?}",
@@ -192,31 +187,56 @@ async fn scenario(cluster: &mut NginxCluster) {
         moved.len()
     ));
 
-    // 5. A tag that names no node of the file: hashed on the session id.
-    let forged = format!("{}.elsewhere", session_id(u64::MAX));
-    let mut jar = CookieJar::with(lb::COOKIE_NAME, &forged);
-    let (ws, first) = lb::connect(&url, &mut jar)
-        .await
-        .unwrap_or_else(|e| panic!("value tagged `elsewhere`: {e:?}"));
-    lb::close(ws).await;
-    assert_eq!(
-        (first.affinity.as_str(), first.from.as_deref()),
-        ("migrated", Some("elsewhere")),
-        "value tagged `elsewhere`: {first:?}"
+    // 5. Tags that name no node of the file: such values are hashed, as in
+    //    nginx.conf. Each lands on the same node every time (`migrated` from
+    //    the tag; the re-tagged cookie is not sent back here), and different
+    //    values spread over the nodes. A re-tagged value is then routed by
+    //    its new tag: `kept`.
+    let mut landed = BTreeSet::new();
+    let mut retagged = None;
+    for k in 0..UNKNOWN_TAGS {
+        let session = session_id(1_000 + k);
+        let value = format!("{session}.elsewhere");
+        let mut nodes = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let mut jar = CookieJar::with(lb::COOKIE_NAME, &value);
+            let (ws, w) = lb::connect(&url, &mut jar)
+                .await
+                .unwrap_or_else(|e| panic!("value {value}: {e:?}"));
+            lb::close(ws).await;
+            assert_eq!(
+                (w.affinity.as_str(), w.from.as_deref(), w.session.as_str()),
+                ("migrated", Some("elsewhere"), session.as_str()),
+                "value {value}: {w:?}"
+            );
+            nodes.push(w.node);
+            retagged = Some(jar);
+        }
+        assert_eq!(nodes[0], nodes[1], "value {value} must land on one node");
+        landed.insert(nodes[0].clone());
+    }
+    // With 3 nodes, all values on one node has a chance of 3 × (1/3)^12, below 1e-5.
+    assert!(
+        landed.len() > 1,
+        "{UNKNOWN_TAGS} values with an unknown tag all landed on {landed:?}: not hashed on the value"
     );
-    let (ws, again) = lb::connect(&url, &mut jar)
+    let mut jar = retagged.expect("at least one value");
+    let (ws, w) = lb::connect(&url, &mut jar)
         .await
-        .unwrap_or_else(|e| panic!("value re-tagged by {}: {e:?}", first.node));
+        .unwrap_or_else(|e| panic!("a re-tagged value: {e:?}"));
     lb::close(ws).await;
+    let tag = jar
+        .get(lb::COOKIE_NAME)
+        .and_then(|v| v.split('.').nth(1))
+        .map(str::to_owned);
     assert_eq!(
-        (again.affinity.as_str(), &again.node, &again.session),
-        ("kept", &first.node, &first.session),
-        "the value re-tagged by {}",
-        first.node
+        (w.affinity.as_str(), Some(&w.node)),
+        ("kept", tag.as_ref()),
+        "a value re-tagged by a node: {w:?}"
     );
     lb::report(&format!(
-        "a value tagged `elsewhere` landed on {} as `migrated`, then `kept` there",
-        first.node
+        "{UNKNOWN_TAGS} values with an unknown tag: each `migrated` to one node, twice, \
+         over {landed:?}; a re-tagged one then `kept`"
     ));
 }
 

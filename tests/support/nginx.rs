@@ -72,14 +72,57 @@ pub fn shipped_config_on(file: &str, frontend_port: u16, node_ports: [u16; 3]) -
         config = config.replace(from, &format!("server 127.0.0.1:{port} "));
     }
     for port in [8080, 3001, 3002, 3003] {
+        // A shipped address, not a rewritten port that starts with it.
+        let address = format!("127.0.0.1:{port}");
+        let left = config
+            .match_indices(&address)
+            .any(|(at, _)| !config[at + address.len()..].starts_with(|c: char| c.is_ascii_digit()));
         assert!(
-            !config.contains(&format!("127.0.0.1:{port}")),
-            "{} names 127.0.0.1:{port} in a form the test does not rewrite: \
+            !left,
+            "{} names {address} in a form the test does not rewrite: \
              update tests/support/nginx.rs with the file",
             path.display()
         );
     }
     config
+}
+
+/// The `fail_timeout` of the `server` lines of `deploy/{file}`. Panics unless
+/// every `server` line has one and they are all the same, so that a test
+/// that waits for it waits as long as the shipped file says.
+pub fn fail_timeout(file: &str) -> Duration {
+    let (path, shipped) = shipped_config(file);
+    let servers = shipped
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("server ") && l.ends_with(';'))
+        .count();
+    let values: Vec<&str> = shipped
+        .split("fail_timeout=")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        servers > 0 && values.len() == servers && values.iter().all(|v| *v == values[0]),
+        "{}: every `server` line must have the same `fail_timeout=` ({servers} lines, \
+         values {values:?})",
+        path.display()
+    );
+    let secs = values[0]
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: fail_timeout={} is not in seconds",
+                path.display(),
+                values[0]
+            )
+        });
+    Duration::from_secs(secs)
 }
 
 /// Three nodes ([`Cluster::NODES`]) behind nginx running `deploy/{file}`;
