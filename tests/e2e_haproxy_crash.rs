@@ -173,7 +173,7 @@ async fn scenario(cluster: &mut Cluster) {
         lb::close(ws).await;
         everyone.push(c);
     }
-    stay_put(cluster, &url, &everyone, "after the crash").await;
+    stay_put(cluster, &url, &everyone, "after the crash", Table::Names).await;
     let before = server(cluster, victim);
     talk::fresh_clients(&url, cluster.names, CLIENTS / 2).await;
     let after = server(cluster, victim);
@@ -187,24 +187,27 @@ async fn scenario(cluster: &mut Cluster) {
     //    be). The sessions that moved stay where they are now.
     cluster.replace_node(index);
     lb::report(&format!("{victim} is back and UP in HAProxy"));
-    stay_put(cluster, &url, &moved, "once the crashed node is back").await;
+    stay_put(
+        cluster,
+        &url,
+        &moved,
+        "once the crashed node is back",
+        Table::Names,
+    )
+    .await;
 
     // 8. HAProxy itself restarts: its stick table starts empty, so only the
     //    tag in each cookie, which names the server of its node, can route
     //    the session's next reconnect: `kept` there.
     cluster.restart_haproxy();
-    let when = "after HAProxy's restart";
-    for c in &everyone {
-        let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
-        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
-        assert_eq!(stuck, None, "client {}'s cookie {value:?} {when}", c.id);
-        lb::close(reconnect_kept(&url, c, when).await).await;
-    }
-    lb::report(&format!(
-        "{} clients reconnected {when}, none of them in its stick table: all `kept` \
-         on the node they were last on",
-        everyone.len()
-    ));
+    stay_put(
+        cluster,
+        &url,
+        &everyone,
+        "after HAProxy's restart",
+        Table::Empty,
+    )
+    .await;
 }
 
 #[test]
@@ -235,7 +238,14 @@ async fn table_only(cluster: &mut Cluster) {
         per_node.values().filter(|n| **n > 0).count() >= 2,
         "the clients must be on two nodes or more: {per_node:?}"
     );
-    stay_put(cluster, &url, &clients, "with the stick table alone").await;
+    stay_put(
+        cluster,
+        &url,
+        &clients,
+        "with the stick table alone",
+        Table::Names,
+    )
+    .await;
 
     // 2. HAProxy restarts, its stick table empty: every session's next
     //    reconnect is balanced anew. Wherever it lands, it keeps its id
@@ -263,7 +273,14 @@ async fn table_only(cluster: &mut Cluster) {
          `migrated` with their id, the others `kept` on their node",
         landed.len()
     ));
-    stay_put(cluster, &url, &landed, "after HAProxy's restart").await;
+    stay_put(
+        cluster,
+        &url,
+        &landed,
+        "after HAProxy's restart",
+        Table::Names,
+    )
+    .await;
 }
 
 /// Sends `text` on `ws` and checks that it comes back.
@@ -305,22 +322,41 @@ async fn move_off(url: &str, clients: &[Client], victim: &str, when: &str) -> Ve
     moved
 }
 
-/// Checks, for each client, that HAProxy's stick table sends its cookie to
-/// the client's node, and that a reconnect is `kept` there with its session.
-async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str) {
+/// What HAProxy's stick table must hold for a client's cookie before
+/// [`stay_put`] reconnects it.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    /// An entry that sends the cookie to the client's node.
+    Names,
+    /// No entry: HAProxy has just restarted, so only the cookie's node tag
+    /// can route the reconnect.
+    Empty,
+}
+
+/// Checks, for each client, what HAProxy's stick table holds for its cookie
+/// (`table`), and that a reconnect is `kept` on the client's node with its
+/// session.
+async fn stay_put(cluster: &Cluster, url: &str, clients: &[Client], when: &str, table: Table) {
     for c in clients {
         let value = c.jar.get(lb::COOKIE_NAME).expect("affinity cookie");
         let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+        let expected = match table {
+            Table::Names => Some(c.node.as_str()),
+            Table::Empty => None,
+        };
         assert_eq!(
-            stuck,
-            Some(c.node.as_str()),
+            stuck, expected,
             "HAProxy's stick table for client {}'s cookie {value:?} {when}",
             c.id
         );
         lb::close(reconnect_kept(url, c, when).await).await;
     }
+    let table = match table {
+        Table::Names => "",
+        Table::Empty => ", none of them in the stick table",
+    };
     lb::report(&format!(
-        "{} clients reconnected {when}: all `kept` on the node they were last on",
+        "{} clients reconnected {when}{table}: all `kept` on the node they were last on",
         clients.len()
     ));
 }

@@ -632,8 +632,8 @@ impl Cluster {
     }
 }
 
-/// The ports of the three nodes of a [`Cluster`].
-fn ports(nodes: &[Server]) -> [u16; 3] {
+/// The ports of three nodes (of a [`Cluster`], or behind nginx).
+pub fn ports(nodes: &[Server]) -> [u16; 3] {
     [0, 1, 2].map(|i| nodes[i].addr.port())
 }
 

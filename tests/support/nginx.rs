@@ -140,7 +140,7 @@ impl NginxCluster {
     pub fn start(bin: &Path, file: &str, options: NodeOptions) -> NginxCluster {
         let node_log = OutputLog::default();
         let nodes = crate::lb::start_nodes(Cluster::NODES, options, &node_log);
-        let ports = [0, 1, 2].map(|i| nodes[i].addr.port());
+        let ports = crate::lb::ports(&nodes);
         let mut nginx = Nginx::start(bin, file, crate::lb::free_port(), ports);
         nginx.wait_ready(Duration::from_secs(20));
         NginxCluster {
