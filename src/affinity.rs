@@ -391,7 +391,7 @@ impl From<NodeId> for String {
 /// let err = NodeId::new("node 1").unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"node id "node 1" is invalid: it must be 1 to 32 characters of A-Z, a-z, 0-9, '-' or '_'"#
+///     r#"node id "node 1" is invalid: it holds ' '; it must be 1 to 32 characters of A-Z, a-z, 0-9, '-' or '_'"#
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,12 +399,41 @@ pub struct InvalidNodeId(Rejected);
 
 impl fmt::Display for InvalidNodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
+        write!(f, "node id {} is invalid: ", self.0)?;
+        write_node_id_problem(f, &self.0.start, self.0.len)
+    }
+}
+
+/// Writes what is wrong with a rejected node id, the rule, and for the two
+/// usual mistakes (a host name with dots, a pod name too long) what to do:
+/// `start` is the id, or its first bytes when it is longer than
+/// [`Rejected::PREVIEW`]; `len` its length. The first character refused is
+/// named before the length, as it says more.
+pub(crate) fn write_node_id_problem(
+    f: &mut fmt::Formatter<'_>,
+    start: &str,
+    len: usize,
+) -> fmt::Result {
+    let bad = start
+        .chars()
+        .find(|&c| !u8::try_from(c).is_ok_and(is_node_char));
+    match bad {
+        _ if len == 0 => f.write_str("it is empty")?,
+        Some(c) => write!(f, "it holds {c:?}")?,
+        None => write!(f, "it is {len} bytes")?,
+    }
+    let max = NodeId::MAX_LEN;
+    write!(
+        f,
+        "; it must be 1 to {max} characters of A-Z, a-z, 0-9, '-' or '_'"
+    )?;
+    match bad {
+        Some('.') => f.write_str(" (from a host name, take its first label: see `NodeId`)"),
+        None if len > max => write!(
             f,
-            "node id {} is invalid: it must be 1 to {} characters of A-Z, a-z, 0-9, '-' or '_'",
-            self.0,
-            NodeId::MAX_LEN
-        )
+            " (from a pod name, take its last {max} characters: see `NodeId`)"
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -1385,6 +1414,56 @@ mod tests {
     }
 
     #[test]
+    fn node_id_errors_say_what_is_wrong_and_how_to_fix_the_usual_mistakes() {
+        let message = |node: &str| {
+            let from_new = NodeId::new(node).unwrap_err().to_string();
+            let from_builder = crate::StickyUpgradeLayer::builder()
+                .node_id(node)
+                .build()
+                .unwrap_err()
+                .to_string();
+            assert_eq!(from_new, from_builder, "the same message both ways");
+            from_new
+        };
+        let rule = "it must be 1 to 32 characters of A-Z, a-z, 0-9, '-' or '_'";
+        assert_eq!(
+            message(""),
+            format!(r#"node id "" is invalid: it is empty; {rule}"#)
+        );
+        assert_eq!(
+            message("a b"),
+            format!(r#"node id "a b" is invalid: it holds ' '; {rule}"#)
+        );
+        assert_eq!(
+            message("nœud"),
+            format!(r#"node id "nœud" is invalid: it holds 'œ'; {rule}"#)
+        );
+        let host = "ip-10-0-1-23.eu-west-1.compute.internal";
+        assert_eq!(
+            message(host),
+            format!(
+                "node id {host:?} is invalid: it holds '.'; {rule} \
+                 (from a host name, take its first label: see `NodeId`)"
+            )
+        );
+        let pod = "websocket-gateway-7d9f8c6b5d-x2k4q";
+        assert_eq!(
+            message(pod),
+            format!(
+                "node id {pod:?} is invalid: it is 34 bytes; {rule} \
+                 (from a pod name, take its last 32 characters: see `NodeId`)"
+            )
+        );
+        // A refused character is named even in an overlong id, and beyond
+        // the quoted part nothing is looked at.
+        let long_dotted = format!("{}.x", "n".repeat(40));
+        assert!(message(&long_dotted).contains("it holds '.'"));
+        let cut = format!("{}.x", "n".repeat(Rejected::PREVIEW));
+        let err = NodeId::new(&cut).unwrap_err().to_string();
+        assert!(err.contains(&format!("it is {} bytes", cut.len())), "{err}");
+    }
+
+    #[test]
     fn node_id_errors_quote_the_node_id() {
         let err = NodeId::new("a\r\nb").unwrap_err().to_string();
         assert!(err.starts_with(r#"node id "a\r\nb" is invalid"#), "{err}");
@@ -1407,8 +1486,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "node id {cut:?}… ({} bytes) is invalid: it must be 1 to 32 characters of \
-                 A-Z, a-z, 0-9, '-' or '_'",
+                "node id {cut:?}… ({} bytes) is invalid: it holds 'é'; it must be 1 to 32 \
+                 characters of A-Z, a-z, 0-9, '-' or '_'",
                 value.len()
             )
         );

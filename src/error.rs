@@ -242,11 +242,10 @@ impl fmt::Display for BuildError {
             Self::ExpiresWithoutMaxAge => {
                 f.write_str("Expires is derived from Max-Age, so a Max-Age must be set")
             }
-            Self::InvalidNodeId { node } => write!(
-                f,
-                "node id {node:?} must be 1 to {} bytes of A-Z, a-z, 0-9, '-' or '_'",
-                crate::NodeId::MAX_LEN
-            ),
+            Self::InvalidNodeId { node } => {
+                write!(f, "node id {node:?} is invalid: ")?;
+                crate::affinity::write_node_id_problem(f, node, node.len())
+            }
             Self::NoProtocols => f.write_str("at least one upgrade protocol must be accepted"),
             Self::InvalidProtocol { protocol } => {
                 write!(f, "upgrade protocol {protocol:?} is not an RFC 9110 token")
