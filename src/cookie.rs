@@ -55,12 +55,28 @@ pub enum SameSite {
 }
 
 impl SameSite {
-    fn as_str(self) -> &'static str {
+    /// The attribute's value as the `Set-Cookie` line carries it, which is
+    /// also what [`Display`](std::fmt::Display) writes: `Strict`, `Lax` or `None`.
+    ///
+    /// ```
+    /// use tower_sticky_upgrade::SameSite;
+    ///
+    /// assert_eq!(SameSite::Lax.as_str(), "Lax");
+    /// assert_eq!(SameSite::None.to_string(), "None");
+    /// assert_eq!(SameSite::default(), SameSite::Lax);
+    /// ```
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Strict => "Strict",
             Self::Lax => "Lax",
             Self::None => "None",
         }
+    }
+}
+
+impl std::fmt::Display for SameSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

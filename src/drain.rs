@@ -182,11 +182,13 @@ struct Inner {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainOutcome {
-    /// Every tracked socket closed before the deadline.
+    /// Every tracked socket closed, and the close delay was over, in the time given.
     Drained,
-    /// The deadline passed with sockets still open.
+    /// The time given ran out before the drain was done: sockets were still
+    /// open, or the [close delay](DrainBuilder::close_delay) was not over yet
+    /// (`still_open` is then 0).
     TimedOut {
-        /// How many tracked sockets were open when the deadline passed.
+        /// How many tracked sockets were open when the time ran out.
         still_open: usize,
     },
 }
@@ -205,6 +207,7 @@ impl Drain {
     /// assert_eq!(drain.close_delay(), Duration::ZERO);
     /// assert_eq!(drain.close_spread(), DEFAULT_CLOSE_SPREAD);
     /// ```
+    #[must_use]
     pub fn new() -> Self {
         Self::builder().build()
     }
@@ -244,6 +247,7 @@ impl Drain {
     /// assert_eq!(drain.close_delay(), Duration::ZERO);
     /// assert_eq!(Drain::with_close_spread(Duration::MAX).close_spread(), MAX_CLOSE_SPREAD);
     /// ```
+    #[must_use]
     pub fn with_close_spread(window: Duration) -> Self {
         Self::builder().close_spread(window).build()
     }
@@ -462,18 +466,18 @@ impl Drain {
         }
     }
 
-    /// Waits until the drain is done, or until `deadline` passes, whichever
-    /// comes first. Done means no socket is tracked and, once draining
+    /// Waits until the drain is done, or until `timeout` has passed,
+    /// whichever comes first. Done means no socket is tracked and, once draining
     /// started, the [close delay](DrainBuilder::close_delay) is over: until
     /// then the balancer may still route here, so the process must keep its
     /// listener open (health `503`, upgrades refused with `503`) rather than
     /// exit and have connections refused. Without a close delay, done is the
     /// same as [`closed`](Self::closed).
     ///
-    /// Keep the deadline below the load balancer's deregistration delay (AWS
+    /// Keep the timeout below the load balancer's deregistration delay (AWS
     /// ALB: 300 s by default) so the process exits before the balancer gives
     /// up on it, and above the close delay plus the close spread plus a close
-    /// handshake, so the last sockets get their `1001`. A deadline that ends
+    /// handshake, so the last sockets get their `1001`. A timeout that ends
     /// within the close delay gives
     /// [`TimedOut`](DrainOutcome::TimedOut), even with no socket open.
     ///
@@ -481,7 +485,7 @@ impl Drain {
     ///
     /// When polled outside a Tokio runtime, or in one built without timers
     /// (`enable_time`, which `enable_all` and `#[tokio::main]` include): the
-    /// deadline is a Tokio timer. [`closed`](Self::closed) needs no runtime.
+    /// timeout is a Tokio timer. [`closed`](Self::closed) needs no runtime.
     ///
     /// ```
     /// use std::time::Duration;
@@ -498,7 +502,7 @@ impl Drain {
     /// assert!(started.elapsed() >= Duration::from_secs(8));
     /// # }
     /// ```
-    pub fn wait(&self, deadline: Duration) -> impl Future<Output = DrainOutcome> + Send + 'static {
+    pub fn wait(&self, timeout: Duration) -> impl Future<Output = DrainOutcome> + Send + 'static {
         let this = self.clone();
         async move {
             let done = async {
@@ -512,7 +516,7 @@ impl Drain {
                     }
                 }
             };
-            match tokio::time::timeout(deadline, done).await {
+            match tokio::time::timeout(timeout, done).await {
                 Ok(()) => DrainOutcome::Drained,
                 Err(_) => DrainOutcome::TimedOut {
                     still_open: this.active(),
@@ -652,6 +656,7 @@ impl DrainBuilder {
     /// a.start();
     /// assert!(!b.is_draining());
     /// ```
+    #[must_use]
     pub fn build(self) -> Drain {
         Drain {
             inner: Arc::new(Inner {
@@ -696,6 +701,12 @@ fn spread_offset(slot: u64, window: Duration) -> Duration {
 /// While the guard lives it counts in [`Drain::active`]; drop it when the socket
 /// is gone. [`closing`](Self::closing) resolves when this socket should be
 /// closed (send close code `1001`, going away).
+///
+/// A guard counts one socket, so it is not `Clone`. When the socket is split
+/// between tasks (a reader and a writer, say), keep the guard in the task that
+/// sends the close frame, or share it in an `Arc` (it is `Send` and `Sync`) if
+/// several tasks wait on [`closing`](Self::closing); the socket counts until
+/// the last `Arc` is dropped.
 ///
 /// # Example
 ///

@@ -67,6 +67,7 @@ impl HealthService {
     /// drain.start();
     /// assert_eq!(health.response().status(), StatusCode::SERVICE_UNAVAILABLE);
     /// ```
+    #[must_use]
     pub fn new(drain: Drain) -> Self {
         Self { drain }
     }

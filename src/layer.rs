@@ -95,6 +95,11 @@ pub enum Refresh {
     /// Only when the value changes: a new id was issued, the session migrated,
     /// or the value must be re-tagged, re-signed with the current key, or
     /// sent without a signature this layer does not check (signing turned off).
+    ///
+    /// A `Max-Age` (and `Expires`) then counts from when the value was last
+    /// set, not from the last reconnect: an active client's cookie still
+    /// expires that long after it was issued, and the client gets a new
+    /// session at its next upgrade after that.
     OnChange,
 }
 
@@ -166,6 +171,7 @@ impl StickyUpgradeLayer {
     /// assert_eq!(layer.drain().close_delay(), Duration::ZERO);
     /// assert_eq!(layer.stats().upgrades, 0);
     /// ```
+    #[must_use]
     pub fn new() -> Self {
         match StickyUpgradeBuilder::default().build() {
             Ok(layer) => layer,
@@ -832,6 +838,10 @@ impl StickyUpgradeBuilder {
     /// verify, so rotate by putting the new key first and keeping the old one
     /// until old cookies have expired. Default: unsigned. An empty list is a
     /// build error ([`BuildError::NoSigningKeys`]), not a way to turn signing off.
+    ///
+    /// A key is used as the bytes it is made of: a hex or base64 string is not
+    /// decoded, so a 32-character hex string passes the length check with only
+    /// 128 bits of randomness. Give 32 random bytes, or 64 hex characters.
     ///
     /// ```
     /// use tower_sticky_upgrade::{BuildError, StickyUpgradeLayer};

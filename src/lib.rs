@@ -98,7 +98,7 @@
 //!     };
 //!     let guard = session.guard();
 //!     upgrade.on_upgrade(move |mut socket| async move {
-//!         // Made once: re-made per message it would box a new timer each time.
+//!         // Once, outside the loop: made per message, it would start a new timer each time.
 //!         let closing = guard.closing();
 //!         tokio::pin!(closing);
 //!         loop {

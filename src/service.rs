@@ -72,6 +72,10 @@ impl<S> StickyUpgrade<S> {
 
     /// A [`StickyUpgradeLayer`] with the defaults; same as [`StickyUpgradeLayer::new`].
     ///
+    /// Each call makes a new layer with a [`Drain`] of its own: keep the layer
+    /// you wrap the app with (or its [`drain`](StickyUpgradeLayer::drain)) to
+    /// start draining, since a drain started on another layer does not reach it.
+    ///
     /// `S` is not used, but must be named:
     ///
     /// ```
@@ -81,6 +85,7 @@ impl<S> StickyUpgrade<S> {
     /// assert_eq!(layer.cookie_name(), DEFAULT_COOKIE_NAME);
     /// assert!(!layer.drain().is_draining());
     /// ```
+    #[must_use]
     pub fn layer() -> StickyUpgradeLayer {
         StickyUpgradeLayer::new()
     }
