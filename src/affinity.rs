@@ -400,24 +400,26 @@ pub struct InvalidNodeId(Rejected);
 impl fmt::Display for InvalidNodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "node id {} is invalid: ", self.0)?;
-        write_node_id_problem(f, &self.0.start, self.0.len)
+        write_node_id_problem(f, self.0.refused, self.0.len)
     }
 }
 
-/// Writes what is wrong with a rejected node id, the rule, and for the two
-/// usual mistakes (a host name with dots, a pod name too long) what to do:
-/// `start` is the id, or its first bytes when it is longer than
-/// [`Rejected::PREVIEW`]; `len` its length. The first character refused is
-/// named before the length, as it says more.
+/// The first character of `node` that a node id cannot hold.
+pub(crate) fn first_refused(node: &str) -> Option<char> {
+    node.chars()
+        .find(|&c| !u8::try_from(c).is_ok_and(is_node_char))
+}
+
+/// Writes what is wrong with a rejected node id of `len` bytes whose first
+/// refused character is `refused`, the rule, and for the two usual mistakes
+/// (a host name with dots, a pod name too long) what to do. A refused
+/// character is named instead of the length, as it says more.
 pub(crate) fn write_node_id_problem(
     f: &mut fmt::Formatter<'_>,
-    start: &str,
+    refused: Option<char>,
     len: usize,
 ) -> fmt::Result {
-    let bad = start
-        .chars()
-        .find(|&c| !u8::try_from(c).is_ok_and(is_node_char));
-    match bad {
+    match refused {
         _ if len == 0 => f.write_str("it is empty")?,
         Some(c) => write!(f, "it holds {c:?}")?,
         None => write!(f, "it is {len} bytes")?,
@@ -427,7 +429,7 @@ pub(crate) fn write_node_id_problem(
         f,
         "; it must be 1 to {max} characters of A-Z, a-z, 0-9, '-' or '_'"
     )?;
-    match bad {
+    match refused {
         Some('.') => f.write_str(" (from a host name, take its first label: see `NodeId`)"),
         None if len > max => write!(
             f,
@@ -440,12 +442,14 @@ pub(crate) fn write_node_id_problem(
 impl std::error::Error for InvalidNodeId {}
 
 /// A rejected node id, kept for the error message: its first
-/// [`PREVIEW`](Self::PREVIEW) bytes (cut at a character boundary) and its length.
+/// [`PREVIEW`](Self::PREVIEW) bytes (cut at a character boundary), its length
+/// and its first refused character, wherever that is.
 /// Node ids are configuration, not secrets, so the message quotes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rejected {
     start: Box<str>,
     len: usize,
+    refused: Option<char>,
 }
 
 impl Rejected {
@@ -461,6 +465,7 @@ impl Rejected {
         Self {
             start: value[..end].into(),
             len: value.len(),
+            refused: first_refused(value),
         }
     }
 }
@@ -1454,13 +1459,32 @@ mod tests {
                  (from a pod name, take its last 32 characters: see `NodeId`)"
             )
         );
-        // A refused character is named even in an overlong id, and beyond
-        // the quoted part nothing is looked at.
+        // The first refused character is named, with its hint only.
+        assert_eq!(
+            message("ab cd.ef"),
+            format!(r#"node id "ab cd.ef" is invalid: it holds ' '; {rule}"#)
+        );
+        // A refused character is named even in an overlong id, beyond the
+        // quoted part too.
         let long_dotted = format!("{}.x", "n".repeat(40));
         assert!(message(&long_dotted).contains("it holds '.'"));
+        // (The builder's error quotes all of it, `NodeId::new`'s its start.)
         let cut = format!("{}.x", "n".repeat(Rejected::PREVIEW));
-        let err = NodeId::new(&cut).unwrap_err().to_string();
-        assert!(err.contains(&format!("it is {} bytes", cut.len())), "{err}");
+        let from_new = NodeId::new(&cut).unwrap_err().to_string();
+        let from_builder = crate::StickyUpgradeLayer::builder()
+            .node_id(cut.as_str())
+            .build()
+            .unwrap_err()
+            .to_string();
+        for err in [from_new, from_builder] {
+            let (_, problem) = err.split_once(" is invalid: ").unwrap();
+            assert_eq!(
+                problem,
+                format!(
+                    "it holds '.'; {rule} (from a host name, take its first label: see `NodeId`)"
+                )
+            );
+        }
     }
 
     #[test]

@@ -182,7 +182,8 @@ struct Inner {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainOutcome {
-    /// Every tracked socket closed, and the close delay was over, in the time given.
+    /// Every tracked socket closed in the time given and, if draining had
+    /// started, the close delay was over.
     Drained,
     /// The time given ran out before the drain was done: sockets were still
     /// open, or the [close delay](DrainBuilder::close_delay) was not over yet

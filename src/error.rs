@@ -244,7 +244,8 @@ impl fmt::Display for BuildError {
             }
             Self::InvalidNodeId { node } => {
                 write!(f, "node id {node:?} is invalid: ")?;
-                crate::affinity::write_node_id_problem(f, node, node.len())
+                let refused = crate::affinity::first_refused(node);
+                crate::affinity::write_node_id_problem(f, refused, node.len())
             }
             Self::NoProtocols => f.write_str("at least one upgrade protocol must be accepted"),
             Self::InvalidProtocol { protocol } => {
