@@ -19,7 +19,7 @@ mod talk;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lb::{Cluster, NodeOptions, Ws};
+use lb::{Cluster, CookieJar, NodeOptions, Ws};
 use talk::{Client, Talk, TalkReport};
 use tokio::task::JoinSet;
 
@@ -189,31 +189,19 @@ async fn scenario(cluster: &mut Cluster) {
         per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
         "no fresh client reached {drained} once it was back: {per_node:?}"
     );
-    let mut tasks = JoinSet::new();
-    for c in fresh {
-        let url = url.clone();
-        tasks.spawn(async move {
-            let mut jar = c.jar.clone();
-            let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
-            lb::close(ws).await;
-            (c, welcomes)
-        });
-    }
-    let mut kept = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (c, welcomes) = joined.expect("fresh client's reconnect panicked");
-        let w = &welcomes[0];
-        assert_eq!(
-            (w.affinity.as_str(), &w.node, &w.session),
-            ("kept", &c.node, &c.session),
-            "fresh client {} reconnecting once {drained} was back",
-            c.id
-        );
-        kept += 1;
-    }
-    assert_eq!(kept, CLIENTS);
+    // `fresh` is in id order, from 0: jars by client id.
+    let mut jars: Vec<CookieJar> = fresh.iter().map(|c| c.jar.clone()).collect();
+    let wrong = talk::reconnect_all(&url, &fresh, &mut jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &fresh[id].node, &fresh[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "fresh clients reconnecting once {drained} was back left their node \
+         (client, welcome): {wrong:#?}"
+    );
     lb::report(&format!(
-        "{kept}/{CLIENTS} fresh clients reconnected `kept` on their node, {drained} included"
+        "{CLIENTS}/{CLIENTS} fresh clients reconnected `kept` on their node, {drained} included"
     ));
 
     // 7. The clients that slept through the deploy come back. HAProxy still
