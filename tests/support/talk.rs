@@ -1,13 +1,15 @@
 //! The client side of the load-balancer end-to-end tests
 //! (`tests/e2e_haproxy.rs`, `tests/e2e_haproxy_crash.rs`,
-//! `tests/e2e_nginx.rs`, `tests/e2e_nginx_node_tags.rs`): fresh clients and
-//! reconnects with cookies, clients that send numbered messages and check
-//! every echo while a node drains, and what they report.
+//! `tests/e2e_nginx.rs`, `tests/e2e_nginx_node_tags.rs`,
+//! `tests/e2e_traefik.rs`): fresh clients and reconnects with cookies,
+//! clients that send numbered messages and check every echo while a node
+//! drains, and what they report.
 //!
 //! What differs between the balancers is a parameter ([`Talk`]): HAProxy may
 //! answer `503` until its health check marks a draining node down, so its
 //! clients get several reconnect attempts; nginx retries the `503` itself,
-//! so its clients must get through at the first attempt.
+//! and Traefik has taken the node out before it closes a socket, so their
+//! clients must get through at the first attempt.
 //!
 //! Declared from a test file after `lb` (it builds on its helpers):
 //!

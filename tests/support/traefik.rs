@@ -14,7 +14,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -157,6 +156,7 @@ impl TraefikCluster {
     pub fn restart_traefik(&mut self) {
         let port = self.traefik.frontend.port();
         self.traefik.stop();
+        wait_until_bindable(self.traefik.frontend, Duration::from_secs(10));
         let mut traefik = Traefik::start(&self.bin, port, crate::lb::ports(&self.nodes));
         traefik.wait_ready(Duration::from_secs(30));
         self.traefik = traefik;
@@ -180,8 +180,7 @@ impl Drop for TraefikCluster {
 /// Stopped on drop.
 pub struct Traefik {
     child: Child,
-    /// Set once [`Traefik::stop`] has reaped the process: its pid may be
-    /// reused after that, so it must not be signalled again.
+    /// Set by [`Traefik::stop`], which runs once.
     stopped: bool,
     log: OutputLog,
     pub frontend: SocketAddr,
@@ -204,7 +203,6 @@ impl Traefik {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let log = OutputLog::default();
@@ -255,24 +253,26 @@ impl Traefik {
     }
 
     /// SIGTERM (Traefik's graceful shutdown, bounded at 5 s here), then
-    /// SIGKILL to its process group for anything left.
+    /// SIGKILL if it is still running. Traefik is one process, with no
+    /// workers (it stays in the test's process group, so that a Ctrl-C of
+    /// the test run ends it too). Signals only a process that has
+    /// not been reaped (`try_wait` found it running), so never a reused pid;
+    /// `Child::kill` checks that itself.
     fn stop(&mut self) {
         if std::mem::replace(&mut self.stopped, true) {
             return;
         }
-        let pid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = self.child.id();
+            let _ = Command::new("sh")
+                .args(["-c", &format!("kill -TERM {pid}")])
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
-            .stderr(Stdio::null())
-            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -283,6 +283,22 @@ impl Drop for Traefik {
         self.stop();
         if std::thread::panicking() {
             report_tail("traefik's output", &self.log.lines());
+        }
+    }
+}
+
+/// Waits, at most `timeout`, until `addr` can be bound again: a new Traefik
+/// on the old one's port must not fail on a connection that briefly holds
+/// it as its ephemeral port. Panics, saying why, when it cannot.
+fn wait_until_bindable(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }
