@@ -113,17 +113,7 @@ async fn scenario(cluster: &mut Cluster) {
     // 3. One client of each node goes away (its socket closed) and sleeps
     //    through the deploy (step 7). The others send numbered messages, and
     //    the busiest node is drained.
-    let away: Vec<Client> = Cluster::NODES
-        .iter()
-        .filter_map(|node| clients.iter().find(|c| c.node == *node).cloned())
-        .collect();
-    for c in &away {
-        lb::close(sockets.remove(&c.id).expect("socket from step 2")).await;
-    }
-    let talking = clients
-        .iter()
-        .filter_map(|c| Some((c.clone(), sockets.remove(&c.id)?)))
-        .collect();
+    let (away, talking) = talk::one_away_per_node(&clients, &mut sockets).await;
     let exit_timeout = OPTIONS.drain_timeout * 2;
     let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
     let (drained, migrated, drained_clients) = (&drain.node, drain.moved, drain.clients_on_node);

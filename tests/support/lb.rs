@@ -873,3 +873,37 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {line:?}")))
 }
+
+/// Panics, with the output in `log`, if the `what` process `child` has exited.
+pub fn assert_child_running(what: &str, child: &mut Child, log: &OutputLog) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} exited with {status}:\n{}", log.lines().join("\n"));
+    }
+}
+
+/// Waits until `GET /ws-health` through the proxy `what` (the process
+/// `child`, its output in `log`) at `frontend` answers `200`: it proxies to a
+/// node. Panics if the process exits, or after `timeout`.
+pub fn wait_proxy_ready(
+    what: &str,
+    child: &mut Child,
+    log: &OutputLog,
+    frontend: SocketAddr,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        assert_child_running(what, child, log);
+        let last = match http_get_status(frontend, "/ws-health") {
+            Ok(200) => return,
+            Ok(status) => format!("status {status}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what} not ready within {timeout:?}: {last}\n{}",
+            log.lines().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

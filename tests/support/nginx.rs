@@ -242,32 +242,13 @@ impl Nginx {
 
     /// Panics (with nginx's output) if it has exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "nginx exited with {status}:\n{}",
-                self.log.lines().join("\n")
-            );
-        }
+        crate::lb::assert_child_running("nginx", &mut self.child, &self.log);
     }
 
     /// Waits until `GET /ws-health` through nginx answers `200`: a worker
     /// accepts and proxies to a node. Bounded by `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.assert_running();
-            let last = match crate::lb::http_get_status(self.frontend, "/ws-health") {
-                Ok(200) => return,
-                Ok(status) => format!("status {status}"),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                Instant::now() < deadline,
-                "nginx not ready within {timeout:?}: {last}\n{}",
-                self.log.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::lb::wait_proxy_ready("nginx", &mut self.child, &self.log, self.frontend, timeout);
     }
 
     /// nginx's output so far (its error log, at `notice`).

@@ -22,7 +22,7 @@
 //! ```
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -598,6 +598,31 @@ pub async fn wait_until_bindable(addr: &str, timeout: Duration) {
             }
         }
     }
+}
+
+/// Closes the socket of the first client of each node (in
+/// [`Cluster::NODES`] order), as if it went away; returns those clients, and
+/// the others of `clients` with their sockets, taken from `sockets`, ready
+/// for [`drain_busiest`].
+pub async fn one_away_per_node(
+    clients: &[Client],
+    sockets: &mut HashMap<usize, Ws>,
+) -> (Vec<Client>, Vec<(Client, Ws)>) {
+    let away: Vec<Client> = Cluster::NODES
+        .iter()
+        .filter_map(|node| clients.iter().find(|c| c.node == *node).cloned())
+        .collect();
+    for c in &away {
+        let ws = sockets
+            .remove(&c.id)
+            .unwrap_or_else(|| panic!("no open socket for client {}", c.id));
+        lb::close(ws).await;
+    }
+    let talking = clients
+        .iter()
+        .filter_map(|c| Some((c.clone(), sockets.remove(&c.id)?)))
+        .collect();
+    (away, talking)
 }
 
 /// Reconnects every client once, at the same time, with its jar; returns the

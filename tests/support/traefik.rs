@@ -217,34 +217,16 @@ impl Traefik {
         }
     }
 
-    /// Panics (with Traefik's output) if it has exited.
-    pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "traefik exited with {status}:\n{}",
-                self.log.lines().join("\n")
-            );
-        }
-    }
-
     /// Waits until `GET /ws-health` through Traefik answers `200`: it has
     /// read the dynamic file and proxies to a node. Bounded by `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.assert_running();
-            let last = match crate::lb::http_get_status(self.frontend, "/ws-health") {
-                Ok(200) => return,
-                Ok(status) => format!("status {status}"),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                Instant::now() < deadline,
-                "traefik not ready within {timeout:?}: {last}\n{}",
-                self.log.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::lb::wait_proxy_ready(
+            "traefik",
+            &mut self.child,
+            &self.log,
+            self.frontend,
+            timeout,
+        );
     }
 
     /// Traefik's output so far.
