@@ -1,29 +1,42 @@
 //! End to end with a real browser: headless Chromium loads the example's demo
-//! page through HAProxy (`deploy/haproxy.cfg`, three nodes). The page opens a
-//! WebSocket, reconnects once, and reports both welcomes.
+//! page through a balancer in front of three nodes, HAProxy
+//! (`deploy/haproxy.cfg`) in one test and Traefik (`deploy/traefik.yml`) in
+//! the other. The page opens a WebSocket, reconnects once, and reports both
+//! welcomes.
 //!
-//! A `kept` second welcome on the same node with the same session proves that
-//! the browser stored the cookie set on the `101` and sent it back, and that
-//! HAProxy routed the reconnect by it.
+//! Through HAProxy, a `kept` second welcome on the same node with the same
+//! session proves that the browser stored the cookie set on the `101`, sent
+//! it back, and that HAProxy routed the reconnect by it. Traefik routes by
+//! its own cookie, `WS_NODE`, which is `Secure` (Chromium keeps and returns
+//! it over plain HTTP to 127.0.0.1, which it treats as secure); since
+//! Traefik balances round-robin, one reconnect can land on the same node by
+//! chance, so that test loads the page three more times.
 //!
-//! Needs `haproxy` and `chromium` (`bash .ci/install-e2e.sh`). Without one of
-//! them the test passes with a loud `SKIPPED` line, except under `CI=true`,
-//! where it fails. `E2E_HAPROXY` / `E2E_CHROMIUM` pick the executables.
+//! Needs `chromium` and `haproxy` or `traefik` (`bash .ci/install-e2e.sh`).
+//! Without one of them a test passes with a loud `SKIPPED` line, except under
+//! `CI=true`, where it fails. `E2E_HAPROXY`, `E2E_TRAEFIK` and
+//! `E2E_CHROMIUM` pick the executables.
 
 #[path = "support/browser.rs"]
 mod browser;
 #[path = "support/lb.rs"]
 mod lb;
 mod support;
+#[path = "support/traefik.rs"]
+mod traefik;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
 use lb::{Cluster, NodeOptions, Welcome};
 use serde_json::Value;
+use traefik::TraefikCluster;
 
 /// Bound on the page's whole run (load, connect, reconnect).
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Page loads after the first one, through Traefik.
+const PAGE_RELOADS: usize = 3;
 
 #[test]
 fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
@@ -42,50 +55,82 @@ fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
         },
     );
     let browser = Chromium::start(&chromium);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        let (first, value) = reconnect_once(&mut cdp, cluster.frontend).await;
+        // HAProxy learned that value from the 101, for the node that set it.
+        let stuck = cluster.stuck_node(&value).expect("HAProxy admin socket");
+        assert_eq!(
+            stuck,
+            Some(first.node.as_str()),
+            "HAProxy's stick table for {value:?}"
+        );
+        cdp.close_browser().await;
+    });
+}
+
+#[test]
+fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
+    let tools = [lb::Tool::Traefik, lb::Tool::Chromium];
+    let Some([traefik, chromium]) = lb::tools_or_skip("e2e_browser (traefik)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let cluster = TraefikCluster::start(&traefik, NodeOptions::TRAEFIK);
+    let browser = Chromium::start(&chromium);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        let (first, _) = reconnect_once(&mut cdp, cluster.traefik.frontend).await;
+        // Traefik balances the page, its favicon and the sockets round-robin
+        // over three nodes: one reconnect may land on the same node by
+        // chance, a few page loads in a row (two sockets each) do not.
+        for load in 1..=PAGE_RELOADS {
+            let (_, a, b) = load_auto_page(&mut cdp, cluster.traefik.frontend).await;
+            for w in [&a, &b] {
+                assert_eq!(
+                    (w.affinity.as_str(), &w.node, &w.session),
+                    ("kept", &first.node, &first.session),
+                    "page load {load} after the first: {w:?}"
+                );
+            }
+        }
+        let cookies = cdp.cookies().await.expect("Storage.getCookies");
+        let node_cookie = cookies
+            .iter()
+            .find(|c| c["name"] == "WS_NODE")
+            .unwrap_or_else(|| panic!("no WS_NODE cookie in the browser: {cookies:?}"));
+        lb::report(&format!("browser: stored Traefik's cookie {node_cookie}"));
+        for (attribute, expected) in [("secure", true), ("httpOnly", true)] {
+            assert_eq!(
+                node_cookie[attribute], expected,
+                "{attribute}: {node_cookie}"
+            );
+        }
+        cdp.close_browser().await;
+    });
+}
+
+/// Runs `scenario` on a current-thread runtime, then reports the time since
+/// `started`.
+fn run(started: Instant, scenario: impl std::future::Future<Output = ()>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(scenario(&cluster, &browser));
+    runtime.block_on(scenario);
     lb::report(&format!(
         "browser e2e: total {:?} (including the cluster and browser start)",
         started.elapsed()
     ));
 }
 
-async fn scenario(cluster: &Cluster, browser: &Chromium) {
-    let mut cdp = Cdp::connect(&browser.devtools_url).await;
-    let url = format!("http://{}/?auto=1", cluster.frontend);
-    let page = cdp.open(&url).await.expect("open the demo page");
-
-    // The page sets its title to `done` (or `error`) when it has both welcomes.
-    let loaded = Instant::now();
-    let title = match cdp
-        .wait_for_title(&page, &["done", "error"], PAGE_TIMEOUT)
-        .await
-    {
-        Ok(title) => title,
-        Err(title) => panic!(
-            "the page did not finish within {PAGE_TIMEOUT:?} (title {title:?}); its log:\n{}",
-            cdp.eval(&page, "document.getElementById('log').textContent")
-                .await
-                .unwrap_or_default()
-        ),
-    };
-    let result = cdp
-        .eval(&page, "document.getElementById('result').textContent")
-        .await
-        .expect("read the result");
-    let result = result.as_str().expect("result text").to_owned();
-    lb::report(&format!(
-        "browser: page finished in {:?}: {result}",
-        loaded.elapsed()
-    ));
-    assert_eq!(title, "done", "the page reported an error: {result}");
-
-    let result: Value = serde_json::from_str(&result).expect("result is JSON");
-    let first = Welcome::from_json(&result["first"]).expect("first welcome");
-    let second = Welcome::from_json(&result["second"]).expect("second welcome");
+/// Loads the demo page from `frontend` with `/?auto=1`, which connects,
+/// reconnects once and reports both welcomes. Checks that the first is
+/// `issued` and the second `kept` on the same node with the same session,
+/// and that the browser holds the layer's cookie, `HttpOnly`, hidden from
+/// the page. Returns the first welcome and the cookie's value.
+async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, String) {
+    let (page, first, second) = load_auto_page(cdp, frontend).await;
     assert_eq!(first.affinity, "issued", "fresh profile: {first:?}");
     assert_eq!(
         (second.affinity.as_str(), &second.node, &second.session),
@@ -118,14 +163,43 @@ async fn scenario(cluster: &Cluster, browser: &Chromium) {
         !visible.contains(lb::COOKIE_NAME),
         "HttpOnly cookie visible to the page: {visible:?}"
     );
+    (first, value.to_owned())
+}
 
-    // And HAProxy learned that value from the 101, for the node that set it.
-    let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
-    assert_eq!(
-        stuck,
-        Some(first.node.as_str()),
-        "HAProxy's stick table for {value:?}"
-    );
+/// Opens the demo page from `frontend` with `/?auto=1` in a new tab, waits
+/// until it has connected and reconnected once, and returns the tab's
+/// session and both welcomes.
+async fn load_auto_page(cdp: &mut Cdp, frontend: SocketAddr) -> (String, Welcome, Welcome) {
+    let url = format!("http://{frontend}/?auto=1");
+    let page = cdp.open(&url).await.expect("open the demo page");
 
-    cdp.close_browser().await;
+    // The page sets its title to `done` (or `error`) when it has both welcomes.
+    let loaded = Instant::now();
+    let title = match cdp
+        .wait_for_title(&page, &["done", "error"], PAGE_TIMEOUT)
+        .await
+    {
+        Ok(title) => title,
+        Err(title) => panic!(
+            "the page did not finish within {PAGE_TIMEOUT:?} (title {title:?}); its log:\n{}",
+            cdp.eval(&page, "document.getElementById('log').textContent")
+                .await
+                .unwrap_or_default()
+        ),
+    };
+    let result = cdp
+        .eval(&page, "document.getElementById('result').textContent")
+        .await
+        .expect("read the result");
+    let result = result.as_str().expect("result text").to_owned();
+    lb::report(&format!(
+        "browser: page finished in {:?}: {result}",
+        loaded.elapsed()
+    ));
+    assert_eq!(title, "done", "the page reported an error: {result}");
+
+    let result: Value = serde_json::from_str(&result).expect("result is JSON");
+    let first = Welcome::from_json(&result["first"]).expect("first welcome");
+    let second = Welcome::from_json(&result["second"]).expect("second welcome");
+    (page, first, second)
 }
