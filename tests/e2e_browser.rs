@@ -7,8 +7,9 @@
 //! Through HAProxy, a `kept` second welcome on the same node with the same
 //! session proves that the browser stored the cookie set on the `101`, sent
 //! it back, and that HAProxy routed the reconnect by it. Traefik routes by
-//! its own cookie, `WS_NODE`, which is `Secure` (Chromium keeps and returns
-//! it over plain HTTP to 127.0.0.1, which it treats as secure); since
+//! its own cookie, `WS_NODE`; there the nodes keep their default `Secure`
+//! cookie, so both cookies are `Secure`, and Chromium must keep and return
+//! them over plain HTTP to 127.0.0.1, which it treats as secure. Since
 //! Traefik balances round-robin, one reconnect can land on the same node by
 //! chance, so that test loads the page three more times.
 //!
@@ -52,6 +53,7 @@ fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
             close_spread: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),
+            secure_cookie: false,
         },
     );
     let browser = Chromium::start(&chromium);
@@ -76,11 +78,25 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
         return;
     };
     let started = Instant::now();
-    let cluster = TraefikCluster::start(&traefik, NodeOptions::TRAEFIK);
+    // The nodes' default, a Secure cookie, as in production: both cookies
+    // are then Secure, and Chromium must return them over plain HTTP to
+    // 127.0.0.1.
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::TRAEFIK
+    };
+    let cluster = TraefikCluster::start(&traefik, options);
     let browser = Chromium::start(&chromium);
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         let (first, _) = reconnect_once(&mut cdp, cluster.traefik.frontend).await;
+        let cookies = cdp.cookies().await.expect("Storage.getCookies");
+        let session_cookie = cookies.iter().find(|c| c["name"] == lb::COOKIE_NAME);
+        assert_eq!(
+            session_cookie.map(|c| &c["secure"]),
+            Some(&Value::Bool(true)),
+            "the layer's cookie, Secure by default: {cookies:?}"
+        );
         // Traefik balances the page, its favicon and the sockets round-robin
         // over three nodes: one reconnect may land on the same node by
         // chance, a few page loads in a row (two sockets each) do not.
@@ -168,7 +184,8 @@ async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, String
 
 /// Opens the demo page from `frontend` with `/?auto=1` in a new tab, waits
 /// until it has connected and reconnected once, and returns the tab's
-/// session and both welcomes.
+/// session and both welcomes. The tab stays open, and its second socket
+/// with it, until the browser closes.
 async fn load_auto_page(cdp: &mut Cdp, frontend: SocketAddr) -> (String, Welcome, Welcome) {
     let url = format!("http://{frontend}/?auto=1");
     let page = cdp.open(&url).await.expect("open the demo page");

@@ -298,12 +298,7 @@ impl HaProxy {
 
     /// Panics (with HAProxy's output) if it has exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "haproxy exited with {status}:\n{}",
-                self.log.lines().join("\n")
-            );
-        }
+        assert_child_running("haproxy", &mut self.child, &self.log);
     }
 
     /// Sends one command to the admin socket and returns the answer.
@@ -453,6 +448,11 @@ pub struct NodeOptions {
     pub close_spread: Duration,
     pub drain_timeout: Duration,
     pub retry_after: Duration,
+    /// The nodes' default, a `Secure` affinity cookie; `false` adds
+    /// `--insecure`. The clients of `talk` ignore the attribute; a browser
+    /// over plain HTTP returns a `Secure` cookie only to 127.0.0.1 or
+    /// localhost.
+    pub secure_cookie: bool,
 }
 
 impl NodeOptions {
@@ -463,6 +463,7 @@ impl NodeOptions {
         close_spread: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(10),
         retry_after: Duration::from_secs(1),
+        secure_cookie: false,
     };
 
     /// Nodes behind the nginx files of `deploy/`. nginx has no active health
@@ -474,6 +475,7 @@ impl NodeOptions {
         close_spread: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(10),
         retry_after: Duration::from_secs(1),
+        secure_cookie: false,
     };
 
     /// Nodes behind `deploy/traefik.yml`. Traefik takes a node out after one
@@ -486,19 +488,19 @@ impl NodeOptions {
         close_spread: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(10),
         retry_after: Duration::from_secs(1),
+        secure_cookie: false,
     };
 }
 
-/// The arguments of node `node` (plain http, so `--insecure`) listening on
-/// `listen`.
+/// The arguments of node `node` listening on `listen` (plain http: with
+/// `--insecure` unless `options.secure_cookie`).
 fn node_args(node: &str, listen: &str, options: NodeOptions) -> Vec<String> {
     let secs = |d: Duration| d.as_secs_f64().to_string();
-    [
+    let mut args = [
         "--listen",
         listen,
         "--node",
         node,
-        "--insecure",
         "--close-delay",
         &secs(options.close_delay),
         "--close-spread",
@@ -509,7 +511,11 @@ fn node_args(node: &str, listen: &str, options: NodeOptions) -> Vec<String> {
         &secs(options.retry_after),
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    if !options.secure_cookie {
+        args.push("--insecure".to_owned());
+    }
+    args
 }
 
 /// Starts node `node` on `listen` (see [`node_args`]), its stderr collected

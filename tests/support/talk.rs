@@ -603,7 +603,8 @@ pub async fn wait_until_bindable(addr: &str, timeout: Duration) {
 /// Closes the socket of the first client of each node (in
 /// [`Cluster::NODES`] order), as if it went away; returns those clients, and
 /// the others of `clients` with their sockets, taken from `sockets`, ready
-/// for [`drain_busiest`].
+/// for [`drain_busiest`]. Every client must have an open socket in
+/// `sockets`.
 pub async fn one_away_per_node(
     clients: &[Client],
     sockets: &mut HashMap<usize, Ws>,
@@ -620,7 +621,13 @@ pub async fn one_away_per_node(
     }
     let talking = clients
         .iter()
-        .filter_map(|c| Some((c.clone(), sockets.remove(&c.id)?)))
+        .filter(|c| !away.iter().any(|a| a.id == c.id))
+        .map(|c| {
+            let ws = sockets
+                .remove(&c.id)
+                .unwrap_or_else(|| panic!("no open socket for client {}", c.id));
+            (c.clone(), ws)
+        })
         .collect();
     (away, talking)
 }
