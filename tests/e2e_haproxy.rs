@@ -16,10 +16,9 @@ mod support;
 #[path = "support/talk.rs"]
 mod talk;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lb::{Cluster, CookieJar, NodeOptions, Ws};
+use lb::{Cluster, CookieJar, NodeOptions};
 use talk::{Client, Talk, TalkReport};
 use tokio::task::JoinSet;
 
@@ -74,41 +73,7 @@ async fn scenario(cluster: &mut Cluster) {
     }
 
     // 2. Every reconnect with the cookie lands on the same node, same session.
-    let mut tasks = JoinSet::new();
-    for c in clients.clone() {
-        let url = url.clone();
-        tasks.spawn(async move {
-            let mut jar = c.jar;
-            let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, RECONNECTS).await;
-            (c.id, welcomes, ws)
-        });
-    }
-    let mut sockets: HashMap<usize, Ws> = HashMap::new();
-    let (mut sticky, mut total) = (0u32, 0usize);
-    let mut misrouted = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (id, welcomes, ws) = joined.expect("reconnect task panicked");
-        let c = &clients[id];
-        for w in welcomes {
-            total += 1;
-            if w.node == c.node && w.session == c.session && w.affinity == "kept" {
-                sticky += 1;
-            } else {
-                misrouted.push((id, c.node.clone(), c.session.clone(), w));
-            }
-        }
-        sockets.insert(id, ws);
-    }
-    let percent = 100.0 * f64::from(sticky) / f64::from(u32::try_from(total).expect("small"));
-    lb::report(&format!(
-        "stickiness: {sticky}/{total} reconnects on the same node with `kept` = {percent:.1}%"
-    ));
-    assert!(
-        misrouted.is_empty(),
-        "{} reconnects left their node or session, the first ones (client, node, session, welcome): {:#?}",
-        misrouted.len(),
-        &misrouted[..misrouted.len().min(5)]
-    );
+    let mut sockets = talk::reconnect_all_kept(&url, &clients, RECONNECTS).await;
 
     // 3. One client of each node goes away (its socket closed) and sleeps
     //    through the deploy (step 7). The others send numbered messages, and

@@ -78,32 +78,18 @@ async fn scenario(cluster: &mut NginxCluster) {
 
     // 2. The tag routes every reconnect, the first one included, to the
     //    issuing node.
-    let mut sockets = Vec::with_capacity(CLIENTS);
-    let mut wrong = Vec::new();
-    for c in &clients {
-        let mut jar = c.jar.clone();
-        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, RECONNECTS).await;
-        for (round, w) in welcomes.iter().enumerate() {
-            if (w.affinity.as_str(), &w.node, &w.session) != ("kept", &c.node, &c.session) {
-                wrong.push((c.id, round + 1, c.node.clone(), w.clone()));
-            }
-        }
-        sockets.push(ws);
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} reconnects left the issuing node, the first ones \
-         (client, reconnect, issuing node, welcome): {:#?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(5)]
-    );
-    lb::report(&format!(
-        "{} reconnects, every one `kept` on the issuing node from the first",
-        CLIENTS * RECONNECTS
-    ));
+    let mut sockets = talk::reconnect_all_kept(&url, &clients, RECONNECTS).await;
 
     // 3. Numbered messages on every socket, then drain the busiest node.
-    let talking = clients.iter().cloned().zip(sockets).collect();
+    let talking = clients
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                sockets.remove(&c.id).expect("a socket per client"),
+            )
+        })
+        .collect();
     let exit_timeout = OPTIONS.drain_timeout * 2;
     let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
     let drained = drain.node.clone();

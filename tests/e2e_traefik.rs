@@ -36,9 +36,8 @@ mod traefik;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lb::{Cluster, CookieJar, NodeOptions, Ws};
+use lb::{Cluster, CookieJar, NodeOptions};
 use talk::{Client, Talk};
-use tokio::task::JoinSet;
 use traefik::TraefikCluster;
 
 /// Traefik's cookie, named in `deploy/traefik-routes.yml`.
@@ -115,39 +114,7 @@ async fn scenario(cluster: &mut TraefikCluster) {
     }
 
     // 2. Every reconnect with the cookies lands on the same node, same session.
-    let mut tasks = JoinSet::new();
-    for c in clients.clone() {
-        let url = url.clone();
-        tasks.spawn(async move {
-            let mut jar = c.jar;
-            let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, RECONNECTS).await;
-            (c.id, welcomes, ws)
-        });
-    }
-    let mut sockets: HashMap<usize, Ws> = HashMap::new();
-    let mut misrouted = Vec::new();
-    let mut total = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (id, welcomes, ws) = joined.expect("reconnect task panicked");
-        let c = &clients[id];
-        for w in welcomes {
-            total += 1;
-            if (w.affinity.as_str(), &w.node, &w.session) != ("kept", &c.node, &c.session) {
-                misrouted.push((id, c.node.clone(), w));
-            }
-        }
-        sockets.insert(id, ws);
-    }
-    assert!(
-        misrouted.is_empty(),
-        "{} of {total} reconnects left their node or session, the first ones \
-         (client, node, welcome): {:#?}",
-        misrouted.len(),
-        &misrouted[..misrouted.len().min(5)]
-    );
-    lb::report(&format!(
-        "stickiness: {total}/{total} reconnects `kept` on their node"
-    ));
+    let mut sockets = talk::reconnect_all_kept(&url, &clients, RECONNECTS).await;
 
     // 3. One client of each node goes away (its socket closed) and sleeps
     //    through the deploy (step 5). The others send numbered messages, and

@@ -156,6 +156,52 @@ pub async fn reconnect(
     (welcomes, open.expect("at least one connection"))
 }
 
+/// Reconnects every client `times` times in a row with its cookies (the
+/// clients at the same time), and checks that every welcome is `kept` on the
+/// client's node with its session: reports how many were, then panics on
+/// the first ones that were not. Returns each client's last socket, open, by
+/// client id.
+pub async fn reconnect_all_kept(url: &str, clients: &[Client], times: usize) -> HashMap<usize, Ws> {
+    let mut tasks = JoinSet::new();
+    for c in clients.iter().cloned() {
+        let url = url.to_owned();
+        tasks.spawn(async move {
+            let mut jar = c.jar;
+            let (welcomes, ws) = reconnect(&url, c.id, &mut jar, times).await;
+            (c.id, welcomes, ws)
+        });
+    }
+    let mut sockets = HashMap::with_capacity(clients.len());
+    let (mut total, mut wrong) = (0, Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        let (id, welcomes, ws) = joined.expect("reconnect task panicked");
+        let c = clients
+            .iter()
+            .find(|c| c.id == id)
+            .expect("a client of the list");
+        for (round, w) in welcomes.into_iter().enumerate() {
+            total += 1;
+            if (w.affinity.as_str(), &w.node, &w.session) != ("kept", &c.node, &c.session) {
+                wrong.push((id, round + 1, c.node.clone(), w));
+            }
+        }
+        sockets.insert(id, ws);
+    }
+    wrong.sort_by_key(|(id, round, _, _)| (*id, *round));
+    lb::report(&format!(
+        "stickiness: {}/{total} reconnects `kept` on their node with their session",
+        total - wrong.len()
+    ));
+    assert!(
+        wrong.is_empty(),
+        "{} of {total} reconnects left their node or session, the first ones \
+         (client, reconnect, node, welcome): {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    sockets
+}
+
 /// How many of `clients` (id, node) are on each of the nodes named `nodes`.
 pub fn count_per_node<'a>(
     nodes: [&'static str; 3],
