@@ -59,9 +59,10 @@ fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
     let browser = Chromium::start(&chromium);
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let (first, value) = reconnect_once(&mut cdp, cluster.frontend).await;
+        let (first, cookie) = reconnect_once(&mut cdp, cluster.frontend).await;
+        let value = cookie["value"].as_str().expect("cookie value");
         // HAProxy learned that value from the 101, for the node that set it.
-        let stuck = cluster.stuck_node(&value).expect("HAProxy admin socket");
+        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
         assert_eq!(
             stuck,
             Some(first.node.as_str()),
@@ -89,13 +90,10 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
     let browser = Chromium::start(&chromium);
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let (first, _) = reconnect_once(&mut cdp, cluster.traefik.frontend).await;
-        let cookies = cdp.cookies().await.expect("Storage.getCookies");
-        let session_cookie = cookies.iter().find(|c| c["name"] == lb::COOKIE_NAME);
+        let (first, cookie) = reconnect_once(&mut cdp, cluster.traefik.frontend).await;
         assert_eq!(
-            session_cookie.map(|c| &c["secure"]),
-            Some(&Value::Bool(true)),
-            "the layer's cookie, Secure by default: {cookies:?}"
+            cookie["secure"], true,
+            "the layer's cookie, Secure by default: {cookie}"
         );
         // Traefik balances the page, its favicon and the sockets round-robin
         // over three nodes: one reconnect may land on the same node by
@@ -110,11 +108,7 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
                 );
             }
         }
-        let cookies = cdp.cookies().await.expect("Storage.getCookies");
-        let node_cookie = cookies
-            .iter()
-            .find(|c| c["name"] == "WS_NODE")
-            .unwrap_or_else(|| panic!("no WS_NODE cookie in the browser: {cookies:?}"));
+        let node_cookie = stored_cookie(&mut cdp, "WS_NODE").await;
         lb::report(&format!("browser: stored Traefik's cookie {node_cookie}"));
         for (attribute, expected) in [("secure", true), ("httpOnly", true)] {
             assert_eq!(
@@ -144,8 +138,8 @@ fn run(started: Instant, scenario: impl std::future::Future<Output = ()>) {
 /// reconnects once and reports both welcomes. Checks that the first is
 /// `issued` and the second `kept` on the same node with the same session,
 /// and that the browser holds the layer's cookie, `HttpOnly`, hidden from
-/// the page. Returns the first welcome and the cookie's value.
-async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, String) {
+/// the page. Returns the first welcome and the cookie, with its attributes.
+async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, Value) {
     let (page, first, second) = load_auto_page(cdp, frontend).await;
     assert_eq!(first.affinity, "issued", "fresh profile: {first:?}");
     assert_eq!(
@@ -156,11 +150,7 @@ async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, String
 
     // The browser holds the cookie from the 101, HttpOnly: the page's script
     // cannot read it.
-    let cookies = cdp.cookies().await.expect("Storage.getCookies");
-    let cookie = cookies
-        .iter()
-        .find(|c| c["name"] == lb::COOKIE_NAME)
-        .unwrap_or_else(|| panic!("no {} cookie in the browser: {cookies:?}", lb::COOKIE_NAME));
+    let cookie = stored_cookie(cdp, lb::COOKIE_NAME).await;
     lb::report(&format!("browser: stored cookie {cookie}"));
     let value = cookie["value"].as_str().expect("cookie value");
     assert!(
@@ -179,7 +169,18 @@ async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, String
         !visible.contains(lb::COOKIE_NAME),
         "HttpOnly cookie visible to the page: {visible:?}"
     );
-    (first, value.to_owned())
+    (first, cookie)
+}
+
+/// The cookie named `name` that the browser holds, with its attributes;
+/// panics, listing the cookies it holds, when there is none.
+async fn stored_cookie(cdp: &mut Cdp, name: &str) -> Value {
+    let cookies = cdp.cookies().await.expect("Storage.getCookies");
+    cookies
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} cookie in the browser: {cookies:?}"))
 }
 
 /// Opens the demo page from `frontend` with `/?auto=1` in a new tab, waits
