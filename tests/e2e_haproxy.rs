@@ -162,19 +162,18 @@ async fn scenario(cluster: &mut Cluster) {
     //    cookie names the node's server, and the stick table has the cookie),
     //    and that node (a new process with the same node id) keeps the
     //    session: nothing moved for a client that was not connected.
-    for c in &away {
-        let mut jar = c.jar.clone();
-        let (ws, w) = lb::connect(&url, &mut jar)
-            .await
-            .unwrap_or_else(|e| panic!("client {} back after the deploy: {e:?}", c.id));
-        lb::close(ws).await;
-        assert_eq!(
-            (w.affinity.as_str(), &w.node, &w.session),
-            ("kept", &c.node, &c.session),
-            "client {}, away during the deploy of {drained}",
-            c.id
-        );
-    }
+    // `clients` is in id order, from 0: jars by client id.
+    let mut client_jars: Vec<CookieJar> = clients.iter().map(|c| c.jar.clone()).collect();
+    let wrong = talk::reconnect_all(&url, &away, &mut client_jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session)
+            == ("kept", &clients[id].node, &clients[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "clients away during the deploy of {drained} did not come back `kept` on their \
+         node (client, welcome): {wrong:#?}"
+    );
     lb::report(&format!(
         "{} clients away during the deploy came back `kept` on their node ({drained} included)",
         away.len()
