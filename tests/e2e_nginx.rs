@@ -237,7 +237,7 @@ async fn scenario(cluster: &mut NginxCluster) {
     let fail_timeout = nginx::fail_timeout(CONFIG);
     let port = cluster.nodes[drain.index].addr.port();
     let listen = format!("127.0.0.1:{port}");
-    talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    lb::wait_until_bindable(&listen, Duration::from_secs(10)).await;
     cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();
     lb::report(&format!("{drained} restarted on {listen}"));

@@ -152,7 +152,7 @@ async fn scenario(cluster: &mut NginxCluster) {
     // 4. The node comes back on its address. Values tagged with it reach it
     //    once nginx tries it again; the moved sessions stay where they are.
     let listen = format!("127.0.0.1:{}", cluster.nodes[drain.index].addr.port());
-    talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    lb::wait_until_bindable(&listen, Duration::from_secs(10)).await;
     cluster.nodes[drain.index] =
         lb::start_named_node(&drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();

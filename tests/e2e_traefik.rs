@@ -202,7 +202,7 @@ async fn scenario(cluster: &mut TraefikCluster) {
     //    to their node, which keeps their session.
     let port = cluster.nodes[drain.index].addr.port();
     let listen = format!("127.0.0.1:{port}");
-    talk::wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    lb::wait_until_bindable(&listen, Duration::from_secs(10)).await;
     cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
     let back_at = Instant::now();
     // Traefik takes the node back at its first passing health check.
@@ -240,7 +240,7 @@ async fn scenario(cluster: &mut TraefikCluster) {
     ));
 
     // 6. A restart of Traefik loses nothing: its cookie names the server.
-    cluster.restart_traefik();
+    cluster.restart_traefik().await;
     let all: Vec<Client> = clients.iter().chain(&fresh).cloned().collect();
     let mut all_jars = jars.clone();
     all_jars.extend(fresh.iter().map(|c| c.jar.clone()));

@@ -913,3 +913,25 @@ pub fn wait_proxy_ready(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits, at most `timeout`, until `addr` can be bound, so that restarting a
+/// node (or a balancer) on the port its old process left does not fail on a
+/// socket that briefly holds the port (an outgoing connection given it as its
+/// ephemeral port). Listening sockets set `SO_REUSEADDR`, so the old process's
+/// `TIME_WAIT` connections do not count. Not bindable by then: panics, saying
+/// why, before the restart is tried.
+pub async fn wait_until_bindable(addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
+            }
+            Err(e) => {
+                report(&format!("{addr} not bindable yet ({e}); waiting"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -624,28 +624,6 @@ async fn move_on(
     Ok(new_ws)
 }
 
-/// Waits, at most `timeout`, until `addr` can be bound, so that restarting a
-/// node on the port its old process left does not fail on a socket that
-/// briefly holds the port (an outgoing connection given it as its ephemeral
-/// port). Listening sockets set `SO_REUSEADDR`, so the old process's
-/// `TIME_WAIT` connections do not count. Not bindable by then: panics, saying
-/// why, before the restart is tried.
-pub async fn wait_until_bindable(addr: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(_) => return,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
-            }
-            Err(e) => {
-                lb::report(&format!("{addr} not bindable yet ({e}); waiting"));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
 /// Closes the socket of the first client of each node (in
 /// [`Cluster::NODES`] order), as if it went away; returns those clients, and
 /// the others of `clients` with their sockets, taken from `sockets`, ready

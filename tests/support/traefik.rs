@@ -153,10 +153,11 @@ impl TraefikCluster {
 
     /// Stops Traefik and starts a new one on the same port, with the same
     /// files: nothing of the old process's state is kept.
-    pub fn restart_traefik(&mut self) {
+    pub async fn restart_traefik(&mut self) {
         let port = self.traefik.frontend.port();
         self.traefik.stop();
-        wait_until_bindable(self.traefik.frontend, Duration::from_secs(10));
+        let frontend = self.traefik.frontend.to_string();
+        crate::lb::wait_until_bindable(&frontend, Duration::from_secs(10)).await;
         let mut traefik = Traefik::start(&self.bin, port, crate::lb::ports(&self.nodes));
         traefik.wait_ready(Duration::from_secs(30));
         self.traefik = traefik;
@@ -265,22 +266,6 @@ impl Drop for Traefik {
         self.stop();
         if std::thread::panicking() {
             report_tail("traefik's output", &self.log.lines());
-        }
-    }
-}
-
-/// Waits, at most `timeout`, until `addr` can be bound again: a new Traefik
-/// on the old one's port must not fail on a connection that briefly holds
-/// it as its ephemeral port. Panics, saying why, when it cannot.
-fn wait_until_bindable(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(_) => return,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{addr} still cannot be bound after {timeout:?}: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }
