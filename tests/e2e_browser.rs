@@ -1,12 +1,14 @@
 //! End to end with a real browser: headless Chromium loads the example's demo
 //! page through a balancer in front of three nodes, HAProxy
-//! (`deploy/haproxy.cfg`) in one test and Traefik (`deploy/traefik.yml`) in
-//! the other. The page opens a WebSocket, reconnects once, and reports both
+//! (`deploy/haproxy.cfg`) in two tests and Traefik (`deploy/traefik.yml`) in
+//! the third. The page opens a WebSocket, reconnects once, and reports both
 //! welcomes.
 //!
 //! Through HAProxy, a `kept` second welcome on the same node with the same
 //! session proves that the browser stored the cookie set on the `101`, sent
-//! it back, and that HAProxy routed the reconnect by it. Traefik routes by
+//! it back, and that HAProxy routed the reconnect by it. The second HAProxy
+//! test does the same over HTTPS with HTTP/2 offered, where the browser's
+//! WebSockets are extended CONNECTs answered `200`. Traefik routes by
 //! its own cookie, `WS_NODE`; there the nodes keep their default `Secure`
 //! cookie, so both cookies are `Secure`, and Chromium must keep and return
 //! them over plain HTTP to 127.0.0.1, which it treats as secure. Since
@@ -26,7 +28,6 @@ mod support;
 #[path = "support/traefik.rs"]
 mod traefik;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
@@ -59,15 +60,45 @@ fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
     let browser = Chromium::start(&chromium);
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let (first, cookie) = reconnect_once(&mut cdp, cluster.frontend).await;
-        let value = cookie["value"].as_str().expect("cookie value");
-        // HAProxy learned that value from the 101, for the node that set it.
-        let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
-        assert_eq!(
-            stuck,
-            Some(first.node.as_str()),
-            "HAProxy's stick table for {value:?}"
-        );
+        let origin = format!("http://{}", cluster.frontend);
+        reconnect_once_through_haproxy(&mut cdp, &cluster, &origin).await;
+        cdp.close_browser().await;
+    });
+}
+
+/// Over HTTPS, with HTTP/2 offered, as in production: HAProxy's TLS frontend
+/// offers ALPN `h2,http/1.1` and allows extended CONNECT, so Chromium opens
+/// the page's WebSockets over its HTTP/2 connection (RFC 8441), gets the
+/// cookie on a `200`, and HAProxy forwards them to the nodes as HTTP/1.1
+/// upgrades. That frontend refuses WebSockets over HTTP/1.1 (see
+/// [`Cluster::start_with_tls`]), so a page that connects proves they were not.
+#[test]
+fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
+    let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
+    let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser (HTTP/2)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = lb::TempDir::new("tls");
+    let pem = dir.path().join("site.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    // HAProxy's `crt` takes the certificate and its key in one file.
+    let pem_text = cert.cert.pem() + &cert.signing_key.serialize_pem();
+    std::fs::write(&pem, pem_text).expect("write the certificate");
+    // The nodes' default, a Secure cookie, as in production behind TLS.
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::HAPROXY
+    };
+    let cluster = Cluster::start_with_tls(&haproxy, options, &pem);
+    let tls = cluster.tls_frontend.expect("a TLS frontend");
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        let origin = format!("https://{tls}");
+        let cookie = reconnect_once_through_haproxy(&mut cdp, &cluster, &origin).await;
+        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
         cdp.close_browser().await;
     });
 }
@@ -90,7 +121,8 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
     let browser = Chromium::start(&chromium);
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let (first, cookie) = reconnect_once(&mut cdp, cluster.traefik.frontend).await;
+        let origin = format!("http://{}", cluster.traefik.frontend);
+        let (first, cookie) = reconnect_once(&mut cdp, &origin).await;
         assert_eq!(
             cookie["secure"], true,
             "the layer's cookie, Secure by default: {cookie}"
@@ -99,7 +131,7 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
         // over three nodes: one reconnect may land on the same node by
         // chance, a few page loads in a row (two sockets each) do not.
         for load in 1..=PAGE_RELOADS {
-            let (_, a, b) = load_auto_page(&mut cdp, cluster.traefik.frontend).await;
+            let (_, a, b) = load_auto_page(&mut cdp, &origin).await;
             for w in [&a, &b] {
                 assert_eq!(
                     (w.affinity.as_str(), &w.node, &w.session),
@@ -134,13 +166,13 @@ fn run(started: Instant, scenario: impl std::future::Future<Output = ()>) {
     ));
 }
 
-/// Loads the demo page from `frontend` with `/?auto=1`, which connects,
+/// Loads the demo page from `origin` (`http://HOST:PORT`) with `/?auto=1`, which connects,
 /// reconnects once and reports both welcomes. Checks that the first is
 /// `issued` and the second `kept` on the same node with the same session,
 /// and that the browser holds the layer's cookie, `HttpOnly`, hidden from
 /// the page. Returns the first welcome and the cookie, with its attributes.
-async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, Value) {
-    let (page, first, second) = load_auto_page(cdp, frontend).await;
+async fn reconnect_once(cdp: &mut Cdp, origin: &str) -> (Welcome, Value) {
+    let (page, first, second) = load_auto_page(cdp, origin).await;
     assert_eq!(first.affinity, "issued", "fresh profile: {first:?}");
     assert_eq!(
         (second.affinity.as_str(), &second.node, &second.session),
@@ -172,6 +204,21 @@ async fn reconnect_once(cdp: &mut Cdp, frontend: SocketAddr) -> (Welcome, Value)
     (first, cookie)
 }
 
+/// [`reconnect_once`] through HAProxy, which must have learned the cookie
+/// from the node's `101` (over HTTP/2, HAProxy turns it into the browser's
+/// `200`) for the node that set it. Returns the cookie.
+async fn reconnect_once_through_haproxy(cdp: &mut Cdp, cluster: &Cluster, origin: &str) -> Value {
+    let (first, cookie) = reconnect_once(cdp, origin).await;
+    let value = cookie["value"].as_str().expect("cookie value");
+    let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
+    assert_eq!(
+        stuck,
+        Some(first.node.as_str()),
+        "HAProxy's stick table for {value:?}"
+    );
+    cookie
+}
+
 /// The cookie named `name` that the browser holds, with its attributes;
 /// panics, listing the cookies it holds, when there is none.
 async fn stored_cookie(cdp: &mut Cdp, name: &str) -> Value {
@@ -183,12 +230,12 @@ async fn stored_cookie(cdp: &mut Cdp, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no {name} cookie in the browser: {cookies:?}"))
 }
 
-/// Opens the demo page from `frontend` with `/?auto=1` in a new tab, waits
+/// Opens the demo page from `origin` (`http://HOST:PORT`) with `/?auto=1` in a new tab, waits
 /// until it has connected and reconnected once, and returns the tab's
 /// session and both welcomes. The tab stays open, and its second socket
 /// with it, until the browser closes.
-async fn load_auto_page(cdp: &mut Cdp, frontend: SocketAddr) -> (String, Welcome, Welcome) {
-    let url = format!("http://{frontend}/?auto=1");
+async fn load_auto_page(cdp: &mut Cdp, origin: &str) -> (String, Welcome, Welcome) {
+    let url = format!("{origin}/?auto=1");
     let page = cdp.open(&url).await.expect("open the demo page");
 
     // The page sets its title to `done` (or `error`) when it has both welcomes.

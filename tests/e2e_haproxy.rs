@@ -3,7 +3,8 @@
 //! which routes by the node tag in the affinity cookie and also learns the
 //! cookie from the `101` and sticks on it. One node is drained (its clients
 //! move) and then comes back, as in a rolling deploy; clients that were not
-//! connected meanwhile come back to their node.
+//! connected meanwhile come back to their node. The scenario runs twice, with
+//! clients over HTTP/1.1 and over HTTP/2 (extended CONNECT, RFC 8441).
 //!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
 //! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
@@ -16,6 +17,7 @@ mod support;
 #[path = "support/talk.rs"]
 mod talk;
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use lb::{Cluster, CookieJar, NodeOptions};
@@ -40,20 +42,37 @@ const OPTIONS: NodeOptions = NodeOptions::HAPROXY;
 
 #[test]
 fn haproxy_keeps_sessions_on_their_node_and_moves_them_on_drain() {
+    run_over_haproxy("HTTP/1.1", Cluster::ws_url);
+}
+
+/// The same over HTTP/2: each client opens its WebSocket with an extended
+/// CONNECT (RFC 8441) to HAProxy, as a browser does once HAProxy's `alpn`
+/// offers `h2`. HAProxy forwards it to the nodes as an HTTP/1.1 upgrade,
+/// learns the cookie from the node's `101` as over HTTP/1.1, and answers the
+/// client `200` with the node's `Set-Cookie`.
+#[test]
+fn haproxy_keeps_sessions_on_their_node_and_moves_them_on_drain_over_http2() {
+    run_over_haproxy("HTTP/2", Cluster::h2_url);
+}
+
+/// Starts a cluster and runs the scenario with clients of `url`, one such
+/// test at a time: the scenario's timings need the machine's two cores.
+fn run_over_haproxy(protocol: &str, url: fn(&Cluster) -> String) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy", [lb::Tool::HaProxy]) else {
         return;
     };
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let started = Instant::now();
     let mut cluster = Cluster::start(&haproxy, OPTIONS);
-    let what = "3 nodes + haproxy";
-    talk::run("haproxy", what, started, scenario(&mut cluster));
+    let url = url(&cluster);
+    let what = format!("3 nodes + haproxy, clients over {protocol}");
+    talk::run("haproxy", &what, started, scenario(&mut cluster, &url));
 }
 
-async fn scenario(cluster: &mut Cluster) {
-    let url = cluster.ws_url();
-
+async fn scenario(cluster: &mut Cluster, url: &str) {
     // 1. Fresh clients spread over the nodes and get a session each.
-    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
+    let (clients, per_node) = talk::fresh_clients(url, Cluster::NODES, CLIENTS).await;
     assert!(
         per_node.values().all(|n| *n > 0),
         "fresh clients did not reach every node: {per_node:?}"
@@ -73,14 +92,14 @@ async fn scenario(cluster: &mut Cluster) {
     }
 
     // 2. Every reconnect with the cookie lands on the same node, same session.
-    let mut sockets = talk::reconnect_all_kept(&url, &clients, RECONNECTS).await;
+    let mut sockets = talk::reconnect_all_kept(url, &clients, RECONNECTS).await;
 
     // 3. One client of each node goes away (its socket closed) and sleeps
     //    through the deploy (step 7). The others send numbered messages, and
     //    the busiest node is drained.
     let (away, talking) = talk::one_away_per_node(&clients, &mut sockets).await;
     let exit_timeout = OPTIONS.drain_timeout * 2;
-    let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
+    let drain = talk::drain_busiest(url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
     let (drained, migrated, drained_clients) = (&drain.node, drain.moved, drain.clients_on_node);
     let failures = &drain.failures;
     assert!(failures.is_empty(), "clients failed: {failures:#?}");
@@ -125,7 +144,7 @@ async fn scenario(cluster: &mut Cluster) {
 
     // 5. HAProxy re-learned the moved sessions from the new 101: they now
     //    stick to their new node, as `kept`.
-    moved_sessions_stay(cluster, &url, reports, &clients, "after the move").await;
+    moved_sessions_stay(cluster, url, reports, &clients, "after the move").await;
 
     // 6. The deploy brings the drained node back: a new process, on a new
     //    port as a new container would get, which HAProxy's health check
@@ -136,15 +155,15 @@ async fn scenario(cluster: &mut Cluster) {
     lb::report(&format!(
         "{drained} is back, on port {port}, and UP in HAProxy"
     ));
-    moved_sessions_stay(cluster, &url, reports, &clients, "once it is back").await;
-    let (fresh, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
+    moved_sessions_stay(cluster, url, reports, &clients, "once it is back").await;
+    let (fresh, per_node) = talk::fresh_clients(url, Cluster::NODES, CLIENTS).await;
     assert!(
         per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
         "no fresh client reached {drained} once it was back: {per_node:?}"
     );
     // `fresh` is in id order, from 0: jars by client id.
     let mut jars: Vec<CookieJar> = fresh.iter().map(|c| c.jar.clone()).collect();
-    let wrong = talk::reconnect_all(&url, &fresh, &mut jars, |id, w| {
+    let wrong = talk::reconnect_all(url, &fresh, &mut jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session) == ("kept", &fresh[id].node, &fresh[id].session)
     })
     .await;
@@ -164,7 +183,7 @@ async fn scenario(cluster: &mut Cluster) {
     //    session: nothing moved for a client that was not connected.
     // `clients` is in id order, from 0: jars by client id.
     let mut client_jars: Vec<CookieJar> = clients.iter().map(|c| c.jar.clone()).collect();
-    let wrong = talk::reconnect_all(&url, &away, &mut client_jars, |id, w| {
+    let wrong = talk::reconnect_all(url, &away, &mut client_jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session)
             == ("kept", &clients[id].node, &clients[id].session)
     })

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::lb::{report_tail, OutputLog, TempDir, Ws};
+use crate::lb::{report_tail, OutputLog, TempDir};
 
 /// A headless Chromium with a fresh profile. Its whole process group is
 /// killed on drop (the browser forks renderer and utility processes).
@@ -132,7 +134,7 @@ impl Drop for Chromium {
 /// A DevTools protocol connection to the browser endpoint. Commands for a
 /// page go through its flat session id.
 pub struct Cdp {
-    ws: Ws,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
 }
 

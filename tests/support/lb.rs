@@ -22,18 +22,21 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::support::Server;
 
@@ -245,30 +248,34 @@ pub struct HaProxy {
     child: Child,
     log: OutputLog,
     stats_socket: PathBuf,
+    /// The frontends the test added (see [`HaProxy::start`]).
+    frontends: String,
     _dir: TempDir,
 }
 
 impl HaProxy {
-    /// Runs `bin -f deploy/haproxy.cfg -f <stats.cfg> -db` with the port
+    /// Runs `bin -f deploy/haproxy.cfg -f <tests.cfg> -db` with the port
     /// placeholders of the deploy file set in the environment.
     ///
-    /// The second file only adds an admin socket in a temp dir, so the test
-    /// can read HAProxy's own view (server states, the stick table) instead of
-    /// guessing it from the outside. Everything else is the deploy file as is.
-    pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3]) -> HaProxy {
+    /// The second file adds an admin socket in a temp dir, so the test can
+    /// read HAProxy's own view (server states, the stick table) instead of
+    /// guessing it from the outside, and then `frontends`: more frontends
+    /// onto the deploy file's backend (see [`Cluster`]). Everything else is
+    /// the deploy file as is.
+    pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3], frontends: &str) -> HaProxy {
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
         assert!(cfg.is_file(), "{} is missing", cfg.display());
         let dir = TempDir::new("haproxy");
         let stats_socket = dir.path().join("admin.sock");
-        let extra = dir.path().join("stats.cfg");
+        let extra = dir.path().join("tests.cfg");
         std::fs::write(
             &extra,
             format!(
-                "# Added by the end-to-end tests.\nglobal\n    stats socket {} mode 600 level admin\n",
+                "# Added by the end-to-end tests.\nglobal\n    stats socket {} mode 600 level admin\n{frontends}",
                 stats_socket.display()
             ),
         )
-        .expect("write stats.cfg");
+        .expect("write tests.cfg");
         let mut child = Command::new(bin)
             .arg("-f")
             .arg(&cfg)
@@ -292,6 +299,7 @@ impl HaProxy {
             child,
             log,
             stats_socket,
+            frontends: frontends.to_owned(),
             _dir: dir,
         }
     }
@@ -536,6 +544,14 @@ pub fn start_nodes(names: [&str; 3], options: NodeOptions, log: &OutputLog) -> V
 
 /// Three example-server nodes behind HAProxy, at its servers `n1`, `n2` and
 /// `n3` ([`Cluster::NODES`]).
+///
+/// The deploy file's frontend serves HTTP/1.1, and cleartext HTTP/2 to
+/// clients that open with HTTP/2's preface ([`Cluster::h2_url`]). When the
+/// test asks ([`Cluster::start_with_tls`]), HAProxy also gets a second
+/// frontend onto the same backend, TLS with ALPN `h2,http/1.1` as the deploy
+/// file's comment advises. Clients over HTTP/2 open their WebSockets with
+/// extended CONNECT (RFC 8441), which HAProxy turns into HTTP/1.1 upgrades to
+/// the nodes.
 pub struct Cluster {
     /// `nodes[i]` runs with `--node names[i]`, at HAProxy's server
     /// `Cluster::NODES[i]`.
@@ -544,8 +560,10 @@ pub struct Cluster {
     /// others ([`Cluster::start_named`]).
     pub names: [&'static str; 3],
     pub haproxy: HaProxy,
-    /// HAProxy's frontend on 127.0.0.1.
+    /// HAProxy's frontend on 127.0.0.1, the deploy file's.
     pub frontend: SocketAddr,
+    /// HAProxy's TLS frontend, if the test asked for one.
+    pub tls_frontend: Option<SocketAddr>,
     pub options: NodeOptions,
     /// The nodes' stderr, interleaved (each line starts with `[nX]`).
     pub node_log: OutputLog,
@@ -560,22 +578,52 @@ impl Cluster {
     /// servers, as `deploy/haproxy.cfg` asks, then HAProxy, and waits until
     /// its health checks see every node up.
     pub fn start(haproxy: &Path, options: NodeOptions) -> Cluster {
-        Self::start_named(haproxy, options, Self::NODES)
+        Self::start_full(haproxy, options, Self::NODES, None)
     }
 
     /// Like [`Cluster::start`], with the nodes named `names` instead (a name
     /// that is not a server's leaves the routing to HAProxy's stick table).
     pub fn start_named(haproxy: &Path, options: NodeOptions, names: [&'static str; 3]) -> Cluster {
+        Self::start_full(haproxy, options, names, None)
+    }
+
+    /// Like [`Cluster::start`], and HAProxy also serves TLS with the
+    /// certificate and key in `pem` (one file, as HAProxy's `crt` takes
+    /// them), at [`Cluster::tls_frontend`]. That frontend answers `403` to
+    /// a request for `/ws` that is not HTTP/2, so that a browser's WebSocket
+    /// that opens through it is known to be an extended CONNECT.
+    pub fn start_with_tls(haproxy: &Path, options: NodeOptions, pem: &Path) -> Cluster {
+        Self::start_full(haproxy, options, Self::NODES, Some(pem))
+    }
+
+    fn start_full(
+        haproxy: &Path,
+        options: NodeOptions,
+        names: [&'static str; 3],
+        pem: Option<&Path>,
+    ) -> Cluster {
         let node_log = OutputLog::default();
         let nodes = start_nodes(names, options, &node_log);
-        let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports(&nodes));
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let frontend = local(free_port());
+        let tls_frontend = pem.map(|pem| (local(free_port()), pem));
+        let frontends = tls_frontend.map_or_else(String::new, |(addr, pem)| {
+            format!(
+                "\nfrontend ws_in_tls\n    bind \"{addr}\" ssl crt \"{}\" alpn h2,http/1.1\n    \
+                 http-request deny deny_status 403 if {{ path /ws }} !{{ req.ver 2.0 }}\n    \
+                 default_backend ws_nodes\n",
+                pem.display()
+            )
+        });
+        let tls_frontend = tls_frontend.map(|(addr, _)| addr);
+        let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports(&nodes), &frontends);
         haproxy.wait_ready(frontend, nodes.len(), Duration::from_secs(20));
         Cluster {
             nodes,
             names,
             haproxy,
             frontend,
+            tls_frontend,
             options,
             node_log,
         }
@@ -619,7 +667,8 @@ impl Cluster {
         // The old process must be gone before the new one binds the frontend.
         self.haproxy.stop();
         let bin = self.haproxy.bin.clone();
-        self.haproxy = HaProxy::start(&bin, self.frontend.port(), ports(&self.nodes));
+        let frontends = std::mem::take(&mut self.haproxy.frontends);
+        self.haproxy = HaProxy::start(&bin, self.frontend.port(), ports(&self.nodes), &frontends);
         self.haproxy
             .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
     }
@@ -654,6 +703,13 @@ impl Cluster {
     /// The frontend's `ws://127.0.0.1:PORT/ws`.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.frontend)
+    }
+
+    /// The frontend's `h2c://127.0.0.1:PORT/ws`: WebSockets over cleartext
+    /// HTTP/2 (see [`connect`]). HAProxy tells an HTTP/2 client by its
+    /// preface on the same port.
+    pub fn h2_url(&self) -> String {
+        format!("h2c://{}/ws", self.frontend)
     }
 }
 
@@ -751,7 +807,16 @@ impl CookieJar {
     }
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+/// A client's WebSocket, over HTTP/1.1 or over an HTTP/2 stream ([`connect`]).
+pub type Ws = WebSocketStream<Io>;
+
+/// The transport under a [`Ws`]: a TCP connection, or one HTTP/2 stream.
+pub type Io = Box<dyn AsyncIo>;
+
+/// What a WebSocket needs of its transport.
+pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncIo for T {}
 
 /// Why a connection attempt did not give a socket.
 #[derive(Debug)]
@@ -764,40 +829,186 @@ pub enum ConnectError {
     Other(String),
 }
 
+/// Bound on each step of [`connect`].
+const CONNECT_STEP: Duration = Duration::from_secs(5);
+
 /// Opens `url` sending the jar's cookies, stores the `Set-Cookie`s of the
-/// `101` and reads the welcome. Bounded by 5 s per step.
+/// answer and reads the welcome. Bounded by 5 s per step.
+///
+/// `ws://HOST:PORT/PATH` is an HTTP/1.1 upgrade, answered `101`.
+/// `h2c://HOST:PORT/PATH` (this module's own scheme) is a WebSocket over
+/// HTTP/2 as a browser opens one (RFC 8441): a new cleartext HTTP/2
+/// connection, and on it an extended CONNECT with `:protocol websocket`,
+/// answered `200`.
 pub async fn connect(url: &str, jar: &mut CookieJar) -> Result<(Ws, Welcome), ConnectError> {
-    const STEP: Duration = Duration::from_secs(5);
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| ConnectError::Other(e.to_string()))?;
-    if let Some(cookie) = jar.header() {
-        request.headers_mut().insert(COOKIE, cookie);
-    }
-    let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
-    let (mut ws, response) = match tokio::time::timeout(STEP, connecting).await {
-        Err(_) => return Err(ConnectError::Other(format!("handshake took over {STEP:?}"))),
-        Ok(Err(WsError::Http(response))) => {
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok());
-            return Err(ConnectError::Refused {
-                status: response.status(),
-                retry_after,
-            });
-        }
-        Ok(Err(e)) => return Err(ConnectError::Other(e.to_string())),
-        Ok(Ok(pair)) => pair,
+    let answer = match url.strip_prefix("h2c://") {
+        Some(rest) => tokio::time::timeout(CONNECT_STEP, handshake_h2(rest, jar)).await,
+        None => tokio::time::timeout(CONNECT_STEP, handshake_h1(url, jar)).await,
     };
-    jar.store(response.headers());
-    let welcome = match tokio::time::timeout(STEP, next_text(&mut ws)).await {
-        Err(_) => Err(format!("no welcome within {STEP:?}")),
+    let mut ws = match answer {
+        Err(_) => {
+            return Err(ConnectError::Other(format!(
+                "handshake took over {CONNECT_STEP:?}"
+            )))
+        }
+        Ok(answer) => answer?,
+    };
+    let welcome = match tokio::time::timeout(CONNECT_STEP, next_text(&mut ws)).await {
+        Err(_) => Err(format!("no welcome within {CONNECT_STEP:?}")),
         Ok(Ok(text)) => Welcome::parse(&text),
         Ok(Err(e)) => Err(format!("before the welcome: {e:?}")),
     };
     welcome.map(|w| (ws, w)).map_err(ConnectError::Other)
+}
+
+/// The `Retry-After` of a refusal, in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// An HTTP/1.1 upgrade to `url` (`ws://`).
+async fn handshake_h1(url: &str, jar: &mut CookieJar) -> Result<Ws, ConnectError> {
+    let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
+    let mut request = url.into_client_request().map_err(|e| other(&e))?;
+    if let Some(cookie) = jar.header() {
+        request.headers_mut().insert(COOKIE, cookie);
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or_else(|| ConnectError::Other(format!("no host in {url}")))?
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .map_err(|e| other(&e))?;
+    tcp.set_nodelay(true).map_err(|e| other(&e))?;
+    let io: Io = Box::new(tcp);
+    match tokio_tungstenite::client_async_with_config(request, io, None).await {
+        Err(WsError::Http(response)) => Err(ConnectError::Refused {
+            status: response.status(),
+            retry_after: retry_after(response.headers()),
+        }),
+        Err(e) => Err(other(&e)),
+        Ok((ws, response)) => {
+            jar.store(response.headers());
+            Ok(ws)
+        }
+    }
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441) to `authority_path` (`HOST:PORT/PATH`),
+/// on a connection of its own.
+async fn handshake_h2(authority_path: &str, jar: &mut CookieJar) -> Result<Ws, ConnectError> {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::http::{Method, Request};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
+    let (authority, path) = authority_path
+        .split_once('/')
+        .map_or((authority_path, ""), |(a, p)| (a, p));
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| other(&e))?;
+    tcp.set_nodelay(true).map_err(|e| other(&e))?;
+    let (mut sender, mut conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .map_err(|e| other(&e))?;
+    let request = |method: Method, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}/{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| other(&e))
+    };
+    // A client may send an extended CONNECT only once the server's SETTINGS
+    // allowed it (browsers otherwise open an HTTP/1.1 connection for the
+    // WebSocket). They are the server's first frame, so any answer comes
+    // after them: ask for one, driving the connection here until it comes,
+    // then read the setting.
+    let health = sender.send_request(request(Method::GET, "ws-health")?);
+    tokio::select! {
+        answer = health => answer.map(drop).map_err(|e| other(&e))?,
+        ended = &mut conn => {
+            return Err(ConnectError::Other(format!("HTTP/2 connection ended: {ended:?}")));
+        }
+    }
+    if !conn.is_extended_connect_protocol_enabled() {
+        return Err(ConnectError::Other(
+            "the server's HTTP/2 SETTINGS do not enable extended CONNECT (RFC 8441)".into(),
+        ));
+    }
+    tokio::spawn(conn);
+    let mut connect = request(Method::CONNECT, path)?;
+    connect
+        .headers_mut()
+        .insert("sec-websocket-version", HeaderValue::from_static("13"));
+    if let Some(cookie) = jar.header() {
+        connect.headers_mut().insert(COOKIE, cookie);
+    }
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender
+        .send_request(connect)
+        .await
+        .map_err(|e| ConnectError::Other(format!("extended CONNECT: {e}")))?;
+    if response.status() != StatusCode::OK {
+        return Err(ConnectError::Refused {
+            status: response.status(),
+            retry_after: retry_after(response.headers()),
+        });
+    }
+    jar.store(response.headers());
+    let stream = hyper::upgrade::on(response)
+        .await
+        .map_err(|e| ConnectError::Other(format!("the HTTP/2 stream: {e}")))?;
+    // hyper starts shutting the connection down once its last request
+    // handle is dropped: the socket keeps one for as long as it lives.
+    let io: Io = Box::new(H2Stream {
+        io: TokioIo::new(stream),
+        _connection: sender,
+    });
+    Ok(WebSocketStream::from_raw_socket(io, Role::Client, None).await)
+}
+
+/// An HTTP/2 stream carrying a WebSocket, and a handle to its connection.
+struct H2Stream {
+    io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    _connection: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+}
+
+impl AsyncRead for H2Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for H2Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// What ended a wait for a text frame other than a text frame.
