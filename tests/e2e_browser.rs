@@ -28,11 +28,16 @@ mod support;
 #[path = "support/traefik.rs"]
 mod traefik;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
 use lb::{Cluster, NodeOptions, Welcome};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use traefik::TraefikCluster;
 
 /// Bound on the page's whole run (load, connect, reconnect).
@@ -86,6 +91,7 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
     // HAProxy's `crt` takes the certificate and its key in one file.
     let pem_text = cert.cert.pem() + &cert.signing_key.serialize_pem();
     std::fs::write(&pem, pem_text).expect("write the certificate");
+    let cert = cert.cert.der().clone();
     // The nodes' default, a Secure cookie, as in production behind TLS.
     let options = NodeOptions {
         secure_cookie: true,
@@ -95,12 +101,52 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
     let tls = cluster.tls_frontend.expect("a TLS frontend");
     let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
     run(started, async {
+        // The frontend's guard, without which an HTTP/1.1 WebSocket would
+        // pass this test too.
+        let status = tls_h1_upgrade_status(tls, cert).await;
+        assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         let origin = format!("https://{tls}");
         let cookie = reconnect_once_through_haproxy(&mut cdp, &cluster, &origin).await;
         assert_eq!(cookie["secure"], true, "Secure: {cookie}");
         cdp.close_browser().await;
     });
+}
+
+/// The status HAProxy answers to an HTTP/1.1 WebSocket handshake for `/ws`
+/// over TLS at `addr`, whose certificate is `cert`. Bounded by 5 s.
+async fn tls_h1_upgrade_status(addr: SocketAddr, cert: CertificateDer<'static>) -> u16 {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("trust the test's certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.expect("send");
+        // `HTTP/1.1 NNN`: 12 bytes.
+        let mut head = [0; 12];
+        tls.read_exact(&mut head).await.expect("status line");
+        let head = String::from_utf8_lossy(&head).into_owned();
+        head.strip_prefix("HTTP/1.1 ")
+            .and_then(|code| code.trim().parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {head:?}"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("HAProxy answered within 5 s")
 }
 
 #[test]
@@ -166,11 +212,11 @@ fn run(started: Instant, scenario: impl std::future::Future<Output = ()>) {
     ));
 }
 
-/// Loads the demo page from `origin` (`http://HOST:PORT`) with `/?auto=1`, which connects,
-/// reconnects once and reports both welcomes. Checks that the first is
-/// `issued` and the second `kept` on the same node with the same session,
-/// and that the browser holds the layer's cookie, `HttpOnly`, hidden from
-/// the page. Returns the first welcome and the cookie, with its attributes.
+/// Loads the demo page from `origin` (`http://HOST:PORT` or `https://`)
+/// with `/?auto=1`, which connects, reconnects once and reports both
+/// welcomes. Checks that the first is `issued` and the second `kept` on the
+/// same node with the same session, and that the browser holds the layer's
+/// cookie, `HttpOnly`, hidden from the page. Returns the first welcome and the cookie, with its attributes.
 async fn reconnect_once(cdp: &mut Cdp, origin: &str) -> (Welcome, Value) {
     let (page, first, second) = load_auto_page(cdp, origin).await;
     assert_eq!(first.affinity, "issued", "fresh profile: {first:?}");
@@ -180,8 +226,8 @@ async fn reconnect_once(cdp: &mut Cdp, origin: &str) -> (Welcome, Value) {
         "the reconnect should keep the session on its node: {first:?} then {second:?}"
     );
 
-    // The browser holds the cookie from the 101, HttpOnly: the page's script
-    // cannot read it.
+    // The browser holds the cookie from the 101 (or the 200 of an extended
+    // CONNECT), HttpOnly: the page's script cannot read it.
     let cookie = stored_cookie(cdp, lb::COOKIE_NAME).await;
     lb::report(&format!("browser: stored cookie {cookie}"));
     let value = cookie["value"].as_str().expect("cookie value");
@@ -230,9 +276,9 @@ async fn stored_cookie(cdp: &mut Cdp, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no {name} cookie in the browser: {cookies:?}"))
 }
 
-/// Opens the demo page from `origin` (`http://HOST:PORT`) with `/?auto=1` in a new tab, waits
-/// until it has connected and reconnected once, and returns the tab's
-/// session and both welcomes. The tab stays open, and its second socket
+/// Opens the demo page from `origin` (`http://HOST:PORT` or `https://`)
+/// with `/?auto=1` in a new tab, waits until it has connected and
+/// reconnected once, and returns the tab's session and both welcomes. The tab stays open, and its second socket
 /// with it, until the browser closes.
 async fn load_auto_page(cdp: &mut Cdp, origin: &str) -> (String, Welcome, Welcome) {
     let url = format!("{origin}/?auto=1");

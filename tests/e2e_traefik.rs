@@ -17,6 +17,9 @@
 //! 6. Traefik keeps no state for this: after a restart of Traefik every
 //!    session is still `kept` on its node.
 //!
+//! First, it checks what deploy/README.md says of HTTP/2: Traefik does not
+//! allow WebSockets over it (its SETTINGS do not enable extended CONNECT).
+//!
 //! Only the entry point's port, the nodes' ports and the path of the dynamic
 //! file are rewritten (see `support/traefik.rs`); Traefik runs in a temp dir.
 //!
@@ -36,7 +39,7 @@ mod traefik;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use lb::{Cluster, CookieJar, NodeOptions};
+use lb::{Cluster, ConnectError, CookieJar, NodeOptions};
 use talk::{Client, Talk};
 use traefik::TraefikCluster;
 
@@ -78,6 +81,21 @@ fn traefik_keeps_sessions_on_their_node_and_moves_them_on_drain() {
 
 async fn scenario(cluster: &mut TraefikCluster) {
     let url = cluster.ws_url();
+
+    // 0. Traefik does not allow WebSockets over HTTP/2, as deploy/README.md
+    //    says: its SETTINGS do not enable extended CONNECT (RFC 8441), so
+    //    browsers open them over HTTP/1.1.
+    let h2_url = format!("h2c://{}/ws", cluster.traefik.frontend);
+    let h2 = lb::connect(&h2_url, &mut CookieJar::default()).await;
+    match h2.map(|(_, welcome)| welcome) {
+        Err(ConnectError::Other(e)) if e.contains("did not enable extended CONNECT") => {
+            lb::report(&format!("traefik over HTTP/2: {e}"));
+        }
+        other => panic!(
+            "Traefik over HTTP/2 gave {other:?}; if it now allows extended CONNECT, update \
+             deploy/README.md's Traefik note and test the recipe over HTTP/2"
+        ),
+    }
 
     // 1. Fresh clients reach every node, with both cookies.
     let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;

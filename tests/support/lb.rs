@@ -832,14 +832,19 @@ pub enum ConnectError {
 /// Bound on each step of [`connect`].
 const CONNECT_STEP: Duration = Duration::from_secs(5);
 
+/// How long an HTTP/2 client of [`connect`] waits for the server's SETTINGS
+/// to enable extended CONNECT (loopback: they come within milliseconds).
+const SETTINGS_WAIT: Duration = Duration::from_secs(2);
+
 /// Opens `url` sending the jar's cookies, stores the `Set-Cookie`s of the
 /// answer and reads the welcome. Bounded by 5 s per step.
 ///
 /// `ws://HOST:PORT/PATH` is an HTTP/1.1 upgrade, answered `101`.
 /// `h2c://HOST:PORT/PATH` (this module's own scheme) is a WebSocket over
-/// HTTP/2 as a browser opens one (RFC 8441): a new cleartext HTTP/2
-/// connection, and on it an extended CONNECT with `:protocol websocket`,
-/// answered `200`.
+/// HTTP/2 (RFC 8441): an extended CONNECT with `:protocol websocket`,
+/// answered `200`, as a browser sends on an HTTP/2 connection over TLS; here
+/// over cleartext, on a new connection for each socket (a browser shares one
+/// among the sockets and requests of a host).
 pub async fn connect(url: &str, jar: &mut CookieJar) -> Result<(Ws, Welcome), ConnectError> {
     let answer = match url.strip_prefix("h2c://") {
         Some(rest) => tokio::time::timeout(CONNECT_STEP, handshake_h2(rest, jar)).await,
@@ -869,18 +874,22 @@ fn retry_after(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// An HTTP/1.1 upgrade to `url` (`ws://`).
+/// An HTTP/1.1 upgrade to `url` (`ws://HOST:PORT/PATH`; no TLS).
 async fn handshake_h1(url: &str, jar: &mut CookieJar) -> Result<Ws, ConnectError> {
     let other = |e: &dyn std::fmt::Display| ConnectError::Other(e.to_string());
     let mut request = url.into_client_request().map_err(|e| other(&e))?;
     if let Some(cookie) = jar.header() {
         request.headers_mut().insert(COOKIE, cookie);
     }
-    let authority = request
-        .uri()
-        .authority()
-        .ok_or_else(|| ConnectError::Other(format!("no host in {url}")))?
-        .to_string();
+    let uri = request.uri();
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("ws"), Some(authority)) if authority.port().is_some() => authority.to_string(),
+        _ => {
+            return Err(ConnectError::Other(format!(
+                "{url}: lb::connect takes ws:// or h2c://, with a port"
+            )))
+        }
+    };
     let tcp = tokio::net::TcpStream::connect(&authority)
         .await
         .map_err(|e| other(&e))?;
@@ -919,35 +928,34 @@ async fn handshake_h2(authority_path: &str, jar: &mut CookieJar) -> Result<Ws, C
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .map_err(|e| other(&e))?;
-    let request = |method: Method, path: &str| {
-        Request::builder()
-            .method(method)
-            .uri(format!("http://{authority}/{path}"))
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| other(&e))
-    };
     // A client may send an extended CONNECT only once the server's SETTINGS
-    // allowed it (browsers otherwise open an HTTP/1.1 connection for the
-    // WebSocket). They are the server's first frame, so any answer comes
-    // after them: ask for one, driving the connection here until it comes,
-    // then read the setting.
-    let health = sender.send_request(request(Method::GET, "ws-health")?);
-    tokio::select! {
-        answer = health => answer.map(drop).map_err(|e| other(&e))?,
-        ended = &mut conn => {
-            return Err(ConnectError::Other(format!("HTTP/2 connection ended: {ended:?}")));
+    // enabled it (browsers otherwise open an HTTP/1.1 connection for the
+    // WebSocket). They are the server's first frame, and a task of hyper's
+    // applies them: look every millisecond until they enabled it. Nothing
+    // tells when SETTINGS without it came, so that case ends at a bound.
+    let deadline = tokio::time::Instant::now() + SETTINGS_WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while !conn.is_extended_connect_protocol_enabled() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ConnectError::Other(format!(
+                "the server's HTTP/2 SETTINGS did not enable extended CONNECT (RFC 8441) \
+                 within {SETTINGS_WAIT:?}"
+            )));
+        }
+        tokio::select! {
+            ended = &mut conn => {
+                return Err(ConnectError::Other(format!("HTTP/2 connection ended: {ended:?}")));
+            }
+            _ = tick.tick() => {}
         }
     }
-    if !conn.is_extended_connect_protocol_enabled() {
-        return Err(ConnectError::Other(
-            "the server's HTTP/2 SETTINGS do not enable extended CONNECT (RFC 8441)".into(),
-        ));
-    }
     tokio::spawn(conn);
-    let mut connect = request(Method::CONNECT, path)?;
-    connect
-        .headers_mut()
-        .insert("sec-websocket-version", HeaderValue::from_static("13"));
+    let mut connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{authority}/{path}"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::<bytes::Bytes>::new())
+        .map_err(|e| other(&e))?;
     if let Some(cookie) = jar.header() {
         connect.headers_mut().insert(COOKIE, cookie);
     }
