@@ -1,14 +1,15 @@
 //! End to end with a real browser: headless Chromium loads the example's demo
 //! page through a balancer in front of three nodes, HAProxy
-//! (`deploy/haproxy.cfg`) in two tests and Traefik (`deploy/traefik.yml`) in
-//! the third. The page opens a WebSocket, reconnects once, and reports both
-//! welcomes.
+//! (`deploy/haproxy.cfg`) in three tests and Traefik (`deploy/traefik.yml`)
+//! in the fourth. In most, the page opens a WebSocket, reconnects once, and
+//! reports both welcomes.
 //!
 //! Through HAProxy, a `kept` second welcome on the same node with the same
 //! session proves that the browser stored the cookie set on the `101`, sent
 //! it back, and that HAProxy routed the reconnect by it. The second HAProxy
 //! test does the same over HTTPS with HTTP/2 offered, where the browser's
-//! WebSockets are extended CONNECTs answered `200`. Traefik routes by
+//! WebSockets are extended CONNECTs answered `200`; the third drains the node
+//! of two tabs whose sockets share one HTTP/2 connection. Traefik routes by
 //! its own cookie, `WS_NODE`; there the nodes keep their default `Secure`
 //! cookie, so both cookies are `Secure`, and Chromium must keep and return
 //! them over plain HTTP to 127.0.0.1, which it treats as secure. Since
@@ -29,6 +30,7 @@ mod support;
 mod traefik;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,20 +86,7 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
         return;
     };
     let started = Instant::now();
-    let dir = lb::TempDir::new("tls");
-    let pem = dir.path().join("site.pem");
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
-        .expect("self-signed certificate");
-    // HAProxy's `crt` takes the certificate and its key in one file.
-    let pem_text = cert.cert.pem() + &cert.signing_key.serialize_pem();
-    std::fs::write(&pem, pem_text).expect("write the certificate");
-    let cert = cert.cert.der().clone();
-    // The nodes' default, a Secure cookie, as in production behind TLS.
-    let options = NodeOptions {
-        secure_cookie: true,
-        ..NodeOptions::HAPROXY
-    };
-    let cluster = Cluster::start_with_tls(&haproxy, options, &pem);
+    let (cluster, cert, _dir) = tls_cluster(&haproxy);
     let tls = cluster.tls_frontend.expect("a TLS frontend");
     let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
     run(started, async {
@@ -111,6 +100,181 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
         assert_eq!(cookie["secure"], true, "Secure: {cookie}");
         cdp.close_browser().await;
     });
+}
+
+/// Two tabs of the demo page share the browser's HTTP/2 connection to
+/// HAProxy's TLS frontend, each with a WebSocket on it (HAProxy's streams
+/// show one client connection), when their node drains. The node closes
+/// both sockets with `1001`, and each page reconnects, still on that
+/// connection: HAProxy closed only the two streams. Both keep the session on
+/// a live node: the first tab back is `migrated` and gets the cookie
+/// re-issued with the new node's tag, and the other tab, which shares the
+/// browser's cookies, follows it there (`kept`), unless it came back first
+/// too.
+#[test]
+fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
+    let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
+    let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser (HTTP/2 drain)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let (mut cluster, _, _dir) = tls_cluster(&haproxy);
+    let tls = cluster.tls_frontend.expect("a TLS frontend");
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        let origin = format!("https://{tls}/");
+        let a = cdp.open(&origin).await.expect("open the first tab");
+        let first = wait_socket(&mut cdp, &a, "first tab", |w| w.affinity == "issued").await;
+
+        let b = cdp.open(&origin).await.expect("open the second tab");
+        let second = wait_socket(&mut cdp, &b, "second tab", |w| w.affinity == "kept").await;
+        assert_eq!(
+            (&second.node, &second.session),
+            (&first.node, &first.session),
+            "the second tab's socket"
+        );
+        // Both sockets are streams of one client connection to HAProxy.
+        let server = lb::Cluster::NODES[cluster.index_of(&first.node).expect("a node")];
+        let on_one_connection_to_server = |streams: &[lb::Stream]| {
+            streams.len() == 2
+                && streams
+                    .iter()
+                    .all(|s| s.client == streams[0].client && s.server == server)
+        };
+        let before = streams_once(&cluster.haproxy, on_one_connection_to_server).await;
+        assert!(
+            on_one_connection_to_server(&before),
+            "two WebSockets to {server} on one client connection, in HAProxy's streams: {before:?}"
+        );
+
+        let drained = first.node.clone();
+        let index = cluster.index_of(&drained).expect("a node of the cluster");
+        cluster.nodes[index].sigterm();
+        // The tabs share the browser's cookies: the first to reconnect moves
+        // (`migrated`) and gets the cookie re-issued with its new node's tag;
+        // a tab reconnecting after that follows it there (`kept`).
+        let mut moved = Vec::new();
+        for (tab, what) in [(&a, "first tab"), (&b, "second tab")] {
+            let w = wait_socket(&mut cdp, tab, what, |w| w.node != drained).await;
+            assert_eq!(
+                w.session, first.session,
+                "{what}'s session after the drain: {w:?}"
+            );
+            moved.push(w);
+        }
+        let migrated: Vec<&Welcome> = moved
+            .iter()
+            .filter(|w| w.affinity == "migrated" && w.from.as_deref() == Some(drained.as_str()))
+            .collect();
+        assert!(
+            !migrated.is_empty()
+                && moved.iter().all(|w| migrated.contains(&w)
+                    || (w.affinity == "kept" && migrated.iter().any(|m| m.node == w.node))),
+            "after the drain of {drained}, each tab should be `migrated` from it, or `kept` \
+             where the other one moved: {moved:?}"
+        );
+        // They reconnected on the connection they had: HAProxy closed only
+        // the two streams.
+        let moved_on_that_connection = |streams: &[lb::Stream]| {
+            streams.len() == 2
+                && streams
+                    .iter()
+                    .all(|s| s.client == before[0].client && s.server != server)
+        };
+        let after = streams_once(&cluster.haproxy, moved_on_that_connection).await;
+        assert!(
+            moved_on_that_connection(&after),
+            "the two WebSockets on the same client connection as before ({}), away from {server}, \
+             in HAProxy's streams: {after:?}",
+            before[0].client
+        );
+        let exit = cluster.nodes[index].wait_exit(cluster.options.drain_timeout);
+        assert!(
+            exit.is_some_and(|status| status.success()),
+            "{drained} after SIGTERM: {exit:?}"
+        );
+        lb::report(&format!(
+            "browser: two tabs on one HTTP/2 connection ({}) moved from {drained} with their \
+             session: {moved:?}",
+            before[0].client
+        ));
+        cdp.close_browser().await;
+    });
+}
+
+/// The streams of HAProxy's TLS frontend once `ok` holds of them (a request
+/// of a page, for its icon say, may be in flight for a moment), or as they
+/// are after 5 s.
+async fn streams_once(
+    haproxy: &lb::HaProxy,
+    ok: impl Fn(&[lb::Stream]) -> bool,
+) -> Vec<lb::Stream> {
+    let since = Instant::now();
+    loop {
+        let streams = haproxy
+            .streams(lb::TLS_FRONTEND)
+            .expect("HAProxy admin socket");
+        if ok(&streams) || since.elapsed() > Duration::from_secs(5) {
+            return streams;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three nodes with their default `Secure` cookie (as in production behind
+/// TLS) behind HAProxy with a TLS frontend, whose certificate is made here;
+/// returns the certificate to trust, and the directory holding it (keep it
+/// as long as HAProxy runs).
+fn tls_cluster(haproxy: &Path) -> (Cluster, CertificateDer<'static>, lb::TempDir) {
+    let dir = lb::TempDir::new("tls");
+    let pem = dir.path().join("site.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("self-signed certificate");
+    // HAProxy's `crt` takes the certificate and its key in one file.
+    let pem_text = cert.cert.pem() + &cert.signing_key.serialize_pem();
+    std::fs::write(&pem, pem_text).expect("write the certificate");
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::HAPROXY
+    };
+    let cluster = Cluster::start_with_tls(haproxy, options, &pem);
+    (cluster, cert.cert.der().clone(), dir)
+}
+
+/// Polls the demo page in tab `page` (without `?auto=1`, it keeps one socket
+/// open and reconnects after a `1001`) until its last welcome satisfies
+/// `ok`, and returns it. Bounded by [`PAGE_TIMEOUT`].
+async fn wait_socket(
+    cdp: &mut Cdp,
+    page: &str,
+    what: &str,
+    ok: impl Fn(&Welcome) -> bool,
+) -> Welcome {
+    // The page logs each welcome; `null` until there is one (or a page).
+    const LAST_WELCOME: &str = "(() => { const log = document.getElementById('log'); \
+        const m = log ? [...log.textContent.matchAll(/welcome: (.*)/g)] : []; \
+        return m.length ? m[m.length - 1][1] : null; })()";
+    let since = Instant::now();
+    loop {
+        let text = cdp
+            .eval(page, LAST_WELCOME)
+            .await
+            .expect("read the page's log");
+        if let Some(welcome) = text.as_str().map(|t| Welcome::parse(t).expect("a welcome")) {
+            if ok(&welcome) {
+                return welcome;
+            }
+        }
+        if since.elapsed() > PAGE_TIMEOUT {
+            let log = cdp
+                .eval(page, "document.getElementById('log').textContent")
+                .await
+                .unwrap_or_default();
+            panic!("{what}: no such socket within {PAGE_TIMEOUT:?}; the page's log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The status HAProxy answers to an HTTP/1.1 WebSocket handshake for `/ws`

@@ -40,6 +40,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::support::Server;
 
+/// The name of the TLS frontend of [`Cluster::start_with_tls`].
+pub const TLS_FRONTEND: &str = "ws_in_tls";
+
 /// The affinity cookie the example server sets by default.
 pub const COOKIE_NAME: &str = "WS_SESSION_ID";
 
@@ -235,6 +238,15 @@ pub struct ServerStat {
     pub redispatches: u64,
 }
 
+/// A stream of a frontend, as [`HaProxy::streams`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    /// `127.0.0.1:PORT`: the client connection's address.
+    pub client: String,
+    /// The server's name, `<none>` before one is chosen.
+    pub server: String,
+}
+
 /// One entry of a stick table: the learned key and the server it sticks to.
 #[derive(Debug, Clone)]
 pub struct StickEntry {
@@ -357,6 +369,31 @@ impl HaProxy {
                 status: f[status].to_owned(),
                 retries: number(&f, wretr),
                 redispatches: number(&f, wredis),
+            })
+            .collect())
+    }
+
+    /// The streams (requests, and WebSockets once upgraded) of the frontend
+    /// `name` at this moment, from `show sess`: for each, the client's
+    /// address and port, which over HTTP/2 all streams of one client
+    /// connection share, and the server it went to.
+    pub fn streams(&self, frontend: &str) -> std::io::Result<Vec<Stream>> {
+        let fe = format!("fe={frontend}");
+        Ok(self
+            .command("show sess")?
+            .lines()
+            .filter(|line| line.split_whitespace().any(|w| w == fe))
+            .map(|line| {
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                Stream {
+                    client: field("src="),
+                    server: field("srv="),
+                }
             })
             .collect())
     }
@@ -609,7 +646,7 @@ impl Cluster {
         let tls_frontend = pem.map(|pem| (local(free_port()), pem));
         let frontends = tls_frontend.map_or_else(String::new, |(addr, pem)| {
             format!(
-                "\nfrontend ws_in_tls\n    bind \"{addr}\" ssl crt \"{}\" alpn h2,http/1.1\n    \
+                "\nfrontend {TLS_FRONTEND}\n    bind \"{addr}\" ssl crt \"{}\" alpn h2,http/1.1\n    \
                  http-request deny deny_status 403 if {{ path /ws }} !{{ req.ver 2.0 }}\n    \
                  default_backend ws_nodes\n",
                 pem.display()
