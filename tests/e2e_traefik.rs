@@ -15,7 +15,13 @@
 //!    moved sessions stay where they are, and clients that were away during
 //!    the deploy come back `kept` on their node;
 //! 6. Traefik keeps no state for this: after a restart of Traefik every
-//!    session is still `kept` on its node.
+//!    session is still `kept` on its node;
+//! 7. nor does a second Traefik with the same files: through it too;
+//! 8. a node back on another URL (as a pod with a new IP) is a new server to
+//!    Traefik: its clients are balanced anew with a new `WS_NODE`, keeping
+//!    their session (`kept` when they land on it again, `migrated` from it
+//!    elsewhere), then stay where they landed; the other sessions do not
+//!    move.
 //!
 //! First, it checks what deploy/README.md says of HTTP/2: Traefik does not
 //! allow WebSockets over it (its SETTINGS do not enable extended CONNECT).
@@ -283,6 +289,134 @@ async fn scenario(cluster: &mut TraefikCluster) {
     lb::report(&format!(
         "after a restart of Traefik: {} reconnects `kept` on their node",
         all.len()
+    ));
+
+    // 7. Nor does a second Traefik with the same files need anything from
+    //    the first: every session reconnects through it `kept` on its node.
+    let node_of = |id: usize| {
+        if id < CLIENTS {
+            home(id)
+        } else {
+            all[id].node.clone()
+        }
+    };
+    let other = cluster.start_another_traefik();
+    let other_url = format!("ws://{}/ws", other.frontend);
+    let wrong = talk::reconnect_all(&other_url, &all, &mut all_jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "through a second Traefik, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "through a second Traefik: {} reconnects `kept` on their node",
+        all.len()
+    ));
+    drop(other);
+
+    // 8. A node back on another URL, as a pod with a new IP, is a new server
+    //    to Traefik: its clients' WS_NODE names no server, so Traefik picks
+    //    one for each, round-robin, and says so in a new cookie. Each keeps
+    //    its session, `kept` if it landed on its node again and `migrated`
+    //    from it otherwise, and then stays where it landed.
+    let index = 0;
+    let name = Cluster::NODES[index];
+    cluster.nodes[index].sigterm();
+    let (exit, _) = talk::wait_exit(&mut cluster.nodes[index], OPTIONS.drain_timeout).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{name} after SIGTERM: {exit:?}"
+    );
+    let node = lb::start_named_node(name, "127.0.0.1:0", OPTIONS, &cluster.node_log);
+    let listen = node.addr;
+    cluster.replace_node(index, node);
+    let back_at = Instant::now();
+    // Traefik notices the rewritten file on its own, then proxies to it.
+    let attempts = wait_for_fresh_client_on(&url, name, Duration::from_secs(20)).await;
+    lb::report(&format!(
+        "{name} back on another URL, {listen}: a new client reached it after {:?} \
+         ({attempts} attempts)",
+        back_at.elapsed()
+    ));
+    let its: Vec<Client> = all
+        .iter()
+        .filter(|c| node_of(c.id) == name)
+        .cloned()
+        .collect();
+    let old_values: HashMap<usize, String> = its
+        .iter()
+        .map(|c| {
+            (
+                c.id,
+                all_jars[c.id]
+                    .get(TRAEFIK_COOKIE)
+                    .expect("WS_NODE")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let landed_ok = |id: usize, w: &lb::Welcome| {
+        w.session == all[id].session
+            && match w.affinity.as_str() {
+                "kept" => w.node == name,
+                "migrated" => w.node != name && w.from.as_deref() == Some(name),
+                _ => false,
+            }
+    };
+    let wrong = talk::reconnect_all(&url, &its, &mut all_jars, landed_ok).await;
+    assert!(
+        wrong.is_empty(),
+        "clients of {name}, once it was back on another URL, should keep their session, \
+         `kept` on {name} or `migrated` from it (client, welcome): {wrong:#?}"
+    );
+    let mut landed: HashMap<usize, String> = HashMap::new();
+    for c in &its {
+        let value = all_jars[c.id].get(TRAEFIK_COOKIE).expect("WS_NODE");
+        assert_ne!(
+            value, old_values[&c.id],
+            "client {}: Traefik should have set a new {TRAEFIK_COOKIE}",
+            c.id
+        );
+    }
+    // Where each landed shows in the node tag of its re-issued cookie (the
+    // layer's cookie names the node that last answered).
+    for c in &its {
+        let value = all_jars[c.id]
+            .get(lb::COOKIE_NAME)
+            .expect("affinity cookie");
+        let node = value.rsplit('.').next().expect("a node tag").to_owned();
+        landed.insert(c.id, node);
+    }
+    let back = landed.values().filter(|n| n.as_str() == name).count();
+    let wrong = talk::reconnect_all(&url, &its, &mut all_jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &landed[&id], &all[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "clients of {name} should then stay where they landed (client, welcome): {wrong:#?}"
+    );
+    let others: Vec<Client> = all
+        .iter()
+        .filter(|c| node_of(c.id) != name)
+        .cloned()
+        .collect();
+    let wrong = talk::reconnect_all(&url, &others, &mut all_jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "the other nodes' clients should stay `kept` on theirs (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "{} clients of {name} after its move: {back} `kept` on it, {} `migrated` elsewhere, \
+         then `kept` where they landed; {} other sessions still `kept` on their node",
+        its.len(),
+        its.len() - back,
+        others.len()
     ));
 }
 

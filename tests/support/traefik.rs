@@ -167,6 +167,24 @@ impl TraefikCluster {
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.traefik.frontend)
     }
+
+    /// Another Traefik with the same files, on a port of its own, as a
+    /// second instance behind a DNS name or a network load balancer would
+    /// run; it shares nothing with the first. Waits until it proxies.
+    pub fn start_another_traefik(&self) -> Traefik {
+        let ports = crate::lb::ports(&self.nodes);
+        let mut other = Traefik::start(&self.bin, crate::lb::free_port(), ports);
+        other.wait_ready(Duration::from_secs(30));
+        other
+    }
+
+    /// Puts `node` (a new process) in place of `nodes[index]` and points
+    /// Traefik at its address, by rewriting the dynamic file, which Traefik
+    /// watches, as a provider does when a pod comes back with a new IP.
+    pub fn replace_node(&mut self, index: usize, node: Server) {
+        self.nodes[index] = node;
+        self.traefik.set_node_ports(crate::lb::ports(&self.nodes));
+    }
 }
 
 impl Drop for TraefikCluster {
@@ -216,6 +234,15 @@ impl Traefik {
             frontend: SocketAddr::from(([127, 0, 0, 1], frontend_port)),
             dir,
         }
+    }
+
+    /// Rewrites the dynamic file with the nodes at `node_ports`; Traefik
+    /// reloads it on its own (`watch: true` in the shipped static file).
+    pub fn set_node_ports(&self, node_ports: [u16; 3]) {
+        let routes_path = self.dir.path().join(ROUTES_FILE);
+        let (_, routes) = shipped_configs_on(self.frontend.port(), &routes_path, node_ports);
+        std::fs::write(&routes_path, routes)
+            .unwrap_or_else(|e| panic!("write {}: {e}", routes_path.display()));
     }
 
     /// Waits until `GET /ws-health` through Traefik answers `200`: it has
