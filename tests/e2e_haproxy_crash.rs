@@ -37,11 +37,9 @@ mod talk;
 
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use lb::{Cluster, Interrupted, NodeOptions, ServerStat, Welcome, Ws};
 use talk::Client;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 
 const CLIENTS: usize = 24;
 /// Bound on each wait for a socket to end, an echo, or a server state.
@@ -112,7 +110,7 @@ async fn scenario(cluster: &mut Cluster) {
                 c.id
             );
         } else {
-            echo(&mut ws, c, "after the crash").await;
+            talk::echo(&mut ws, c, "after the crash").await;
             survivors.push((c.clone(), ws));
         }
     }
@@ -281,19 +279,6 @@ async fn table_only(cluster: &mut Cluster) {
         Table::Names,
     )
     .await;
-}
-
-/// Sends `text` on `ws` and checks that it comes back.
-async fn echo(ws: &mut Ws, c: &Client, text: &str) {
-    let sent = format!("client {} {text}", c.id);
-    tokio::time::timeout(WAIT, ws.send(Message::Text(sent.clone().into())))
-        .await
-        .unwrap_or_else(|_| panic!("client {}: send took over {WAIT:?}", c.id))
-        .unwrap_or_else(|e| panic!("client {}: send {text}: {e}", c.id));
-    let back = tokio::time::timeout(WAIT, lb::next_text(ws))
-        .await
-        .unwrap_or_else(|_| panic!("client {}: no echo within {WAIT:?}", c.id));
-    assert_eq!(back, Ok(sent), "client {} on {}: echo {text}", c.id, c.node);
 }
 
 /// Reconnects `clients` of the dead node `victim` once each (concurrently);

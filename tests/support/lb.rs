@@ -275,6 +275,34 @@ impl HaProxy {
     /// onto the deploy file's backend (see [`Cluster`]). Everything else is
     /// the deploy file as is.
     pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3], frontends: &str) -> HaProxy {
+        Self::spawn(bin, frontend_port, node_ports, frontends, &[])
+    }
+
+    /// A soft reload, as after a change of the files: a new process with the
+    /// same files (and `frontends`) binds the same ports, and then tells this
+    /// one (`-sf PID`) to stop listening and to serve the connections it has
+    /// until they end (or `hard-stop-after`). Returns the old process. With
+    /// systemd's `haproxy.service`, a master process (`-W`) does the same
+    /// for its workers on `reload`.
+    pub fn reload(&mut self, frontend_port: u16, node_ports: [u16; 3]) -> HaProxy {
+        let old_pid = self.child.id().to_string();
+        let new = Self::spawn(
+            &self.bin,
+            frontend_port,
+            node_ports,
+            &self.frontends,
+            &["-sf", &old_pid],
+        );
+        std::mem::replace(self, new)
+    }
+
+    fn spawn(
+        bin: &Path,
+        frontend_port: u16,
+        node_ports: [u16; 3],
+        frontends: &str,
+        args: &[&str],
+    ) -> HaProxy {
         let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
         assert!(cfg.is_file(), "{} is missing", cfg.display());
         let dir = TempDir::new("haproxy");
@@ -294,6 +322,7 @@ impl HaProxy {
             .arg("-f")
             .arg(&extra)
             .arg("-db")
+            .args(args)
             .env("FRONTEND_PORT", frontend_port.to_string())
             .env("NODE1_PORT", node_ports[0].to_string())
             .env("NODE2_PORT", node_ports[1].to_string())
@@ -463,6 +492,12 @@ impl HaProxy {
         self.log.lines()
     }
 
+    /// Waits (bounded, polling) for HAProxy to exit on its own; its status,
+    /// or `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_child_exit(&mut self.child, timeout).await.0
+    }
+
     /// Kills HAProxy and waits for it to exit.
     fn stop(&mut self) {
         let _ = self.child.kill();
@@ -476,6 +511,25 @@ impl Drop for HaProxy {
         if std::thread::panicking() {
             report_tail("haproxy's output", &self.log.lines());
         }
+    }
+}
+
+/// Polls `child` every 20 ms until it exits, bounded by `timeout`; returns
+/// its status (`None` if it still runs) and how long after the call it was
+/// seen gone.
+pub async fn wait_child_exit(
+    child: &mut Child,
+    timeout: Duration,
+) -> (Option<std::process::ExitStatus>, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (Some(status), start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return (None, start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -708,6 +762,29 @@ impl Cluster {
         self.haproxy = HaProxy::start(&bin, self.frontend.port(), ports(&self.nodes), &frontends);
         self.haproxy
             .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
+    }
+
+    /// Reloads HAProxy softly ([`HaProxy::reload`]), its nodes where they
+    /// are, and waits (bounded) until the new process's health checks see
+    /// every node up. Returns the old process, which still serves the
+    /// connections it had.
+    pub fn reload_haproxy(&mut self) -> HaProxy {
+        let old = self
+            .haproxy
+            .reload(self.frontend.port(), ports(&self.nodes));
+        self.haproxy
+            .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
+        old
+    }
+
+    /// Another HAProxy with the same files on a frontend port of its own,
+    /// pointed at the same nodes, sharing nothing with the first; waits
+    /// (bounded) until its health checks see every node up.
+    pub fn start_another_haproxy(&self) -> (HaProxy, SocketAddr) {
+        let frontend = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut other = HaProxy::start(&self.haproxy.bin, frontend.port(), ports(&self.nodes), "");
+        other.wait_ready(frontend, self.nodes.len(), Duration::from_secs(20));
+        (other, frontend)
     }
 
     /// The index in `nodes` of the node named `name`.

@@ -202,6 +202,20 @@ pub async fn reconnect_all_kept(url: &str, clients: &[Client], times: usize) -> 
     sockets
 }
 
+/// Sends `text` on `ws`, client `c`'s socket, and checks that it comes back
+/// (each step bounded by [`ECHO_TIMEOUT`]).
+pub async fn echo(ws: &mut Ws, c: &Client, text: &str) {
+    let sent = format!("client {} {text}", c.id);
+    tokio::time::timeout(ECHO_TIMEOUT, ws.send(Message::Text(sent.clone().into())))
+        .await
+        .unwrap_or_else(|_| panic!("client {}: send took over {ECHO_TIMEOUT:?}", c.id))
+        .unwrap_or_else(|e| panic!("client {}: send {text}: {e}", c.id));
+    let back = tokio::time::timeout(ECHO_TIMEOUT, lb::next_text(ws))
+        .await
+        .unwrap_or_else(|_| panic!("client {}: no echo within {ECHO_TIMEOUT:?}", c.id));
+    assert_eq!(back, Ok(sent), "client {} on {}: echo {text}", c.id, c.node);
+}
+
 /// How many of `clients` (id, node) are on each of the nodes named `nodes`.
 pub fn count_per_node<'a>(
     nodes: [&'static str; 3],
@@ -258,16 +272,7 @@ pub async fn wait_milestones(
 /// Polls the node's process until it exits (bounded); returns its status and
 /// how long after the call it was seen gone (within 20 ms).
 pub async fn wait_exit(server: &mut Server, timeout: Duration) -> (Option<ExitStatus>, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return (Some(status), start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            return (None, start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lb::wait_child_exit(&mut server.child, timeout).await
 }
 
 /// What the clients and the node did around a drain ([`drain_busiest`]).
