@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
 use lb::{Cluster, NodeOptions, Welcome};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -102,13 +102,14 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
     });
 }
 
-/// Two tabs of the demo page share the browser's HTTP/2 connection to
+/// Three tabs of the demo page share the browser's HTTP/2 connection to
 /// HAProxy's TLS frontend, each with a WebSocket on it (HAProxy's streams
-/// show one client connection), when their node drains. The node closes
-/// both sockets with `1001`, and each page reconnects, still on that
-/// connection: HAProxy closed only the two streams. Both keep the session on
-/// a live node: the first tab back is `migrated` and gets the cookie
-/// re-issued with the new node's tag, and the other tab, which shares the
+/// show one client connection): two on one node, the third on another.
+/// When the first node drains, it closes its two sockets with `1001`, and
+/// their pages reconnect, still on that connection, while the third socket
+/// stays open: HAProxy closed only the drained node's streams. Both keep the
+/// session on a live node: the first tab back is `migrated` and gets the
+/// cookie re-issued with the new node's tag, and the other, which shares the
 /// browser's cookies, follows it there (`kept`), unless it came back first
 /// too.
 #[test]
@@ -126,7 +127,6 @@ fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
         let origin = format!("https://{tls}/");
         let a = cdp.open(&origin).await.expect("open the first tab");
         let first = wait_socket(&mut cdp, &a, "first tab", |w| w.affinity == "issued").await;
-
         let b = cdp.open(&origin).await.expect("open the second tab");
         let second = wait_socket(&mut cdp, &b, "second tab", |w| w.affinity == "kept").await;
         assert_eq!(
@@ -134,19 +134,41 @@ fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
             (&first.node, &first.session),
             "the second tab's socket"
         );
-        // Both sockets are streams of one client connection to HAProxy.
-        let server = lb::Cluster::NODES[cluster.index_of(&first.node).expect("a node")];
-        let on_one_connection_to_server = |streams: &[lb::Stream]| {
-            streams.len() == 2
-                && streams
-                    .iter()
-                    .all(|s| s.client == streams[0].client && s.server == server)
+        // The third tab goes without the cookie, so that HAProxy balances it
+        // (`leastconn`: away from the node with two sockets); then the
+        // cookie comes back for the first two tabs' reconnects.
+        let cookie = stored_cookie(&mut cdp, lb::COOKIE_NAME).await;
+        cdp.call("Storage.clearCookies", json!({}), None)
+            .await
+            .expect("Storage.clearCookies");
+        let c = cdp.open(&origin).await.expect("open the third tab");
+        let third = wait_socket(&mut cdp, &c, "third tab", |w| w.affinity == "issued").await;
+        assert_ne!(third.node, first.node, "the third tab's socket: {third:?}");
+        let restored = json!({ "cookies": [{
+            "name": cookie["name"], "value": cookie["value"], "domain": cookie["domain"],
+            "path": cookie["path"], "secure": cookie["secure"], "httpOnly": cookie["httpOnly"],
+            "sameSite": cookie["sameSite"],
+        }]});
+        cdp.call("Storage.setCookies", restored, None)
+            .await
+            .expect("Storage.setCookies");
+
+        // The three sockets are streams of one client connection to HAProxy.
+        let server_of = |node: &str| lb::Cluster::NODES[cluster.index_of(node).expect("a node")];
+        let (server, other) = (server_of(&first.node), server_of(&third.node));
+        let before_ok = |streams: &[lb::Stream]| {
+            let on = |name: &str| streams.iter().filter(|s| s.server == name).count();
+            streams.len() == 3
+                && streams.iter().all(|s| s.client == streams[0].client)
+                && (on(server), on(other)) == (2, 1)
         };
-        let before = streams_once(&cluster.haproxy, on_one_connection_to_server).await;
+        let before = streams_once(&cluster.haproxy, before_ok).await;
         assert!(
-            on_one_connection_to_server(&before),
-            "two WebSockets to {server} on one client connection, in HAProxy's streams: {before:?}"
+            before_ok(&before),
+            "two WebSockets to {server} and one to {other}, on one client connection, in \
+             HAProxy's streams: {before:?}"
         );
+        let connection = before[0].client.clone();
 
         let drained = first.node.clone();
         let index = cluster.index_of(&drained).expect("a node of the cluster");
@@ -161,6 +183,13 @@ fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
                 w.session, first.session,
                 "{what}'s session after the drain: {w:?}"
             );
+            // The node closed the socket with `1001` (the page also
+            // reconnects after a `1006`, a socket cut without a Close frame).
+            let log = page_log(&mut cdp, tab).await;
+            assert!(
+                log.contains("closed: code 1001") && !log.contains("closed: code 1006"),
+                "{what}'s socket should have been closed with 1001 only; its log:\n{log}"
+            );
             moved.push(w);
         }
         let migrated: Vec<&Welcome> = moved
@@ -174,20 +203,27 @@ fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
             "after the drain of {drained}, each tab should be `migrated` from it, or `kept` \
              where the other one moved: {moved:?}"
         );
-        // They reconnected on the connection they had: HAProxy closed only
-        // the two streams.
-        let moved_on_that_connection = |streams: &[lb::Stream]| {
-            streams.len() == 2
+        // They reconnected on the connection they had, beside the third
+        // socket, which stayed open: HAProxy closed only the drained node's
+        // streams.
+        let after_ok = |streams: &[lb::Stream]| {
+            streams.len() == 3
                 && streams
                     .iter()
-                    .all(|s| s.client == before[0].client && s.server != server)
+                    .all(|s| s.client == connection && s.server != server)
+                && streams.iter().any(|s| s.server == other)
         };
-        let after = streams_once(&cluster.haproxy, moved_on_that_connection).await;
+        let after = streams_once(&cluster.haproxy, after_ok).await;
         assert!(
-            moved_on_that_connection(&after),
-            "the two WebSockets on the same client connection as before ({}), away from {server}, \
-             in HAProxy's streams: {after:?}",
-            before[0].client
+            after_ok(&after),
+            "three WebSockets on the client connection they had ({connection}), none to \
+             {server}, one still to {other}, in HAProxy's streams: {after:?}"
+        );
+        let log = page_log(&mut cdp, &c).await;
+        assert!(
+            log.matches("welcome:").count() == 1 && !log.contains("closed:"),
+            "the third tab's socket, on {}, should have stayed open; its log:\n{log}",
+            third.node
         );
         let exit = cluster.nodes[index].wait_exit(cluster.options.drain_timeout);
         assert!(
@@ -195,9 +231,9 @@ fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
             "{drained} after SIGTERM: {exit:?}"
         );
         lb::report(&format!(
-            "browser: two tabs on one HTTP/2 connection ({}) moved from {drained} with their \
-             session: {moved:?}",
-            before[0].client
+            "browser: three tabs on one HTTP/2 connection ({connection}): the two of {drained} \
+             moved with their session ({moved:?}), the one on {} stayed open",
+            third.node
         ));
         cdp.close_browser().await;
     });
@@ -242,6 +278,15 @@ fn tls_cluster(haproxy: &Path) -> (Cluster, CertificateDer<'static>, lb::TempDir
     (cluster, cert.cert.der().clone(), dir)
 }
 
+/// The log the demo page in tab `page` keeps of its sockets.
+async fn page_log(cdp: &mut Cdp, page: &str) -> String {
+    let log = cdp
+        .eval(page, "document.getElementById('log').textContent")
+        .await
+        .expect("read the page's log");
+    log.as_str().unwrap_or_default().to_owned()
+}
+
 /// Polls the demo page in tab `page` (without `?auto=1`, it keeps one socket
 /// open and reconnects after a `1001`) until its last welcome satisfies
 /// `ok`, and returns it. Bounded by [`PAGE_TIMEOUT`].
@@ -267,10 +312,7 @@ async fn wait_socket(
             }
         }
         if since.elapsed() > PAGE_TIMEOUT {
-            let log = cdp
-                .eval(page, "document.getElementById('log').textContent")
-                .await
-                .unwrap_or_default();
+            let log = page_log(cdp, page).await;
             panic!("{what}: no such socket within {PAGE_TIMEOUT:?}; the page's log:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

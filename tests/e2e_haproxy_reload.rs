@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use lb::{Cluster, CookieJar, NodeOptions};
 
 const CLIENTS: usize = 12;
-/// Bound on the old process's exit once its last socket has closed.
+/// Bound on the old process's stop of its frontend after a reload, and on
+/// its exit once its last socket has closed.
 const OLD_PROCESS_EXIT: Duration = Duration::from_secs(10);
 
 #[test]
@@ -57,8 +58,18 @@ async fn scenario(cluster: &mut Cluster) {
     );
     let mut sockets = talk::reconnect_all_kept(&url, &clients, 1).await;
 
-    // 1. A soft reload. The open sockets stay with the old process.
+    // 1. A soft reload. The old process stops listening (it says so), and
+    //    the open sockets stay with it.
     let mut old = cluster.reload_haproxy();
+    let stopping = Instant::now();
+    while !old.log().iter().any(|l| l.contains("Proxy ws_in stopped")) {
+        assert!(
+            stopping.elapsed() < OLD_PROCESS_EXIT,
+            "the old process did not stop its frontend within {OLD_PROCESS_EXIT:?}: {:#?}",
+            old.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for c in &clients {
         let ws = sockets.get_mut(&c.id).expect("an open socket");
         talk::echo(ws, c, "after the reload").await;

@@ -42,7 +42,7 @@ mod talk;
 #[path = "support/traefik.rs"]
 mod traefik;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lb::{Cluster, ConnectError, CookieJar, NodeOptions};
@@ -329,7 +329,18 @@ async fn scenario(cluster: &mut TraefikCluster) {
         exit.is_some_and(|s| s.success()),
         "{name} after SIGTERM: {exit:?}"
     );
-    let node = lb::start_named_node(name, "127.0.0.1:0", OPTIONS, &cluster.node_log);
+    // Another port: port 0 may hand out the old one again.
+    let old_port = cluster.nodes[index].addr.port();
+    let port = (0..10)
+        .map(|_| lb::free_port())
+        .find(|p| *p != old_port)
+        .expect("a free port other than the old one");
+    let node = lb::start_named_node(
+        name,
+        &format!("127.0.0.1:{port}"),
+        OPTIONS,
+        &cluster.node_log,
+    );
     let listen = node.addr;
     cluster.replace_node(index, node);
     let back_at = Instant::now();
@@ -371,7 +382,6 @@ async fn scenario(cluster: &mut TraefikCluster) {
         "clients of {name}, once it was back on another URL, should keep their session, \
          `kept` on {name} or `migrated` from it (client, welcome): {wrong:#?}"
     );
-    let mut landed: HashMap<usize, String> = HashMap::new();
     for c in &its {
         let value = all_jars[c.id].get(TRAEFIK_COOKIE).expect("WS_NODE");
         assert_ne!(
@@ -380,16 +390,26 @@ async fn scenario(cluster: &mut TraefikCluster) {
             c.id
         );
     }
-    // Where each landed shows in the node tag of its re-issued cookie (the
-    // layer's cookie names the node that last answered).
-    for c in &its {
-        let value = all_jars[c.id]
-            .get(lb::COOKIE_NAME)
-            .expect("affinity cookie");
-        let node = value.rsplit('.').next().expect("a node tag").to_owned();
-        landed.insert(c.id, node);
-    }
+    // Where each landed shows in the node tag of its re-issued cookie, the
+    // second field of `ID.NODE[.SIGNATURE]` (the layer's cookie names the
+    // node that last answered).
+    let landed: HashMap<usize, String> = its
+        .iter()
+        .map(|c| {
+            let value = all_jars[c.id]
+                .get(lb::COOKIE_NAME)
+                .expect("affinity cookie");
+            let node = value.split('.').nth(1).expect("a node tag");
+            (c.id, node.to_owned())
+        })
+        .collect();
     let back = landed.values().filter(|n| n.as_str() == name).count();
+    let places: HashSet<&String> = landed.values().collect();
+    assert!(
+        0 < back && back < its.len() && places.len() >= 2,
+        "Traefik should balance the {} clients of {name} anew, over the nodes: {landed:?}",
+        its.len()
+    );
     let wrong = talk::reconnect_all(&url, &its, &mut all_jars, |id, w| {
         (w.affinity.as_str(), &w.node, &w.session) == ("kept", &landed[&id], &all[id].session)
     })

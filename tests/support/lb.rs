@@ -238,6 +238,12 @@ pub struct ServerStat {
     pub redispatches: u64,
 }
 
+/// The value of `key` (with its `=`) in a line of HAProxy's admin socket,
+/// whose fields are `key=value` words.
+fn admin_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key))
+}
+
 /// A stream of a frontend, as [`HaProxy::streams`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stream {
@@ -281,9 +287,9 @@ impl HaProxy {
     /// A soft reload, as after a change of the files: a new process with the
     /// same files (and `frontends`) binds the same ports, and then tells this
     /// one (`-sf PID`) to stop listening and to serve the connections it has
-    /// until they end (or `hard-stop-after`). Returns the old process. With
-    /// systemd's `haproxy.service`, a master process (`-W`) does the same
-    /// for its workers on `reload`.
+    /// until they end (or `hard-stop-after`). Returns the old process.
+    /// systemd's `haproxy.service` runs a master process (`-W`) that does
+    /// the same for its workers on `reload`; that mode is not run here.
     pub fn reload(&mut self, frontend_port: u16, node_ports: [u16; 3]) -> HaProxy {
         let old_pid = self.child.id().to_string();
         let new = Self::spawn(
@@ -403,7 +409,7 @@ impl HaProxy {
     }
 
     /// The streams (requests, and WebSockets once upgraded) of the frontend
-    /// `name` at this moment, from `show sess`: for each, the client's
+    /// `frontend` at this moment, from `show sess`: for each, the client's
     /// address and port, which over HTTP/2 all streams of one client
     /// connection share, and the server it went to.
     pub fn streams(&self, frontend: &str) -> std::io::Result<Vec<Stream>> {
@@ -412,17 +418,9 @@ impl HaProxy {
             .command("show sess")?
             .lines()
             .filter(|line| line.split_whitespace().any(|w| w == fe))
-            .map(|line| {
-                let field = |name: &str| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(name))
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                Stream {
-                    client: field("src="),
-                    server: field("srv="),
-                }
+            .map(|line| Stream {
+                client: admin_field(line, "src=").unwrap_or_default().to_owned(),
+                server: admin_field(line, "srv=").unwrap_or_default().to_owned(),
             })
             .collect())
     }
@@ -475,11 +473,7 @@ impl HaProxy {
         let mut entries = Vec::new();
         for table in tables {
             for line in self.command(&format!("show table {table}"))?.lines() {
-                let field = |name: &str| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(name))
-                        .map(str::to_owned)
-                };
+                let field = |name: &str| admin_field(line, name).map(str::to_owned);
                 if let (Some(key), Some(server_id)) = (field("key="), field("server_id=")) {
                     entries.push(StickEntry { key, server_id });
                 }

@@ -1,7 +1,8 @@
 //! The client side of the load-balancer end-to-end tests
 //! (`tests/e2e_haproxy.rs`, `tests/e2e_haproxy_crash.rs`,
-//! `tests/e2e_nginx.rs`, `tests/e2e_nginx_node_tags.rs`,
-//! `tests/e2e_traefik.rs`): fresh clients and reconnects with cookies,
+//! `tests/e2e_haproxy_reload.rs`, `tests/e2e_nginx.rs`,
+//! `tests/e2e_nginx_node_tags.rs`, `tests/e2e_traefik.rs`): fresh clients
+//! and reconnects with cookies, over HTTP/1.1 or HTTP/2,
 //! clients that send numbered messages and check every echo while a node
 //! drains, and what they report.
 //!

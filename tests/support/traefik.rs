@@ -237,12 +237,16 @@ impl Traefik {
     }
 
     /// Rewrites the dynamic file with the nodes at `node_ports`; Traefik
-    /// reloads it on its own (`watch: true` in the shipped static file).
+    /// reloads it on its own (`watch: true` in the shipped static file). The
+    /// new text is written beside it and renamed over it, so that Traefik
+    /// never reads a half-written file.
     pub fn set_node_ports(&self, node_ports: [u16; 3]) {
         let routes_path = self.dir.path().join(ROUTES_FILE);
         let (_, routes) = shipped_configs_on(self.frontend.port(), &routes_path, node_ports);
-        std::fs::write(&routes_path, routes)
-            .unwrap_or_else(|e| panic!("write {}: {e}", routes_path.display()));
+        let draft = self.dir.path().join(format!("{ROUTES_FILE}.new"));
+        std::fs::write(&draft, routes).unwrap_or_else(|e| panic!("write {}: {e}", draft.display()));
+        std::fs::rename(&draft, &routes_path)
+            .unwrap_or_else(|e| panic!("rename to {}: {e}", routes_path.display()));
     }
 
     /// Waits until `GET /ws-health` through Traefik answers `200`: it has
