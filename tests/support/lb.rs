@@ -781,6 +781,41 @@ impl Cluster {
         (other, frontend)
     }
 
+    /// Runs an admin-socket command that answers nothing when it succeeds
+    /// (`disable health ws_nodes/n1`, say); panics on any answer.
+    pub fn admin(&self, command: &str) {
+        let answer = self.haproxy.command(command).expect("HAProxy admin socket");
+        assert!(
+            answer.trim().is_empty(),
+            "HAProxy refused `{command}`: {answer:?}"
+        );
+    }
+
+    /// HAProxy's view of its server named `name` (of `deploy/haproxy.cfg`'s
+    /// backend).
+    pub fn server(&self, name: &str) -> ServerStat {
+        self.haproxy
+            .servers()
+            .expect("show stat")
+            .into_iter()
+            .find(|s| s.backend == "ws_nodes" && s.name == name)
+            .unwrap_or_else(|| panic!("no HAProxy server {name}"))
+    }
+
+    /// HAProxy's view of its server `name` now, which must still be in
+    /// service (not `DOWN` nor in maintenance: the test paused its checks),
+    /// and how many requests HAProxy sent elsewhere after it failed them
+    /// since `before`.
+    pub fn server_in_service(&self, name: &str, before: &ServerStat) -> (ServerStat, u64) {
+        let after = self.server(name);
+        assert!(
+            !after.status.starts_with("DOWN") && !after.status.starts_with("MAINT"),
+            "{name} must still be in service in HAProxy, its checks paused: {after:?}"
+        );
+        let redispatched = after.redispatches - before.redispatches;
+        (after, redispatched)
+    }
+
     /// The index in `nodes` of the node named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| *n == name)

@@ -1,10 +1,10 @@
 //! The client side of the load-balancer end-to-end tests
 //! (`tests/e2e_haproxy.rs`, `tests/e2e_haproxy_crash.rs`,
-//! `tests/e2e_haproxy_reload.rs`, `tests/e2e_nginx.rs`,
-//! `tests/e2e_nginx_node_tags.rs`, `tests/e2e_traefik.rs`): fresh clients
-//! and reconnects with cookies, over HTTP/1.1 or HTTP/2,
-//! clients that send numbered messages and check every echo while a node
-//! drains, and what they report.
+//! `tests/e2e_haproxy_refusal.rs`, `tests/e2e_haproxy_reload.rs`,
+//! `tests/e2e_nginx.rs`, `tests/e2e_nginx_node_tags.rs`,
+//! `tests/e2e_traefik.rs`): fresh clients and reconnects with cookies, over
+//! HTTP/1.1 or HTTP/2, clients that send numbered messages and check every
+//! echo while a node drains, and what they report.
 //!
 //! What differs between the balancers is a parameter ([`Talk`]): HAProxy may
 //! answer `503` until its health check marks a draining node down, so its
@@ -231,12 +231,12 @@ pub fn count_per_node<'a>(
     counts
 }
 
-/// The node with the most clients in `counts`.
-fn busiest(counts: &BTreeMap<&'static str, usize>) -> String {
+/// The node with the most clients in `counts`, and how many it has.
+pub fn busiest(counts: &BTreeMap<&'static str, usize>) -> (&'static str, usize) {
     counts
         .iter()
         .max_by_key(|(_, n)| **n)
-        .map(|(name, _)| (*name).to_owned())
+        .map(|(name, n)| (*name, *n))
         .expect("three nodes")
 }
 
@@ -329,10 +329,11 @@ pub async fn drain_busiest(
     options: Talk,
 ) -> Drain {
     let total = clients.len();
-    let node = busiest(&count_per_node(
+    let (node, _) = busiest(&count_per_node(
         Cluster::NODES,
         clients.iter().map(|(c, _)| (c.id, c.node.as_str())),
     ));
+    let node = node.to_owned();
     let index = Cluster::NODES
         .iter()
         .position(|n| *n == node)
