@@ -12,6 +12,11 @@
 //!    (as several instances behind DNS or a network load balancer): every
 //!    reconnect through it is `kept` on its node too.
 //!
+//! It runs twice: HAProxy standalone, reloaded with `-sf`, and HAProxy as a
+//! master process with its worker (`-W`), reloaded with `SIGUSR2`, as
+//! systemd's `haproxy.service` runs and reloads it; there the old worker
+//! keeps the open sockets, and the master reports its exit.
+//!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
 //! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
 //! `E2E_HAPROXY=/path/to/haproxy` picks the executable.
@@ -33,17 +38,31 @@ const OLD_PROCESS_EXIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn haproxy_reloads_and_instances_keep_every_session_on_its_node() {
+    run(false);
+}
+
+/// The same with HAProxy as a master process and its worker, reloaded with
+/// `SIGUSR2`, as systemd's `haproxy.service` runs and reloads it.
+#[test]
+fn haproxy_master_worker_reloads_keep_every_session_on_its_node() {
+    run(true);
+}
+
+fn run(master_worker: bool) {
     let Some([haproxy]) = lb::tools_or_skip("e2e_haproxy_reload", [lb::Tool::HaProxy]) else {
         return;
     };
     let started = Instant::now();
-    let mut cluster = Cluster::start(&haproxy, NodeOptions::HAPROXY);
-    talk::run(
-        "haproxy reload",
-        "3 nodes + haproxy",
-        started,
-        scenario(&mut cluster),
-    );
+    let (mut cluster, what) = if master_worker {
+        let cluster = Cluster::start_master_worker(&haproxy, NodeOptions::HAPROXY);
+        (cluster, "3 nodes + haproxy -W (master and worker)")
+    } else {
+        (
+            Cluster::start(&haproxy, NodeOptions::HAPROXY),
+            "3 nodes + haproxy",
+        )
+    };
+    talk::run("haproxy reload", what, started, scenario(&mut cluster));
 }
 
 async fn scenario(cluster: &mut Cluster) {
@@ -58,15 +77,16 @@ async fn scenario(cluster: &mut Cluster) {
     );
     let mut sockets = talk::reconnect_all_kept(&url, &clients, 1).await;
 
-    // 1. A soft reload. The old process stops listening (it says so), and
-    //    the open sockets stay with it.
+    // 1. A soft reload. The old process (or worker) stops listening (it
+    //    says so), and the open sockets stay with it.
     let mut old = cluster.reload_haproxy();
     let stopping = Instant::now();
-    while !old.log().iter().any(|l| l.contains("Proxy ws_in stopped")) {
+    while !cluster.haproxy.former_stopped_listening(&old) {
         assert!(
             stopping.elapsed() < OLD_PROCESS_EXIT,
-            "the old process did not stop its frontend within {OLD_PROCESS_EXIT:?}: {:#?}",
-            old.log()
+            "the {} did not stop its frontend within {OLD_PROCESS_EXIT:?}: {:#?}",
+            old.name(),
+            cluster.haproxy.log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -115,8 +135,13 @@ async fn scenario(cluster: &mut Cluster) {
 
     // The old process still serves its sockets, then leaves with the last.
     assert!(
-        old.wait_exit(Duration::ZERO).await.is_none(),
-        "the old process should still serve its open sockets"
+        cluster
+            .haproxy
+            .former_exit(&mut old, Duration::ZERO)
+            .await
+            .is_none(),
+        "the {} should still serve its open sockets",
+        old.name()
     );
     for c in &clients {
         let mut ws = sockets.remove(&c.id).expect("an open socket");
@@ -124,15 +149,20 @@ async fn scenario(cluster: &mut Cluster) {
         lb::close(ws).await;
     }
     let closed_at = Instant::now();
-    let exit = old.wait_exit(OLD_PROCESS_EXIT).await;
+    let exit = cluster
+        .haproxy
+        .former_exit(&mut old, OLD_PROCESS_EXIT)
+        .await;
     lb::report(&format!(
-        "reload: the old process exited {:?} after its last socket closed: {exit:?}",
+        "reload: the {} exited {:?} after its last socket closed: {exit:?}",
+        old.name(),
         closed_at.elapsed()
     ));
     assert!(
-        exit.is_some_and(|status| status.success()),
-        "the old process should exit cleanly within {OLD_PROCESS_EXIT:?} of its last socket \
-         closing: {exit:?}"
+        exit == Some(true),
+        "the {} should exit cleanly within {OLD_PROCESS_EXIT:?} of its last socket \
+         closing: {exit:?}",
+        old.name()
     );
 
     // 2. A second HAProxy with the same files, sharing nothing with the first.

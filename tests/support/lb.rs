@@ -268,7 +268,28 @@ pub struct HaProxy {
     stats_socket: PathBuf,
     /// The frontends the test added (see [`HaProxy::start`]).
     frontends: String,
+    /// Run as a master process with workers (`-W`), as systemd runs it.
+    master_worker: bool,
     _dir: TempDir,
+}
+
+/// What a reload of HAProxy left behind, serving the connections it had
+/// until they end ([`HaProxy::reload`]).
+pub enum Former {
+    /// The old process of a standalone reload (`-sf`).
+    Process(HaProxy),
+    /// The old worker of a master process, by pid: the master reports on it.
+    Worker(u32),
+}
+
+impl Former {
+    /// `old process` or `old worker`, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Former::Process(_) => "old process",
+            Former::Worker(_) => "old worker",
+        }
+    }
 }
 
 impl HaProxy {
@@ -284,13 +305,51 @@ impl HaProxy {
         Self::spawn(bin, frontend_port, node_ports, frontends, &[])
     }
 
-    /// A soft reload, as after a change of the files: a new process with the
-    /// same files (and `frontends`) binds the same ports, and then tells this
-    /// one (`-sf PID`) to stop listening and to serve the connections it has
-    /// until they end (or `hard-stop-after`). Returns the old process.
-    /// systemd's `haproxy.service` runs a master process (`-W`) that does
-    /// the same for its workers on `reload`; that mode is not run here.
-    pub fn reload(&mut self, frontend_port: u16, node_ports: [u16; 3]) -> HaProxy {
+    /// Like [`HaProxy::start`], as a master process (`-W`) that runs the
+    /// proxy in a worker, as systemd's `haproxy.service` runs it.
+    pub fn start_master_worker(
+        bin: &Path,
+        frontend_port: u16,
+        node_ports: [u16; 3],
+        frontends: &str,
+    ) -> HaProxy {
+        Self::spawn(bin, frontend_port, node_ports, frontends, &["-W"])
+    }
+
+    /// A soft reload, as after a change of the files. Standalone, a new
+    /// process with the same files (and `frontends`) binds the same ports,
+    /// then tells this one (`-sf PID`) to stop listening and to serve the
+    /// connections it has until they end (or `hard-stop-after`). A master
+    /// process does the same with a new worker on `SIGUSR2` (systemd's
+    /// `reload`), handing it the listening sockets; this waits (bounded)
+    /// until the master says the new worker loaded. Returns what serves the
+    /// old connections.
+    pub fn reload(&mut self, frontend_port: u16, node_ports: [u16; 3]) -> Former {
+        if self.master_worker {
+            let worker = self
+                .current_worker()
+                .expect("a worker of the master process");
+            let log = self.log.clone();
+            let loaded = move || {
+                log.lines()
+                    .iter()
+                    .filter(|l| l.contains("Loading success."))
+                    .count()
+            };
+            let before = loaded();
+            crate::support::signal(self.child.id(), "USR2");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while loaded() == before {
+                self.assert_running();
+                assert!(
+                    Instant::now() < deadline,
+                    "HAProxy's master did not reload within 20 s:\n{}",
+                    self.log().join("\n")
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Former::Worker(worker);
+        }
         let old_pid = self.child.id().to_string();
         let new = Self::spawn(
             &self.bin,
@@ -299,7 +358,50 @@ impl HaProxy {
             &self.frontends,
             &["-sf", &old_pid],
         );
-        std::mem::replace(self, new)
+        Former::Process(std::mem::replace(self, new))
+    }
+
+    /// The pid of the master's newest worker, from its `New worker (PID)
+    /// forked` lines.
+    fn current_worker(&self) -> Option<u32> {
+        self.log().iter().rev().find_map(|l| {
+            let (_, rest) = l.split_once("New worker (")?;
+            rest.split_once(") forked")?.0.parse().ok()
+        })
+    }
+
+    /// Whether the process or worker `former` left by a reload has stopped
+    /// its frontend (it says so in its log).
+    pub fn former_stopped_listening(&self, former: &Former) -> bool {
+        match former {
+            Former::Process(old) => old.log().iter().any(|l| l.contains("Proxy ws_in stopped")),
+            Former::Worker(pid) => {
+                let line = format!("({pid}) : Proxy ws_in stopped");
+                self.log().iter().any(|l| l.contains(&line))
+            }
+        }
+    }
+
+    /// Waits (bounded, polling) for `former` to exit; whether it exited
+    /// cleanly, or `None` if it still runs after `timeout`.
+    pub async fn former_exit(&self, former: &mut Former, timeout: Duration) -> Option<bool> {
+        match former {
+            Former::Process(old) => old.wait_exit(timeout).await.map(|s| s.success()),
+            Former::Worker(pid) => {
+                let line = format!("Former worker ({pid}) exited with code ");
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let code = self.log().iter().find_map(|l| {
+                        let (_, code) = l.split_once(&line)?;
+                        Some(code.split_whitespace().next() == Some("0"))
+                    });
+                    if code.is_some() || Instant::now() >= deadline {
+                        return code;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
     }
 
     fn spawn(
@@ -347,6 +449,7 @@ impl HaProxy {
             log,
             stats_socket,
             frontends: frontends.to_owned(),
+            master_worker: args.contains(&"-W"),
             _dir: dir,
         }
     }
@@ -492,8 +595,16 @@ impl HaProxy {
         wait_child_exit(&mut self.child, timeout).await.0
     }
 
-    /// Kills HAProxy and waits for it to exit.
+    /// Kills HAProxy and waits for it to exit. A master process gets
+    /// `SIGTERM` first (bounded at 5 s), which stops its workers too.
     fn stop(&mut self) {
+        if self.master_worker && matches!(self.child.try_wait(), Ok(None)) {
+            crate::support::signal(self.child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -663,13 +774,19 @@ impl Cluster {
     /// servers, as `deploy/haproxy.cfg` asks, then HAProxy, and waits until
     /// its health checks see every node up.
     pub fn start(haproxy: &Path, options: NodeOptions) -> Cluster {
-        Self::start_full(haproxy, options, Self::NODES, None)
+        Self::start_full(haproxy, options, Self::NODES, None, false)
+    }
+
+    /// Like [`Cluster::start`], with HAProxy as a master process and its
+    /// worker ([`HaProxy::start_master_worker`]).
+    pub fn start_master_worker(haproxy: &Path, options: NodeOptions) -> Cluster {
+        Self::start_full(haproxy, options, Self::NODES, None, true)
     }
 
     /// Like [`Cluster::start`], with the nodes named `names` instead (a name
     /// that is not a server's leaves the routing to HAProxy's stick table).
     pub fn start_named(haproxy: &Path, options: NodeOptions, names: [&'static str; 3]) -> Cluster {
-        Self::start_full(haproxy, options, names, None)
+        Self::start_full(haproxy, options, names, None, false)
     }
 
     /// Like [`Cluster::start`], and HAProxy also serves TLS with the
@@ -678,7 +795,7 @@ impl Cluster {
     /// a request for `/ws` that is not HTTP/2, so that a browser's WebSocket
     /// that opens through it is known to be an extended CONNECT.
     pub fn start_with_tls(haproxy: &Path, options: NodeOptions, pem: &Path) -> Cluster {
-        Self::start_full(haproxy, options, Self::NODES, Some(pem))
+        Self::start_full(haproxy, options, Self::NODES, Some(pem), false)
     }
 
     fn start_full(
@@ -686,6 +803,7 @@ impl Cluster {
         options: NodeOptions,
         names: [&'static str; 3],
         pem: Option<&Path>,
+        master_worker: bool,
     ) -> Cluster {
         let node_log = OutputLog::default();
         let nodes = start_nodes(names, options, &node_log);
@@ -701,7 +819,12 @@ impl Cluster {
             )
         });
         let tls_frontend = tls_frontend.map(|(addr, _)| addr);
-        let mut haproxy = HaProxy::start(haproxy, frontend.port(), ports(&nodes), &frontends);
+        let start = if master_worker {
+            HaProxy::start_master_worker
+        } else {
+            HaProxy::start
+        };
+        let mut haproxy = start(haproxy, frontend.port(), ports(&nodes), &frontends);
         haproxy.wait_ready(frontend, nodes.len(), Duration::from_secs(20));
         Cluster {
             nodes,
@@ -753,16 +876,21 @@ impl Cluster {
         self.haproxy.stop();
         let bin = self.haproxy.bin.clone();
         let frontends = std::mem::take(&mut self.haproxy.frontends);
-        self.haproxy = HaProxy::start(&bin, self.frontend.port(), ports(&self.nodes), &frontends);
+        let start = if self.haproxy.master_worker {
+            HaProxy::start_master_worker
+        } else {
+            HaProxy::start
+        };
+        self.haproxy = start(&bin, self.frontend.port(), ports(&self.nodes), &frontends);
         self.haproxy
             .wait_ready(self.frontend, self.nodes.len(), Duration::from_secs(20));
     }
 
     /// Reloads HAProxy softly ([`HaProxy::reload`]), its nodes where they
     /// are, and waits (bounded) until the new process's health checks see
-    /// every node up. Returns the old process, which still serves the
-    /// connections it had.
-    pub fn reload_haproxy(&mut self) -> HaProxy {
+    /// every node up. Returns the old process or worker, which still serves
+    /// the connections it had.
+    pub fn reload_haproxy(&mut self) -> Former {
         let old = self
             .haproxy
             .reload(self.frontend.port(), ports(&self.nodes));
