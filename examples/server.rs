@@ -263,7 +263,7 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
         .route("/ws", get(ws))
         .route_service("/ws-health", drain.health_service())
         .with_state(state)
-        .layer(layer);
+        .layer(layer.clone());
 
     // Listen for signals before announcing the address, so that a SIGTERM sent
     // right after the `listening on` line is never missed.
@@ -348,6 +348,12 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
             "[{node}] HTTP connections still open after {HTTP_SHUTDOWN_TIMEOUT:?}; exiting"
         ),
     }
+    // What the layer decided, for the operator's log (and the tests).
+    let stats = layer.stats();
+    eprintln!(
+        "[{node}] upgrades: {} issued, {} kept, {} migrated, {} refused while draining",
+        stats.issued, stats.kept, stats.migrated, stats.refused_draining
+    );
     eprintln!("[{node}] bye");
     code
 }

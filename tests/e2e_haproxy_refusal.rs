@@ -29,7 +29,7 @@ const CLIENTS: usize = 24;
 /// The draining node keeps refusing for its close delay, while one socket
 /// keeps it up: longer than the test needs.
 const OPTIONS: NodeOptions = NodeOptions {
-    close_delay: Duration::from_secs(5),
+    close_delay: Duration::from_secs(3),
     close_spread: Duration::ZERO,
     drain_timeout: Duration::from_secs(10),
     retry_after: Duration::from_secs(1),
@@ -58,6 +58,8 @@ async fn scenario(cluster: &mut Cluster) {
     let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
     let (victim, _) = talk::busiest(&per_node);
     let theirs: Vec<&Client> = clients.iter().filter(|c| c.node == victim).collect();
+    // One to keep the node up, and one or more for each protocol: not a
+    // check of HAProxy, a guard against a test that reconnects no one.
     assert!(
         theirs.len() >= 3,
         "the busiest node needs 3 clients or more: {per_node:?}"
@@ -68,7 +70,12 @@ async fn scenario(cluster: &mut Cluster) {
     // refusing upgrades) until its close delay is over.
     let (holder, returning) = theirs.split_first().expect("clients");
     let mut jar = holder.jar.clone();
-    let (_, open) = talk::reconnect(&url, holder.id, &mut jar, 1).await;
+    let (welcomes, open) = talk::reconnect(&url, holder.id, &mut jar, 1).await;
+    assert_eq!(
+        (welcomes[0].affinity.as_str(), welcomes[0].node.as_str()),
+        ("kept", victim),
+        "the socket that keeps {victim} up"
+    );
 
     // HAProxy keeps the node in service; the node starts draining.
     cluster.admin(&format!("disable health ws_nodes/{victim}"));
@@ -113,17 +120,43 @@ async fn scenario(cluster: &mut Cluster) {
         over.push(protocol);
     }
     let (after, redispatched) = cluster.server_in_service(victim, &before);
+    // The node was up and draining all along, and says how many upgrades it
+    // refused with 503 (HAProxy counts no 5xx for a response it retried):
+    // one per reconnect, so each redispatch followed its 503, not a refused
+    // connection, which HAProxy retries too.
+    assert!(
+        matches!(cluster.nodes[index].child.try_wait(), Ok(None))
+            && lb::http_get_status(addr, "/ws-health").is_ok_and(|status| status == 503),
+        "{victim} should still be up and draining"
+    );
+    lb::close(open).await;
+    let (exit, _) = talk::wait_exit(&mut cluster.nodes[index], OPTIONS.drain_timeout).await;
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{victim} after its drain: {exit:?}"
+    );
+    let refused = cluster
+        .node_log
+        .lines()
+        .iter()
+        .find_map(|l| {
+            let rest = l.strip_prefix(&format!("[{victim}] upgrades: "))?;
+            let (_, refused) = rest.split_once(" migrated, ")?;
+            refused
+                .strip_suffix(" refused while draining")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `upgrades:` line from {victim}"));
     assert_eq!(
-        redispatched,
+        refused,
         returning.len() as u64,
-        "each reconnect must have been refused by {victim} and sent elsewhere, once: \
-         {before:?} then {after:?}"
+        "{victim} should have refused each reconnect once"
     );
     lb::report(&format!(
         "{} clients of draining {victim} reconnected ({over:?}), all `migrated` at the first \
-         attempt: {redispatched} redispatches and {} retries on {victim}",
+         attempt: {refused} 503s from {victim}, {redispatched} redispatches and {} retries",
         returning.len(),
         after.retries - before.retries
     ));
-    lb::close(open).await;
 }

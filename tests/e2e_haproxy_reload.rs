@@ -14,7 +14,8 @@
 //!
 //! It runs twice: HAProxy standalone, reloaded with `-sf`, and HAProxy as a
 //! master process with its worker (`-W`), reloaded with `SIGUSR2`, as
-//! systemd's `haproxy.service` runs and reloads it; there the old worker
+//! systemd's `haproxy.service` reloads it (it runs `-Ws`: `-W` with
+//! systemd's notification, which is left out here); there the old worker
 //! keeps the open sockets, and the master reports its exit.
 //!
 //! Needs `haproxy` (`bash .ci/install-e2e.sh`). Without it the test passes
@@ -42,7 +43,7 @@ fn haproxy_reloads_and_instances_keep_every_session_on_its_node() {
 }
 
 /// The same with HAProxy as a master process and its worker, reloaded with
-/// `SIGUSR2`, as systemd's `haproxy.service` runs and reloads it.
+/// `SIGUSR2`, as systemd's `haproxy.service` reloads it.
 #[test]
 fn haproxy_master_worker_reloads_keep_every_session_on_its_node() {
     run(true);

@@ -268,8 +268,11 @@ pub struct HaProxy {
     stats_socket: PathBuf,
     /// The frontends the test added (see [`HaProxy::start`]).
     frontends: String,
-    /// Run as a master process with workers (`-W`), as systemd runs it.
+    /// Run as a master process with workers (`-W`; systemd runs `-Ws`).
     master_worker: bool,
+    /// The ports it was started with (a master reloads with them).
+    frontend_port: u16,
+    node_ports: [u16; 3],
     _dir: TempDir,
 }
 
@@ -306,7 +309,7 @@ impl HaProxy {
     }
 
     /// Like [`HaProxy::start`], as a master process (`-W`) that runs the
-    /// proxy in a worker, as systemd's `haproxy.service` runs it.
+    /// proxy in a worker, as systemd's `haproxy.service` does (with `-Ws`).
     pub fn start_master_worker(
         bin: &Path,
         frontend_port: u16,
@@ -326,6 +329,13 @@ impl HaProxy {
     /// old connections.
     pub fn reload(&mut self, frontend_port: u16, node_ports: [u16; 3]) -> Former {
         if self.master_worker {
+            // The master re-reads the files with the environment it was
+            // started with: it cannot follow nodes that moved since.
+            assert_eq!(
+                (frontend_port, node_ports),
+                (self.frontend_port, self.node_ports),
+                "a master process reloads with the ports it was started with"
+            );
             let worker = self
                 .current_worker()
                 .expect("a worker of the master process");
@@ -383,20 +393,28 @@ impl HaProxy {
     }
 
     /// Waits (bounded, polling) for `former` to exit; whether it exited
-    /// cleanly, or `None` if it still runs after `timeout`.
+    /// cleanly, or `None` if it still runs after `timeout`. A worker gone
+    /// without its exit in the master's log counts as not clean.
     pub async fn former_exit(&self, former: &mut Former, timeout: Duration) -> Option<bool> {
         match former {
             Former::Process(old) => old.wait_exit(timeout).await.map(|s| s.success()),
             Former::Worker(pid) => {
+                // The master reports the exit (with its code) once it has
+                // reaped the worker; until then the worker is in /proc.
                 let line = format!("Former worker ({pid}) exited with code ");
+                let proc_dir = PathBuf::from(format!("/proc/{pid}"));
                 let deadline = Instant::now() + timeout;
                 loop {
                     let code = self.log().iter().find_map(|l| {
                         let (_, code) = l.split_once(&line)?;
                         Some(code.split_whitespace().next() == Some("0"))
                     });
-                    if code.is_some() || Instant::now() >= deadline {
+                    if code.is_some() {
                         return code;
+                    }
+                    if Instant::now() >= deadline {
+                        // Gone, though its exit is not in the log yet.
+                        return (!proc_dir.exists()).then_some(false);
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -450,6 +468,8 @@ impl HaProxy {
             stats_socket,
             frontends: frontends.to_owned(),
             master_worker: args.contains(&"-W"),
+            frontend_port,
+            node_ports,
             _dir: dir,
         }
     }
@@ -599,7 +619,11 @@ impl HaProxy {
     /// `SIGTERM` first (bounded at 5 s), which stops its workers too.
     fn stop(&mut self) {
         if self.master_worker && matches!(self.child.try_wait(), Ok(None)) {
-            crate::support::signal(self.child.id(), "TERM");
+            // Not `support::signal`, which panics: this runs in `Drop`.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
