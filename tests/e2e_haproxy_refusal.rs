@@ -120,6 +120,12 @@ async fn scenario(cluster: &mut Cluster) {
         over.push(protocol);
     }
     let (after, redispatched) = cluster.server_in_service(victim, &before);
+    assert_eq!(
+        redispatched,
+        returning.len() as u64,
+        "HAProxy should have sent each reconnect on from {victim}, once: \
+         {before:?} then {after:?}"
+    );
     // The node was up and draining all along, and says how many upgrades it
     // refused with 503 (HAProxy counts no 5xx for a response it retried):
     // one per reconnect, so each redispatch followed its 503, not a refused
