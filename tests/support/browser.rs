@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::lb::{report_tail, OutputLog, TempDir};
+use crate::lb::{OutputLog, TempDir};
 
 /// A headless Chromium with a fresh profile. Its whole process group is
 /// killed on drop (the browser forks renderer and utility processes).
@@ -68,17 +68,9 @@ impl Chromium {
         // the profile too, which is removed after the browser is killed;
         // otherwise every run leaves a few in /tmp.
         .env("TMPDIR", profile.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         // Its own process group, so drop can end the browser's children too.
         .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let log = OutputLog::default();
-        log.follow(child.stdout.take().expect("piped stdout"));
-        log.follow(child.stderr.take().expect("piped stderr"));
+        let (child, log) = OutputLog::spawn(&mut cmd, bin);
         let mut browser = Chromium {
             child,
             log,
@@ -125,9 +117,7 @@ impl Drop for Chromium {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
-            report_tail("chromium's output", &self.log.lines());
-        }
+        self.log.report_if_failing("chromium's output");
     }
 }
 

@@ -220,6 +220,29 @@ impl OutputLog {
     pub fn lines(&self) -> Vec<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Spawns `cmd` (running `bin`) with stdin closed and its stdout and
+    /// stderr collected into a new log.
+    pub fn spawn(cmd: &mut Command, bin: &Path) -> (Child, OutputLog) {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let log = OutputLog::default();
+        log.follow(child.stdout.take().expect("piped stdout"));
+        log.follow(child.stderr.take().expect("piped stderr"));
+        (child, log)
+    }
+
+    /// Shows the last lines as `what` ([`report_tail`]) when the test is
+    /// failing (the thread is panicking): for the `Drop` of what owns it.
+    pub fn report_if_failing(&self, what: &str) {
+        if std::thread::panicking() {
+            report_tail(what, &self.lines());
+        }
+    }
 }
 
 /// One server line of HAProxy's `show stat`.
@@ -442,25 +465,20 @@ impl HaProxy {
             ),
         )
         .expect("write tests.cfg");
-        let mut child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg)
-            .arg("-f")
-            .arg(&extra)
-            .arg("-db")
-            .args(args)
-            .env("FRONTEND_PORT", frontend_port.to_string())
-            .env("NODE1_PORT", node_ports[0].to_string())
-            .env("NODE2_PORT", node_ports[1].to_string())
-            .env("NODE3_PORT", node_ports[2].to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let log = OutputLog::default();
-        log.follow(child.stdout.take().expect("piped stdout"));
-        log.follow(child.stderr.take().expect("piped stderr"));
+        let (child, log) = OutputLog::spawn(
+            Command::new(bin)
+                .arg("-f")
+                .arg(&cfg)
+                .arg("-f")
+                .arg(&extra)
+                .arg("-db")
+                .args(args)
+                .env("FRONTEND_PORT", frontend_port.to_string())
+                .env("NODE1_PORT", node_ports[0].to_string())
+                .env("NODE2_PORT", node_ports[1].to_string())
+                .env("NODE3_PORT", node_ports[2].to_string()),
+            bin,
+        );
         HaProxy {
             bin: bin.to_owned(),
             child,
@@ -618,16 +636,8 @@ impl HaProxy {
     /// Kills HAProxy and waits for it to exit. A master process gets
     /// `SIGTERM` first (bounded at 5 s), which stops its workers too.
     fn stop(&mut self) {
-        if self.master_worker && matches!(self.child.try_wait(), Ok(None)) {
-            // Not `support::signal`, which panics: this runs in `Drop`.
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if self.master_worker {
+            terminate(&mut self.child, Duration::from_secs(5));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -637,9 +647,25 @@ impl HaProxy {
 impl Drop for HaProxy {
     fn drop(&mut self) {
         self.stop();
-        if std::thread::panicking() {
-            report_tail("haproxy's output", &self.log.lines());
-        }
+        self.log.report_if_failing("haproxy's output");
+    }
+}
+
+/// Asks `child` to stop with `SIGTERM` and waits up to `grace` for it to
+/// exit; the caller kills what is left. Only a child still running (not
+/// reaped: `try_wait` found it), so never a reused pid. Never panics: it
+/// runs in `Drop` (unlike `support::signal`).
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -1015,9 +1041,7 @@ pub fn ports(nodes: &[Server]) -> [u16; 3] {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            report_tail("nodes' output", &self.node_log.lines());
-        }
+        self.node_log.report_if_failing("nodes' output");
     }
 }
 

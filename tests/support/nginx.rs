@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::lb::{report_tail, Cluster, NodeOptions, OutputLog, TempDir};
+use crate::lb::{Cluster, NodeOptions, OutputLog, TempDir};
 use crate::support::Server;
 
 /// The addresses the nginx files of `deploy/` ship with: the listen address
@@ -157,9 +157,7 @@ impl NginxCluster {
 
 impl Drop for NginxCluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            report_tail("nodes' output", &self.node_log.lines());
-        }
+        self.node_log.report_if_failing("nodes' output");
     }
 }
 
@@ -195,18 +193,13 @@ impl Nginx {
             Self::output_text(&check)
         );
 
-        let mut child = Self::command(bin, dir.path(), &conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: the workers outlive a killed master, and
-            // drop ends them through the group.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let log = OutputLog::default();
-        log.follow(child.stdout.take().expect("piped stdout"));
-        log.follow(child.stderr.take().expect("piped stderr"));
+        let (child, log) = OutputLog::spawn(
+            Self::command(bin, dir.path(), &conf)
+                // Its own process group: the workers outlive a killed master,
+                // and drop ends them through the group.
+                .process_group(0),
+            bin,
+        );
         Nginx {
             child,
             log,
@@ -263,23 +256,14 @@ impl Drop for Nginx {
         // exits. Then SIGKILL to the group (its id is the master's pid,
         // `process_group(0)`) for anything left, if the master did not exit.
         let pid = self.child.id();
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {pid}")])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::lb::terminate(&mut self.child, Duration::from_secs(5));
         let _ = Command::new("sh")
             .args(["-c", &format!("kill -KILL -{pid}")])
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
-            report_tail("nginx's output", &self.log.lines());
-        }
+        self.log.report_if_failing("nginx's output");
     }
 }
 

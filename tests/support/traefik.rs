@@ -16,9 +16,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::lb::{report_tail, Cluster, NodeOptions, OutputLog, TempDir};
+use crate::lb::{Cluster, NodeOptions, OutputLog, TempDir};
 use crate::support::Server;
 
 /// The static file, which names the dynamic one.
@@ -189,9 +189,7 @@ impl TraefikCluster {
 
 impl Drop for TraefikCluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            report_tail("nodes' output", &self.node_log.lines());
-        }
+        self.node_log.report_if_failing("nodes' output");
     }
 }
 
@@ -216,17 +214,12 @@ impl Traefik {
         for (path, text) in [(&main_path, main), (&routes_path, routes)] {
             std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
-        let mut child = Command::new(bin)
-            .arg(format!("--configFile={}", main_path.display()))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let log = OutputLog::default();
-        log.follow(child.stdout.take().expect("piped stdout"));
-        log.follow(child.stderr.take().expect("piped stderr"));
+        let (child, log) = OutputLog::spawn(
+            Command::new(bin)
+                .arg(format!("--configFile={}", main_path.display()))
+                .current_dir(dir.path()),
+            bin,
+        );
         Traefik {
             child,
             stopped: false,
@@ -269,24 +262,14 @@ impl Traefik {
     /// SIGTERM (Traefik's graceful shutdown, bounded at 5 s here), then
     /// SIGKILL if it is still running. Traefik is one process, with no
     /// workers (it stays in the test's process group, so that a Ctrl-C of
-    /// the test run ends it too). Signals only a process that has
-    /// not been reaped (`try_wait` found it running), so never a reused pid;
+    /// the test run ends it too). [`crate::lb::terminate`] signals only a
+    /// process that has not been reaped, so never a reused pid;
     /// `Child::kill` checks that itself.
     fn stop(&mut self) {
         if std::mem::replace(&mut self.stopped, true) {
             return;
         }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let pid = self.child.id();
-            let _ = Command::new("sh")
-                .args(["-c", &format!("kill -TERM {pid}")])
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        crate::lb::terminate(&mut self.child, Duration::from_secs(5));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -295,9 +278,7 @@ impl Traefik {
 impl Drop for Traefik {
     fn drop(&mut self) {
         self.stop();
-        if std::thread::panicking() {
-            report_tail("traefik's output", &self.log.lines());
-        }
+        self.log.report_if_failing("traefik's output");
     }
 }
 
