@@ -1,8 +1,8 @@
 //! End to end with a real browser: headless Chromium loads the example's demo
 //! page through a balancer in front of three nodes, HAProxy
 //! (`deploy/haproxy.cfg`) in three tests and Traefik (`deploy/traefik.yml`)
-//! in the fourth. In most, the page opens a WebSocket, reconnects once, and
-//! reports both welcomes.
+//! in the other two. In most, the page opens a WebSocket, reconnects once,
+//! and reports both welcomes.
 //!
 //! Through HAProxy, a `kept` second welcome on the same node with the same
 //! session proves that the browser stored the cookie set on the `101`, sent
@@ -14,7 +14,10 @@
 //! cookie, so both cookies are `Secure`, and Chromium must keep and return
 //! them over plain HTTP to 127.0.0.1, which it treats as secure. Since
 //! Traefik balances round-robin, one reconnect can land on the same node by
-//! chance, so that test loads the page three more times.
+//! chance, so both Traefik tests load the page three more times. The second
+//! runs the static file's commented TLS example, where the page comes over
+//! HTTP/2 and, Traefik not allowing extended CONNECT, the WebSockets over
+//! HTTP/1.1.
 //!
 //! Needs `chromium` and `haproxy` or `traefik` (`bash .ci/install-e2e.sh`).
 //! Without one of them a test passes with a loud `SKIPPED` line, except under
@@ -31,15 +34,13 @@ mod traefik;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
 use lb::{Cluster, NodeOptions, Welcome};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use traefik::TraefikCluster;
 
 /// Bound on the page's whole run (load, connect, reconnect).
@@ -86,13 +87,13 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
         return;
     };
     let started = Instant::now();
-    let (cluster, cert, _dir) = tls_cluster(&haproxy);
+    let (cluster, cert) = tls_cluster(&haproxy);
     let tls = cluster.tls_frontend.expect("a TLS frontend");
     let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
     run(started, async {
         // The frontend's guard, without which an HTTP/1.1 WebSocket would
         // pass this test too.
-        let status = tls_h1_upgrade_status(tls, cert).await;
+        let status = tls_h1_upgrade_status(tls, &cert).await;
         assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         let origin = format!("https://{tls}");
@@ -119,7 +120,7 @@ fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
         return;
     };
     let started = Instant::now();
-    let (mut cluster, _, _dir) = tls_cluster(&haproxy);
+    let (mut cluster, _cert) = tls_cluster(&haproxy);
     let tls = cluster.tls_frontend.expect("a TLS frontend");
     let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
     run(started, async {
@@ -260,22 +261,16 @@ async fn streams_once(
 
 /// Three nodes with their default `Secure` cookie (as in production behind
 /// TLS) behind HAProxy with a TLS frontend, whose certificate is made here;
-/// returns the certificate to trust, and the directory holding it (keep it
-/// as long as HAProxy runs).
-fn tls_cluster(haproxy: &Path) -> (Cluster, CertificateDer<'static>, lb::TempDir) {
-    let dir = lb::TempDir::new("tls");
-    let pem = dir.path().join("site.pem");
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
-        .expect("self-signed certificate");
-    // HAProxy's `crt` takes the certificate and its key in one file.
-    let pem_text = cert.cert.pem() + &cert.signing_key.serialize_pem();
-    std::fs::write(&pem, pem_text).expect("write the certificate");
+/// returns the certificate (keep it as long as HAProxy runs: its files are
+/// in a temp dir).
+fn tls_cluster(haproxy: &Path) -> (Cluster, lb::SiteCert) {
+    let cert = lb::SiteCert::new();
     let options = NodeOptions {
         secure_cookie: true,
         ..NodeOptions::HAPROXY
     };
-    let cluster = Cluster::start_with_tls(haproxy, options, &pem);
-    (cluster, cert.cert.der().clone(), dir)
+    let cluster = Cluster::start_with_tls(haproxy, options, &cert.combined);
+    (cluster, cert)
 }
 
 /// The log the demo page in tab `page` keeps of its sockets.
@@ -321,17 +316,8 @@ async fn wait_socket(
 
 /// The status HAProxy answers to an HTTP/1.1 WebSocket handshake for `/ws`
 /// over TLS at `addr`, whose certificate is `cert`. Bounded by 5 s.
-async fn tls_h1_upgrade_status(addr: SocketAddr, cert: CertificateDer<'static>) -> u16 {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("trust the test's certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+async fn tls_h1_upgrade_status(addr: SocketAddr, cert: &lb::SiteCert) -> u16 {
+    let connector = tokio_rustls::TlsConnector::from(cert.client_config(&[b"http/1.1"]));
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let name = ServerName::IpAddress(addr.ip().into());
@@ -374,34 +360,124 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         let origin = format!("http://{}", cluster.traefik.frontend);
-        let (first, cookie) = reconnect_once(&mut cdp, &origin).await;
+        let (_, first, cookie) = reconnect_once(&mut cdp, &origin).await;
         assert_eq!(
             cookie["secure"], true,
             "the layer's cookie, Secure by default: {cookie}"
         );
-        // Traefik balances the page, its favicon and the sockets round-robin
-        // over three nodes: one reconnect may land on the same node by
-        // chance, a few page loads in a row (two sockets each) do not.
-        for load in 1..=PAGE_RELOADS {
-            let (_, a, b) = load_auto_page(&mut cdp, &origin).await;
-            for w in [&a, &b] {
-                assert_eq!(
-                    (w.affinity.as_str(), &w.node, &w.session),
-                    ("kept", &first.node, &first.session),
-                    "page load {load} after the first: {w:?}"
-                );
-            }
-        }
-        let node_cookie = stored_cookie(&mut cdp, "WS_NODE").await;
-        lb::report(&format!("browser: stored Traefik's cookie {node_cookie}"));
-        for (attribute, expected) in [("secure", true), ("httpOnly", true)] {
-            assert_eq!(
-                node_cookie[attribute], expected,
-                "{attribute}: {node_cookie}"
-            );
-        }
+        stays_through_traefik(&mut cdp, &origin, &first).await;
         cdp.close_browser().await;
     });
+}
+
+/// Through Traefik over HTTPS, as `deploy/traefik.yml`'s commented
+/// production example sets it up (`web` redirects to `websecure`, which
+/// serves TLS; the router names `websecure`): Chromium, sent to the plain
+/// entry point, lands on HTTPS and gets the page over HTTP/2. Traefik does
+/// not enable extended CONNECT (`tests/e2e_traefik.rs` checks its SETTINGS),
+/// so Chromium opens the page's WebSockets over HTTP/1.1, on connections of
+/// their own; Traefik's access log shows both protocols. Both cookies come
+/// back, `Secure`, and every reconnect is `kept`.
+#[test]
+fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() {
+    let tools = [lb::Tool::Traefik, lb::Tool::Chromium];
+    let Some([traefik, chromium]) = lb::tools_or_skip("e2e_browser (traefik TLS)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let cert = lb::SiteCert::new();
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::TRAEFIK
+    };
+    let cluster = TraefikCluster::start_with_tls(&traefik, options, &cert);
+    let tls = cluster.traefik.tls_frontend.expect("a TLS entry point");
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        // The example's redirect, from the plain entry point.
+        let plain = format!("http://{}", cluster.traefik.frontend);
+        let (page, first, cookie) = reconnect_once(&mut cdp, &plain).await;
+        let href = cdp
+            .eval(&page, "location.href")
+            .await
+            .expect("location.href");
+        assert_eq!(
+            href.as_str(),
+            Some(format!("https://{tls}/?auto=1").as_str()),
+            "{plain}/?auto=1 should redirect to the TLS entry point"
+        );
+        let protocol = cdp
+            .eval(
+                &page,
+                "performance.getEntriesByType('navigation')[0].nextHopProtocol",
+            )
+            .await
+            .expect("the page's protocol");
+        assert_eq!(protocol, "h2", "the page over HTTPS, with h2 offered");
+        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
+        stays_through_traefik(&mut cdp, &format!("https://{tls}"), &first).await;
+
+        // Traefik logs a WebSocket when it closes: every page closed its
+        // first socket when it reconnected.
+        let sockets = PAGE_RELOADS + 1;
+        let since = Instant::now();
+        let log = loop {
+            let log = cluster.traefik.access_log();
+            let closed = log.iter().filter(|l| l.contains("\"GET /ws ")).count();
+            if closed >= sockets || since.elapsed() > Duration::from_secs(5) {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Traefik logs a WebSocket with status 0: the connection was
+        // handed over after the 101.
+        let requests = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+        let (h1_sockets, h2_sockets) = (
+            requests("\"GET /ws HTTP/1.1\" "),
+            requests("\"GET /ws HTTP/2.0\""),
+        );
+        let h2_pages = requests("\"GET /?auto=1 HTTP/2.0\" 200 ");
+        assert!(
+            h1_sockets >= sockets && h2_sockets == 0 && h2_pages == sockets,
+            "Traefik's access log should show {sockets} pages over HTTP/2 and their first \
+             {sockets} WebSockets, closed, over HTTP/1.1, none over HTTP/2; it shows \
+             {h2_pages}, {h1_sockets} and {h2_sockets}:\n{}",
+            log.join("\n")
+        );
+        lb::report(&format!(
+            "browser: through Traefik over TLS, {h2_pages} pages over HTTP/2, {h1_sockets} \
+             WebSockets over HTTP/1.1 (closed ones), each reconnect kept"
+        ));
+        cdp.close_browser().await;
+    });
+}
+
+/// Loads the demo page from `origin` [`PAGE_RELOADS`] more times and checks
+/// that both sockets of each load are `kept` on `first`'s node and session;
+/// then that the browser holds Traefik's cookie, `WS_NODE`, `Secure` and
+/// `HttpOnly`. Traefik balances the page, its icon and new sockets
+/// round-robin over three nodes: one reconnect may land on the same node by
+/// chance, a few page loads in a row (two sockets each) do not.
+async fn stays_through_traefik(cdp: &mut Cdp, origin: &str, first: &Welcome) {
+    for load in 1..=PAGE_RELOADS {
+        let (_, a, b) = load_auto_page(cdp, origin).await;
+        for w in [&a, &b] {
+            assert_eq!(
+                (w.affinity.as_str(), &w.node, &w.session),
+                ("kept", &first.node, &first.session),
+                "page load {load} after the first: {w:?}"
+            );
+        }
+    }
+    let node_cookie = stored_cookie(cdp, "WS_NODE").await;
+    lb::report(&format!("browser: stored Traefik's cookie {node_cookie}"));
+    for (attribute, expected) in [("secure", true), ("httpOnly", true)] {
+        assert_eq!(
+            node_cookie[attribute], expected,
+            "{attribute}: {node_cookie}"
+        );
+    }
 }
 
 /// Runs `scenario` on a current-thread runtime, then reports the time since
@@ -422,8 +498,9 @@ fn run(started: Instant, scenario: impl std::future::Future<Output = ()>) {
 /// with `/?auto=1`, which connects, reconnects once and reports both
 /// welcomes. Checks that the first is `issued` and the second `kept` on the
 /// same node with the same session, and that the browser holds the layer's
-/// cookie, `HttpOnly`, hidden from the page. Returns the first welcome and the cookie, with its attributes.
-async fn reconnect_once(cdp: &mut Cdp, origin: &str) -> (Welcome, Value) {
+/// cookie, `HttpOnly`, hidden from the page. Returns the tab's session, the
+/// first welcome and the cookie, with its attributes.
+async fn reconnect_once(cdp: &mut Cdp, origin: &str) -> (String, Welcome, Value) {
     let (page, first, second) = load_auto_page(cdp, origin).await;
     assert_eq!(first.affinity, "issued", "fresh profile: {first:?}");
     assert_eq!(
@@ -453,14 +530,14 @@ async fn reconnect_once(cdp: &mut Cdp, origin: &str) -> (Welcome, Value) {
         !visible.contains(lb::COOKIE_NAME),
         "HttpOnly cookie visible to the page: {visible:?}"
     );
-    (first, cookie)
+    (page, first, cookie)
 }
 
 /// [`reconnect_once`] through HAProxy, which must have learned the cookie
 /// from the node's `101` (over HTTP/2, HAProxy turns it into the browser's
 /// `200`) for the node that set it. Returns the cookie.
 async fn reconnect_once_through_haproxy(cdp: &mut Cdp, cluster: &Cluster, origin: &str) -> Value {
-    let (first, cookie) = reconnect_once(cdp, origin).await;
+    let (_, first, cookie) = reconnect_once(cdp, origin).await;
     let value = cookie["value"].as_str().expect("cookie value");
     let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
     assert_eq!(

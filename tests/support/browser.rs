@@ -226,7 +226,9 @@ impl Cdp {
 
     /// Polls the page's `document.title` every 50 ms until it is one of
     /// `titles`, and returns it; after `timeout`, returns the last title seen
-    /// as the error.
+    /// (or why it could not be read) as the error. A title that cannot be
+    /// read counts as none yet: between two documents (after a redirect, say)
+    /// the tab has no context to evaluate in for a moment.
     pub async fn wait_for_title(
         &mut self,
         session: &str,
@@ -235,11 +237,10 @@ impl Cdp {
     ) -> Result<String, String> {
         let since = Instant::now();
         loop {
-            let title = self
-                .eval(session, "document.title")
-                .await
-                .expect("read the title");
-            let title = title.as_str().unwrap_or_default().to_owned();
+            let title = match self.eval(session, "document.title").await {
+                Ok(title) => title.as_str().unwrap_or_default().to_owned(),
+                Err(e) => format!("(unread: {e})"),
+            };
             if titles.contains(&title.as_str()) {
                 return Ok(title);
             }

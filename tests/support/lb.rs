@@ -32,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, StatusCode};
@@ -1399,7 +1401,31 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut sock = TcpStream::connect_timeout(&addr, step)?;
     sock.set_read_timeout(Some(step))?;
     sock.set_write_timeout(Some(step))?;
+    get_status(&mut sock, addr, path)
+}
+
+/// [`http_get_status`] over TLS, trusting what `tls` trusts (see
+/// [`SiteCert::client_config`]).
+pub fn https_get_status(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::io::Result<u16> {
+    let step = Duration::from_secs(2);
+    let sock = TcpStream::connect_timeout(&addr, step)?;
+    sock.set_read_timeout(Some(step))?;
+    sock.set_write_timeout(Some(step))?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let session =
+        rustls::ClientConnection::new(Arc::clone(tls), name).map_err(std::io::Error::other)?;
+    get_status(&mut rustls::StreamOwned::new(session, sock), addr, path)
+}
+
+/// Sends `GET path` over HTTP/1.0 on `sock` (connected to `addr`) and reads
+/// the status code.
+fn get_status(sock: &mut impl ReadWrite, addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     write!(sock, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    sock.flush()?;
     let mut head = [0u8; 64];
     let mut read = 0;
     // The status line fits in the first bytes; read until its end or EOF.
@@ -1416,6 +1442,64 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP status line: {line:?}")))
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A self-signed certificate for `127.0.0.1`, made when a test starts, with
+/// its files in a temp dir kept as long as this value lives.
+pub struct SiteCert {
+    pub der: CertificateDer<'static>,
+    /// The certificate, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// Both in one file, as HAProxy's `crt` takes them.
+    pub combined: PathBuf,
+    _dir: TempDir,
+}
+
+impl SiteCert {
+    pub fn new() -> SiteCert {
+        let dir = TempDir::new("tls");
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("self-signed certificate");
+        let (cert_pem, key_pem) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let [cert, key, combined] =
+            ["site.crt", "site.key", "site.pem"].map(|name| dir.path().join(name));
+        for (path, text) in [
+            (&cert, cert_pem.clone()),
+            (&key, key_pem.clone()),
+            (&combined, cert_pem + &key_pem),
+        ] {
+            std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+        SiteCert {
+            der: made.cert.der().clone(),
+            cert,
+            key,
+            combined,
+            _dir: dir,
+        }
+    }
+
+    /// A client configuration (rustls, on ring) that trusts this
+    /// certificate alone and offers `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.der.clone())
+            .expect("trust the test's certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
 }
 
 /// Panics, with the output in `log`, if the `what` process `child` has exited.
@@ -1435,10 +1519,24 @@ pub fn wait_proxy_ready(
     frontend: SocketAddr,
     timeout: Duration,
 ) {
+    wait_proxy_ready_with(what, child, log, timeout, || {
+        http_get_status(frontend, "/ws-health")
+    });
+}
+
+/// [`wait_proxy_ready`] with `probe` for the status of `/ws-health` (over
+/// TLS, say).
+pub fn wait_proxy_ready_with(
+    what: &str,
+    child: &mut Child,
+    log: &OutputLog,
+    timeout: Duration,
+    probe: impl Fn() -> std::io::Result<u16>,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         assert_child_running(what, child, log);
-        let last = match http_get_status(frontend, "/ws-health") {
+        let last = match probe() {
             Ok(200) => return,
             Ok(status) => format!("status {status}"),
             Err(e) => e.to_string(),

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::lb::{Cluster, NodeOptions, OutputLog, TempDir};
+use crate::lb::{Cluster, NodeOptions, OutputLog, SiteCert, TempDir};
 use crate::support::Server;
 
 /// The static file, which names the dynamic one.
@@ -98,6 +98,113 @@ pub fn shipped_configs_on(
     (main, routes)
 }
 
+/// What the shipped static file's commented TLS example starts and ends
+/// with, and the addresses in it, which the TLS setup rewrites.
+const EXAMPLE_FIRST_LINE: &str = "    #   web:";
+const EXAMPLE_LAST_LINE: &str = "    #       tls: {}";
+const EXAMPLE_ADDRESSES: [&str; 2] = ["address: \":80\"", "address: \":443\""];
+/// The router's entry point in the shipped dynamic file, and in the TLS
+/// setup (the example's comment: "the router's entryPoints then name
+/// `websecure`").
+const SHIPPED_ROUTER_ENTRY: &str = "entryPoints: [web]";
+const TLS_ROUTER_ENTRY: &str = "entryPoints: [websecure]";
+
+/// How [`Traefik::start_tls`] serves TLS.
+#[derive(Clone, Debug)]
+pub struct TlsSetup {
+    /// Trusts the certificate, for the readiness check.
+    pub client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The `websecure` entry point's port (`web` redirects to it).
+    pub port: u16,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Where Traefik writes its access log (common log format).
+    pub access_log: std::path::PathBuf,
+}
+
+/// [`shipped_configs_on`] with the static file's commented production
+/// example in place of its plain entry point: `web` on `frontend_port`
+/// redirects to `websecure`, which serves TLS on `tls.port`, and the router
+/// names `websecure`. The test adds only what the example leaves to the
+/// reader: the certificate (the dynamic file's default one, since clients
+/// reach an IP address and send no server name) and an access log.
+pub fn shipped_tls_configs_on(
+    frontend_port: u16,
+    routes_path: &Path,
+    node_ports: [u16; 3],
+    tls: &TlsSetup,
+) -> (String, String) {
+    let (main, routes) = shipped_configs_on(frontend_port, routes_path, node_ports);
+    let lines: Vec<&str> = main.lines().collect();
+    let find = |wanted: &str| {
+        let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == wanted).collect();
+        let [i] = at[..] else {
+            panic!(
+                "deploy/{STATIC_FILE} must have the line `{wanted}` once (the commented TLS \
+                 example the test runs), found it {} times: update tests/support/traefik.rs",
+                at.len()
+            );
+        };
+        i
+    };
+    let (first, last) = (find(EXAMPLE_FIRST_LINE), find(EXAMPLE_LAST_LINE));
+    let entry_points = find("entryPoints:");
+    let plain_address = format!("    address: \"127.0.0.1:{frontend_port}\"");
+    let plain_end = find(&plain_address);
+    assert!(
+        entry_points < first && last < plain_end,
+        "deploy/{STATIC_FILE}: the TLS example is no longer a comment of the `web` entry point"
+    );
+    // The example, uncommented (`    #   web:` is `  web:` under
+    // `entryPoints:`), in place of the entry point it comments.
+    let example: Vec<String> = lines[first..=last]
+        .iter()
+        .map(|l| {
+            l.strip_prefix("    # ")
+                .map(|l| l.to_owned())
+                .unwrap_or_else(|| panic!("deploy/{STATIC_FILE}: `{l}` in the TLS example"))
+        })
+        .collect();
+    let mut text = lines[..=entry_points].join("\n");
+    text.push('\n');
+    text.push_str(&example.join("\n"));
+    text.push('\n');
+    text.push_str(&lines[plain_end + 1..].join("\n"));
+    for (from, port) in EXAMPLE_ADDRESSES.iter().zip([frontend_port, tls.port]) {
+        text = replace_once(
+            STATIC_FILE,
+            &text,
+            from,
+            &format!("address: \"127.0.0.1:{port}\""),
+        );
+    }
+    text.push_str(&format!(
+        "\naccessLog:\n  filePath: \"{}\"\n",
+        tls.access_log.display()
+    ));
+    let mut routes = replace_once(ROUTES_FILE, &routes, SHIPPED_ROUTER_ENTRY, TLS_ROUTER_ENTRY);
+    routes.push_str(&format!(
+        "\ntls:\n  stores:\n    default:\n      defaultCertificate:\n        \
+         certFile: \"{}\"\n        keyFile: \"{}\"\n",
+        tls.cert.display(),
+        tls.key.display()
+    ));
+    (text, routes)
+}
+
+/// [`shipped_configs_on`], or [`shipped_tls_configs_on`] with `tls`.
+fn configs(
+    frontend_port: u16,
+    routes_path: &Path,
+    node_ports: [u16; 3],
+    tls: Option<&TlsSetup>,
+) -> (String, String) {
+    match tls {
+        None => shipped_configs_on(frontend_port, routes_path, node_ports),
+        Some(tls) => shipped_tls_configs_on(frontend_port, routes_path, node_ports, tls),
+    }
+}
+
 /// The health check of `deploy/traefik-routes.yml`: its `interval` and its
 /// `timeout`. Panics unless both are there once, in `ms` or `s`, so that a
 /// test that waits for a check waits as long as the shipped file says.
@@ -138,10 +245,26 @@ impl TraefikCluster {
     /// Starts the nodes with `options`, then Traefik, and waits until it
     /// proxies to a node.
     pub fn start(bin: &Path, options: NodeOptions) -> TraefikCluster {
+        Self::start_full(bin, options, None)
+    }
+
+    /// Like [`TraefikCluster::start`], with the static file's commented TLS
+    /// example in place of its plain entry point (see
+    /// [`shipped_tls_configs_on`]), serving `cert`: `Traefik::frontend`
+    /// redirects to `Traefik::tls_frontend`.
+    pub fn start_with_tls(bin: &Path, options: NodeOptions, cert: &SiteCert) -> TraefikCluster {
+        Self::start_full(bin, options, Some(cert))
+    }
+
+    fn start_full(bin: &Path, options: NodeOptions, cert: Option<&SiteCert>) -> TraefikCluster {
         let node_log = OutputLog::default();
         let nodes = crate::lb::start_nodes(Cluster::NODES, options, &node_log);
         let ports = crate::lb::ports(&nodes);
-        let mut traefik = Traefik::start(bin, crate::lb::free_port(), ports);
+        let port = crate::lb::free_port();
+        let mut traefik = match cert {
+            None => Traefik::start(bin, port, ports),
+            Some(cert) => Traefik::start_tls(bin, port, ports, cert),
+        };
         traefik.wait_ready(Duration::from_secs(30));
         TraefikCluster {
             nodes,
@@ -154,6 +277,7 @@ impl TraefikCluster {
     /// Stops Traefik and starts a new one on the same port, with the same
     /// files: nothing of the old process's state is kept.
     pub async fn restart_traefik(&mut self) {
+        self.traefik.assert_plain("restart_traefik");
         let port = self.traefik.frontend.port();
         self.traefik.stop();
         let frontend = self.traefik.frontend.to_string();
@@ -172,6 +296,7 @@ impl TraefikCluster {
     /// second instance behind a DNS name or a network load balancer would
     /// run; it shares nothing with the first. Waits until it proxies.
     pub fn start_another_traefik(&self) -> Traefik {
+        self.traefik.assert_plain("start_another_traefik");
         let ports = crate::lb::ports(&self.nodes);
         let mut other = Traefik::start(&self.bin, crate::lb::free_port(), ports);
         other.wait_ready(Duration::from_secs(30));
@@ -200,17 +325,52 @@ pub struct Traefik {
     /// Set by [`Traefik::stop`], which runs once.
     stopped: bool,
     log: OutputLog,
+    /// The plain entry point (`web`); with TLS, it redirects to
+    /// `tls_frontend`.
     pub frontend: SocketAddr,
+    /// The TLS entry point (`websecure`), if started with TLS.
+    pub tls_frontend: Option<SocketAddr>,
+    tls: Option<TlsSetup>,
     dir: TempDir,
 }
 
 impl Traefik {
     /// Writes [`shipped_configs_on`] to a temp dir and starts Traefik on them.
     pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3]) -> Traefik {
+        Self::start_full(bin, frontend_port, node_ports, |_| None)
+    }
+
+    /// Writes [`shipped_tls_configs_on`] to a temp dir, with `cert` and an
+    /// access log there, and starts Traefik on them; its TLS entry point gets
+    /// a free port.
+    pub fn start_tls(
+        bin: &Path,
+        frontend_port: u16,
+        node_ports: [u16; 3],
+        cert: &SiteCert,
+    ) -> Traefik {
+        Self::start_full(bin, frontend_port, node_ports, |dir| {
+            Some(TlsSetup {
+                client: cert.client_config(&[b"http/1.1"]),
+                port: crate::lb::free_port(),
+                cert: cert.cert.clone(),
+                key: cert.key.clone(),
+                access_log: dir.join("access.log"),
+            })
+        })
+    }
+
+    fn start_full(
+        bin: &Path,
+        frontend_port: u16,
+        node_ports: [u16; 3],
+        tls: impl FnOnce(&Path) -> Option<TlsSetup>,
+    ) -> Traefik {
         let dir = TempDir::new("traefik");
+        let tls = tls(dir.path());
         let main_path = dir.path().join(STATIC_FILE);
         let routes_path = dir.path().join(ROUTES_FILE);
-        let (main, routes) = shipped_configs_on(frontend_port, &routes_path, node_ports);
+        let (main, routes) = configs(frontend_port, &routes_path, node_ports, tls.as_ref());
         for (path, text) in [(&main_path, main), (&routes_path, routes)] {
             std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
@@ -220,13 +380,23 @@ impl Traefik {
                 .current_dir(dir.path()),
             bin,
         );
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Traefik {
             child,
             stopped: false,
             log,
-            frontend: SocketAddr::from(([127, 0, 0, 1], frontend_port)),
+            frontend: local(frontend_port),
+            tls_frontend: tls.as_ref().map(|tls| local(tls.port)),
+            tls,
             dir,
         }
+    }
+
+    fn assert_plain(&self, what: &str) {
+        assert!(
+            self.tls.is_none(),
+            "{what} starts a Traefik without TLS: not for a cluster started with it"
+        );
     }
 
     /// Rewrites the dynamic file with the nodes at `node_ports`; Traefik
@@ -235,23 +405,41 @@ impl Traefik {
     /// never reads a half-written file.
     pub fn set_node_ports(&self, node_ports: [u16; 3]) {
         let routes_path = self.dir.path().join(ROUTES_FILE);
-        let (_, routes) = shipped_configs_on(self.frontend.port(), &routes_path, node_ports);
+        let (_, routes) = configs(
+            self.frontend.port(),
+            &routes_path,
+            node_ports,
+            self.tls.as_ref(),
+        );
         let draft = self.dir.path().join(format!("{ROUTES_FILE}.new"));
         std::fs::write(&draft, routes).unwrap_or_else(|e| panic!("write {}: {e}", draft.display()));
         std::fs::rename(&draft, &routes_path)
             .unwrap_or_else(|e| panic!("rename to {}: {e}", routes_path.display()));
     }
 
-    /// Waits until `GET /ws-health` through Traefik answers `200`: it has
-    /// read the dynamic file and proxies to a node. Bounded by `timeout`.
+    /// The lines of the access log so far (written only with TLS, by
+    /// [`Traefik::start_tls`]; Traefik writes a line when a request ends,
+    /// for a WebSocket when it closes).
+    pub fn access_log(&self) -> Vec<String> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        match std::fs::read_to_string(&tls.access_log) {
+            Ok(text) => text.lines().map(str::to_owned).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("read {}: {e}", tls.access_log.display()),
+        }
+    }
+
+    /// Waits until `GET /ws-health` through Traefik (over TLS if started
+    /// with it) answers `200`: it has read the dynamic file and proxies to a
+    /// node. Bounded by `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) {
-        crate::lb::wait_proxy_ready(
-            "traefik",
-            &mut self.child,
-            &self.log,
-            self.frontend,
-            timeout,
-        );
+        let probe = || match (&self.tls, self.tls_frontend) {
+            (Some(tls), Some(addr)) => crate::lb::https_get_status(addr, &tls.client, "/ws-health"),
+            _ => crate::lb::http_get_status(self.frontend, "/ws-health"),
+        };
+        crate::lb::wait_proxy_ready_with("traefik", &mut self.child, &self.log, timeout, probe);
     }
 
     /// Traefik's output so far.
