@@ -1,8 +1,8 @@
 //! End to end with a real browser: headless Chromium loads the example's demo
 //! page through a balancer in front of three nodes, HAProxy
-//! (`deploy/haproxy.cfg`) in three tests and Traefik (`deploy/traefik.yml`)
-//! in the other two. In most, the page opens a WebSocket, reconnects once,
-//! and reports both welcomes.
+//! (`deploy/haproxy.cfg`) in three tests, Traefik (`deploy/traefik.yml`) in
+//! two and nginx (both files) in one. In most, the page opens a WebSocket,
+//! reconnects once, and reports both welcomes.
 //!
 //! Through HAProxy, a `kept` second welcome on the same node with the same
 //! session proves that the browser stored the cookie set on the `101`, sent
@@ -19,15 +19,22 @@
 //! HTTP/2 and, Traefik not allowing extended CONNECT, the WebSockets over
 //! HTTP/1.1.
 //!
-//! Needs `chromium` and `haproxy` or `traefik` (`bash .ci/install-e2e.sh`).
-//! Without one of them a test passes with a loud `SKIPPED` line, except under
-//! `CI=true`, where it fails. `E2E_HAPROXY`, `E2E_TRAEFIK` and
-//! `E2E_CHROMIUM` pick the executables.
+//! Over HTTPS, the nginx test runs each nginx file's commented TLS example in
+//! place of its plain `listen`; the page's reconnect is `kept`, or, through
+//! `nginx.conf`, which hashes the session id, `migrated` with the session
+//! too, and the next page loads stay there.
+//!
+//! Needs `chromium` and `haproxy`, `traefik` or `nginx` (`bash
+//! .ci/install-e2e.sh`). Without one of them a test passes with a loud
+//! `SKIPPED` line, except under `CI=true`, where it fails. `E2E_HAPROXY`,
+//! `E2E_TRAEFIK`, `E2E_NGINX` and `E2E_CHROMIUM` pick the executables.
 
 #[path = "support/browser.rs"]
 mod browser;
 #[path = "support/lb.rs"]
 mod lb;
+#[path = "support/nginx.rs"]
+mod nginx;
 mod support;
 #[path = "support/traefik.rs"]
 mod traefik;
@@ -38,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
 use lb::{Cluster, NodeOptions, Welcome};
+use nginx::NginxCluster;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -449,6 +457,91 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() 
             "browser: through Traefik over TLS, {h2_pages} pages over HTTP/2, {h1_sockets} \
              WebSockets over HTTP/1.1 (closed ones), each reconnect kept"
         ));
+        cdp.close_browser().await;
+    });
+}
+
+/// Through nginx over HTTPS, with each shipped file's commented TLS example
+/// in place of its plain `listen`, and the nodes' default `Secure` cookie.
+/// `nginx-node-tags.conf` routes by the cookie's node tag: the page's
+/// reconnect is `kept`. `nginx.conf` hashes the session id: the reconnect
+/// keeps the session, `kept` or `migrated` from the issuing node. With
+/// either, the next page loads are all `kept` on the reconnect's node.
+#[test]
+fn browser_keeps_its_session_through_nginx_tls() {
+    let tools = [lb::Tool::Nginx, lb::Tool::Chromium];
+    let Some([nginx, chromium]) = lb::tools_or_skip("e2e_browser (nginx TLS)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let cert = lb::SiteCert::new();
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::NGINX
+    };
+    let clusters = ["nginx-node-tags.conf", "nginx.conf"].map(|file| {
+        (
+            file,
+            NginxCluster::start_with_tls(&nginx, file, options, &cert),
+        )
+    });
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        for (file, cluster) in &clusters {
+            // Cookies do not tell ports apart: each file starts afresh.
+            cdp.call("Storage.clearCookies", json!({}), None)
+                .await
+                .expect("Storage.clearCookies");
+            let origin = format!("https://{}", cluster.nginx.frontend);
+            let (page, first, second) = load_auto_page(&mut cdp, &origin).await;
+            assert_eq!(first.affinity, "issued", "{file}, fresh profile: {first:?}");
+            let moved_from_issuer = second.affinity == "migrated"
+                && second.from.as_deref() == Some(first.node.as_str())
+                && second.node != first.node;
+            let stayed = second.affinity == "kept" && second.node == first.node;
+            assert!(
+                second.session == first.session
+                    && (stayed || (*file == "nginx.conf" && moved_from_issuer)),
+                "{file}: the reconnect should keep the session, on its node{}: {first:?} then \
+                 {second:?}",
+                if *file == "nginx.conf" {
+                    " or migrated from it"
+                } else {
+                    ""
+                }
+            );
+            let cookie = stored_cookie(&mut cdp, lb::COOKIE_NAME).await;
+            for attribute in ["secure", "httpOnly"] {
+                assert_eq!(cookie[attribute], true, "{file}, {attribute}: {cookie}");
+            }
+            let protocol = cdp
+                .eval(
+                    &page,
+                    "performance.getEntriesByType('navigation')[0].nextHopProtocol",
+                )
+                .await
+                .expect("the page's protocol");
+            let protocol = protocol.as_str().unwrap_or("?").to_owned();
+            for load in 1..=PAGE_RELOADS {
+                let (_, a, b) = load_auto_page(&mut cdp, &origin).await;
+                for w in [&a, &b] {
+                    assert_eq!(
+                        (w.affinity.as_str(), &w.node, &w.session),
+                        ("kept", &second.node, &first.session),
+                        "{file}, page load {load} after the first: {w:?}"
+                    );
+                }
+            }
+            lb::report(&format!(
+                "browser: through nginx over TLS ({file}, page over {protocol}): issued on {}, \
+                 reconnected {} on {}, then {} sockets kept",
+                first.node,
+                second.affinity,
+                second.node,
+                2 * PAGE_RELOADS
+            ));
+        }
         cdp.close_browser().await;
     });
 }

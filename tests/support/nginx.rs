@@ -17,9 +17,12 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::lb::{Cluster, NodeOptions, OutputLog, TempDir};
+use tokio_rustls::rustls;
+
+use crate::lb::{Cluster, NodeOptions, OutputLog, SiteCert, TempDir};
 use crate::support::Server;
 
 /// The addresses the nginx files of `deploy/` ship with: the listen address
@@ -86,6 +89,54 @@ pub fn shipped_config_on(file: &str, frontend_port: u16, node_ports: [u16; 3]) -
     config
 }
 
+/// The commented TLS example of the nginx files of `deploy/`, line by line,
+/// as shipped.
+const SHIPPED_TLS_EXAMPLE: [&str; 4] = [
+    "        #     listen 443 ssl;\n",
+    "        #     ssl_certificate     /etc/nginx/tls/fullchain.pem;\n",
+    "        #     ssl_certificate_key /etc/nginx/tls/privkey.pem;\n",
+    "        #     ssl_protocols       TLSv1.2 TLSv1.3;\n",
+];
+
+/// [`shipped_config_on`] with the file's commented TLS example in place of
+/// its plain `listen` ("terminate TLS here instead"): nginx serves TLS on
+/// `frontend_port` with `cert`, and plain HTTP nowhere. Panics unless the
+/// example is there once, as shipped. The readiness check's client speaks
+/// TLS 1.3 only, which nginx 1.22 offers only with the example's
+/// `ssl_protocols`.
+pub fn shipped_tls_config_on(
+    file: &str,
+    frontend_port: u16,
+    node_ports: [u16; 3],
+    cert: &SiteCert,
+) -> String {
+    let mut config = shipped_config_on(file, frontend_port, node_ports);
+    let plain = format!("        listen 127.0.0.1:{frontend_port};\n");
+    let uncommented = [
+        format!("        listen 127.0.0.1:{frontend_port} ssl;\n"),
+        format!("        ssl_certificate     {};\n", cert.cert.display()),
+        format!("        ssl_certificate_key {};\n", cert.key.display()),
+        "        ssl_protocols       TLSv1.2 TLSv1.3;\n".to_owned(),
+    ];
+    for (from, to) in [(plain.as_str(), "")].into_iter().chain(
+        SHIPPED_TLS_EXAMPLE
+            .iter()
+            .copied()
+            .zip(uncommented.iter().map(String::as_str)),
+    ) {
+        let found = config.matches(from).count();
+        assert_eq!(
+            found,
+            1,
+            "deploy/{file} must contain `{}` exactly once (the TLS example the test runs), \
+             found {found} times: update tests/support/nginx.rs with the file",
+            from.trim()
+        );
+        config = config.replacen(from, to, 1);
+    }
+    config
+}
+
 /// The `fail_timeout` of the `server` lines of `deploy/{file}`. Panics unless
 /// every `server` line has one and they are all the same, so that a test
 /// that waits for it waits as long as the shipped file says.
@@ -137,10 +188,35 @@ impl NginxCluster {
     /// Starts the nodes with `options`, then nginx, and waits until it
     /// proxies to a node.
     pub fn start(bin: &Path, file: &str, options: NodeOptions) -> NginxCluster {
+        Self::start_full(bin, file, options, None)
+    }
+
+    /// Like [`NginxCluster::start`], with the file's commented TLS example
+    /// in place of its plain `listen` (see [`shipped_tls_config_on`]),
+    /// serving `cert` on `Nginx::frontend`.
+    pub fn start_with_tls(
+        bin: &Path,
+        file: &str,
+        options: NodeOptions,
+        cert: &SiteCert,
+    ) -> NginxCluster {
+        Self::start_full(bin, file, options, Some(cert))
+    }
+
+    fn start_full(
+        bin: &Path,
+        file: &str,
+        options: NodeOptions,
+        cert: Option<&SiteCert>,
+    ) -> NginxCluster {
         let node_log = OutputLog::default();
         let nodes = crate::lb::start_nodes(Cluster::NODES, options, &node_log);
         let ports = crate::lb::ports(&nodes);
-        let mut nginx = Nginx::start(bin, file, crate::lb::free_port(), ports);
+        let port = crate::lb::free_port();
+        let mut nginx = match cert {
+            None => Nginx::start(bin, file, port, ports),
+            Some(cert) => Nginx::start_tls(bin, file, port, ports, cert),
+        };
         nginx.wait_ready(Duration::from_secs(20));
         NginxCluster {
             nodes,
@@ -167,7 +243,10 @@ impl Drop for NginxCluster {
 pub struct Nginx {
     child: Child,
     log: OutputLog,
+    /// Plain HTTP, or TLS if started with it.
     pub frontend: SocketAddr,
+    /// Trusts the certificate, if started with TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The prefix (config, pid file), removed when nginx is gone.
     dir: TempDir,
 }
@@ -176,10 +255,33 @@ impl Nginx {
     /// Writes [`shipped_config_on`] to a temp prefix dir, checks it with
     /// `nginx -t` (panics with nginx's output if it fails) and starts nginx.
     pub fn start(bin: &Path, file: &str, frontend_port: u16, node_ports: [u16; 3]) -> Nginx {
+        let config = shipped_config_on(file, frontend_port, node_ports);
+        Self::start_with_config(bin, file, frontend_port, config, None)
+    }
+
+    /// Like [`Nginx::start`], on [`shipped_tls_config_on`].
+    pub fn start_tls(
+        bin: &Path,
+        file: &str,
+        frontend_port: u16,
+        node_ports: [u16; 3],
+        cert: &SiteCert,
+    ) -> Nginx {
+        let config = shipped_tls_config_on(file, frontend_port, node_ports, cert);
+        let tls = cert.client_config(&[b"http/1.1"]);
+        Self::start_with_config(bin, file, frontend_port, config, Some(tls))
+    }
+
+    fn start_with_config(
+        bin: &Path,
+        file: &str,
+        frontend_port: u16,
+        config: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Nginx {
         let dir = TempDir::new("nginx");
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, shipped_config_on(file, frontend_port, node_ports))
-            .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+        std::fs::write(&conf, config).unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
 
         let check = Self::command(bin, dir.path(), &conf)
             .arg("-t")
@@ -204,6 +306,7 @@ impl Nginx {
             child,
             log,
             frontend: SocketAddr::from(([127, 0, 0, 1], frontend_port)),
+            tls,
             dir,
         }
     }
@@ -238,10 +341,16 @@ impl Nginx {
         crate::lb::assert_child_running("nginx", &mut self.child, &self.log);
     }
 
-    /// Waits until `GET /ws-health` through nginx answers `200`: a worker
-    /// accepts and proxies to a node. Bounded by `timeout`.
+    /// Waits until `GET /ws-health` through nginx (over TLS if started with
+    /// it) answers `200`: a worker accepts and proxies to a node. Bounded by
+    /// `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) {
-        crate::lb::wait_proxy_ready("nginx", &mut self.child, &self.log, self.frontend, timeout);
+        let frontend = self.frontend;
+        let probe = || match &self.tls {
+            Some(tls) => crate::lb::https_get_status(frontend, tls, "/ws-health"),
+            None => crate::lb::http_get_status(frontend, "/ws-health"),
+        };
+        crate::lb::wait_proxy_ready_with("nginx", &mut self.child, &self.log, timeout, probe);
     }
 
     /// nginx's output so far (its error log, at `notice`).
