@@ -126,6 +126,8 @@ impl Drop for Chromium {
 pub struct Cdp {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
+    /// The target (tab) of each session [`Cdp::open`] made.
+    targets: Vec<(String, String)>,
 }
 
 /// Bound on any single DevTools command.
@@ -140,7 +142,11 @@ impl Cdp {
         .await
         .expect("DevTools handshake timed out")
         .unwrap_or_else(|e| panic!("connect to DevTools at {devtools_url}: {e}"));
-        Cdp { ws, next_id: 1 }
+        Cdp {
+            ws,
+            next_id: 1,
+            targets: Vec::new(),
+        }
     }
 
     /// Sends `method` and returns its `result`, skipping the events that
@@ -203,10 +209,26 @@ impl Cdp {
                 None,
             )
             .await?;
-        attached["sessionId"]
+        let session = attached["sessionId"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| format!("no sessionId: {attached}"))
+            .ok_or_else(|| format!("no sessionId: {attached}"))?;
+        self.targets.push((session.clone(), target_id));
+        Ok(session)
+    }
+
+    /// Closes the tab of `session` (one [`Cdp::open`] made), and with it the
+    /// page's sockets.
+    pub async fn close_tab(&mut self, session: &str) -> Result<(), String> {
+        let target = self
+            .targets
+            .iter()
+            .find(|(s, _)| s == session)
+            .map(|(_, target)| target.clone())
+            .ok_or_else(|| format!("no tab of session {session}"))?;
+        self.call("Target.closeTarget", json!({ "targetId": target }), None)
+            .await
+            .map(drop)
     }
 
     /// Evaluates `expression` in the page and returns its value.
@@ -226,20 +248,28 @@ impl Cdp {
 
     /// Polls the page's `document.title` every 50 ms until it is one of
     /// `titles`, and returns it; after `timeout`, returns the last title seen
-    /// (or why it could not be read) as the error. A title that cannot be
-    /// read counts as none yet: between two documents (after a redirect, say)
-    /// the tab has no context to evaluate in for a moment.
+    /// as the error. While the tab changes documents (a redirect to another
+    /// site swaps its renderer), it has no context to evaluate in for a
+    /// moment: that counts as no title yet. Any other failure to read the
+    /// title (the browser or the tab gone) is returned at once.
     pub async fn wait_for_title(
         &mut self,
         session: &str,
         titles: &[&str],
         timeout: Duration,
     ) -> Result<String, String> {
+        const BETWEEN_DOCUMENTS: [&str; 2] = [
+            "Cannot find default execution context",
+            "Execution context was destroyed",
+        ];
         let since = Instant::now();
         loop {
             let title = match self.eval(session, "document.title").await {
                 Ok(title) => title.as_str().unwrap_or_default().to_owned(),
-                Err(e) => format!("(unread: {e})"),
+                Err(e) if BETWEEN_DOCUMENTS.iter().any(|m| e.contains(m)) => {
+                    format!("(between documents: {e})")
+                }
+                Err(e) => return Err(format!("(unreadable: {e})")),
             };
             if titles.contains(&title.as_str()) {
                 return Ok(title);

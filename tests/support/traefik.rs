@@ -111,15 +111,15 @@ const TLS_ROUTER_ENTRY: &str = "entryPoints: [websecure]";
 
 /// How [`Traefik::start_tls`] serves TLS.
 #[derive(Clone, Debug)]
-pub struct TlsSetup {
+struct TlsSetup {
     /// Trusts the certificate, for the readiness check.
-    pub client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
     /// The `websecure` entry point's port (`web` redirects to it).
-    pub port: u16,
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
+    port: u16,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
     /// Where Traefik writes its access log (common log format).
-    pub access_log: std::path::PathBuf,
+    access_log: std::path::PathBuf,
 }
 
 /// [`shipped_configs_on`] with the static file's commented production
@@ -128,7 +128,7 @@ pub struct TlsSetup {
 /// names `websecure`. The test adds only what the example leaves to the
 /// reader: the certificate (the dynamic file's default one, since clients
 /// reach an IP address and send no server name) and an access log.
-pub fn shipped_tls_configs_on(
+fn shipped_tls_configs_on(
     frontend_port: u16,
     routes_path: &Path,
     node_ports: [u16; 3],
@@ -422,7 +422,7 @@ impl Traefik {
     /// for a WebSocket when it closes).
     pub fn access_log(&self) -> Vec<String> {
         let Some(tls) = &self.tls else {
-            return Vec::new();
+            panic!("Traefik keeps an access log only when started with TLS");
         };
         match std::fs::read_to_string(&tls.access_log) {
             Ok(text) => text.lines().map(str::to_owned).collect(),
@@ -467,6 +467,12 @@ impl Drop for Traefik {
     fn drop(&mut self) {
         self.stop();
         self.log.report_if_failing("traefik's output");
+        // Never a panic here: read what there is.
+        if let (Some(tls), true) = (&self.tls, std::thread::panicking()) {
+            let text = std::fs::read_to_string(&tls.access_log).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            crate::lb::report_tail("traefik's access log", &lines);
+        }
     }
 }
 
