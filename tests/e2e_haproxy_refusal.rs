@@ -141,19 +141,7 @@ async fn scenario(cluster: &mut Cluster) {
         exit.is_some_and(|s| s.success()),
         "{victim} after its drain: {exit:?}"
     );
-    let refused = cluster
-        .node_log
-        .lines()
-        .iter()
-        .find_map(|l| {
-            let rest = l.strip_prefix(&format!("[{victim}] upgrades: "))?;
-            let (_, refused) = rest.split_once(" migrated, ")?;
-            refused
-                .strip_suffix(" refused while draining")?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no `upgrades:` line from {victim}"));
+    let refused = lb::refused_while_draining(&cluster.node_log, victim);
     assert_eq!(
         refused,
         returning.len() as u64,

@@ -231,7 +231,7 @@ async fn scenario(cluster: &mut TraefikCluster) {
     let back_at = Instant::now();
     // Traefik takes the node back at its first passing health check.
     let (interval, timeout) = traefik::health_check();
-    let attempts = wait_for_fresh_client_on(&url, drained, (interval + timeout) * 10).await;
+    let attempts = talk::wait_for_fresh_client_on(&url, drained, (interval + timeout) * 10).await;
     lb::report(&format!(
         "{drained} restarted on {listen}: a new client reached it after {:?} ({attempts} attempts)",
         back_at.elapsed()
@@ -345,7 +345,7 @@ async fn scenario(cluster: &mut TraefikCluster) {
     cluster.replace_node(index, node);
     let back_at = Instant::now();
     // Traefik notices the rewritten file on its own, then proxies to it.
-    let attempts = wait_for_fresh_client_on(&url, name, Duration::from_secs(20)).await;
+    let attempts = talk::wait_for_fresh_client_on(&url, name, Duration::from_secs(20)).await;
     lb::report(&format!(
         "{name} back on another URL, {listen}: a new client reached it after {:?} \
          ({attempts} attempts)",
@@ -438,32 +438,4 @@ async fn scenario(cluster: &mut TraefikCluster) {
         its.len() - back,
         others.len()
     ));
-}
-
-/// Connects new clients (no cookie), one at a time, until one is welcomed by
-/// `node`; returns how many it took. Panics after `timeout`, with the last
-/// outcome.
-async fn wait_for_fresh_client_on(url: &str, node: &str, timeout: Duration) -> u32 {
-    let deadline = Instant::now() + timeout;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let mut jar = CookieJar::default();
-        let last = match lb::connect(url, &mut jar).await {
-            Ok((ws, w)) => {
-                lb::close(ws).await;
-                if w.node == node {
-                    return attempts;
-                }
-                format!("welcomed by {}", w.node)
-            }
-            Err(e) => format!("{e:?}"),
-        };
-        assert!(
-            Instant::now() < deadline,
-            "no new client reached {node} within {timeout:?} ({attempts} attempts, the last \
-             one: {last})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -12,10 +12,10 @@
 //! ```
 //!
 //! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY`,
-//! `E2E_CHROMIUM`, `E2E_NGINX` and `E2E_TRAEFIK` name the executables (set
-//! one to `/nonexistent` to see the skip path); without them, `PATH` and the
-//! Debian locations are searched (and `/usr/local/bin` for Traefik, where
-//! `.ci/install-e2e.sh` puts it).
+//! `E2E_CHROMIUM`, `E2E_NGINX`, `E2E_TRAEFIK` and `E2E_ENVOY` name the
+//! executables (set one to `/nonexistent` to see the skip path); without
+//! them, `PATH` and the Debian locations are searched (and `/usr/local/bin`
+//! for Traefik and Envoy, where `.ci/install-e2e.sh` puts them).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -77,6 +77,7 @@ pub enum Tool {
     Chromium,
     Nginx,
     Traefik,
+    Envoy,
 }
 
 impl Tool {
@@ -86,6 +87,7 @@ impl Tool {
             Tool::Chromium => "chromium",
             Tool::Nginx => "nginx",
             Tool::Traefik => "traefik",
+            Tool::Envoy => "envoy",
         }
     }
 
@@ -95,6 +97,7 @@ impl Tool {
             Tool::Chromium => "E2E_CHROMIUM",
             Tool::Nginx => "E2E_NGINX",
             Tool::Traefik => "E2E_TRAEFIK",
+            Tool::Envoy => "E2E_ENVOY",
         }
     }
 
@@ -110,6 +113,7 @@ impl Tool {
             Tool::Nginx => (&["nginx"], &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]),
             // Where `.ci/install-e2e.sh` puts it.
             Tool::Traefik => (&["traefik"], &["/usr/local/bin/traefik"]),
+            Tool::Envoy => (&["envoy"], &["/usr/local/bin/envoy"]),
         }
     }
 
@@ -1501,6 +1505,23 @@ impl SiteCert {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
+}
+
+/// How many upgrades node `node` refused while draining, from the stats line
+/// `examples/server.rs` prints before it exits (`[n1] upgrades: 3 issued, 4
+/// kept, 1 migrated, 2 refused while draining`); panics without one.
+pub fn refused_while_draining(log: &OutputLog, node: &str) -> u64 {
+    log.lines()
+        .iter()
+        .find_map(|l| {
+            let rest = l.strip_prefix(&format!("[{node}] upgrades: "))?;
+            let (_, refused) = rest.split_once(" migrated, ")?;
+            refused
+                .strip_suffix(" refused while draining")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `upgrades:` line from {node}"))
 }
 
 /// Panics, with the output in `log`, if the `what` process `child` has exited.

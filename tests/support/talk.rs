@@ -691,3 +691,31 @@ pub async fn reconnect_all(
     wrong.sort_by_key(|(id, _)| *id);
     wrong
 }
+
+/// Connects new clients (no cookie), one at a time, until one is welcomed by
+/// `node`; returns how many it took. Panics after `timeout`, with the last
+/// outcome.
+pub async fn wait_for_fresh_client_on(url: &str, node: &str, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut jar = crate::lb::CookieJar::default();
+        let last = match crate::lb::connect(url, &mut jar).await {
+            Ok((ws, w)) => {
+                crate::lb::close(ws).await;
+                if w.node == node {
+                    return attempts;
+                }
+                format!("welcomed by {}", w.node)
+            }
+            Err(e) => format!("{e:?}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no new client reached {node} within {timeout:?} ({attempts} attempts, the last \
+             one: {last})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
