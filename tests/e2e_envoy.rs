@@ -45,7 +45,6 @@ mod support;
 #[path = "support/talk.rs"]
 mod talk;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use envoy::{EnvoyCluster, Variant};
@@ -131,168 +130,42 @@ async fn scenario(cluster: &mut EnvoyCluster) {
     }
     drop(allowing);
 
-    // 2. Fresh clients reach every node, with both cookies.
-    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
-    assert!(
-        per_node.values().all(|n| *n > 0),
-        "fresh clients did not reach every node: {per_node:?}"
-    );
-    for c in &clients {
-        assert!(
-            c.jar.get(ENVOY_COOKIE).is_some_and(|v| !v.is_empty()),
-            "client {}: no {ENVOY_COOKIE} cookie on the 101: {:?}",
-            c.id,
-            c.jar
-        );
-    }
-    // Envoy's cookie names the node's address: one value per node.
-    let envoy_value = |node: &str| -> Vec<&str> {
-        let mut values: Vec<&str> = clients
-            .iter()
-            .filter(|c| c.node == node)
-            .filter_map(|c| c.jar.get(ENVOY_COOKIE))
-            .collect();
-        values.sort_unstable();
-        values.dedup();
-        values
+    // 2.-5. New clients spread; every reconnect is `kept`; a drain moves
+    //    the node's clients with their session and no message lost; the
+    //    node comes back on its address.
+    let (interval, timeout) = envoy::health_check();
+    let by = talk::OwnCookie {
+        balancer: "Envoy",
+        cookie: ENVOY_COOKIE,
+        check: interval + timeout,
     };
-    for node in Cluster::NODES {
-        assert_eq!(
-            envoy_value(node).len(),
-            1,
-            "{ENVOY_COOKIE} values of {node}'s clients: {:?}",
-            envoy_value(node)
-        );
-    }
-
-    // 3. Every reconnect with the cookies lands on the same node, same session.
-    let mut sockets = talk::reconnect_all_kept(&url, &clients, RECONNECTS).await;
-
-    // 4. One client of each node goes away (its socket closed) and sleeps
-    //    through the deploy (step 5). The others send numbered messages, and
-    //    the busiest node is drained.
-    let (away, talking) = talk::one_away_per_node(&clients, &mut sockets).await;
-    let exit_timeout = OPTIONS.drain_timeout * 2;
-    let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
-    let (drained, moved, drained_clients) = (&drain.node, drain.moved, drain.clients_on_node);
-    assert!(
-        drain.failures.is_empty(),
-        "clients failed (a reconnect after a 1001 must get through at the first attempt): {:#?}",
-        drain.failures
-    );
-    let reports = &drain.reports;
-    let drained_value = envoy_value(drained)[0].to_owned();
-    let (mut sent, mut echoed, mut resent) = (0, 0, 0);
-    let mut reconnect_times = Vec::new();
-    for r in reports {
-        sent += r.sent;
-        echoed += r.echoed;
-        resent += r.resent;
-        if let Some(m) = talk::check_move(r, &clients[r.id], drained) {
-            reconnect_times.push(m.reconnect_time);
-            // Envoy picked a live node and said so in a new cookie.
-            let value = r.jar.get(ENVOY_COOKIE).expect("Envoy's cookie");
-            assert_ne!(
-                value, drained_value,
-                "client {}: {ENVOY_COOKIE} still names {drained} after the move to {}",
-                r.id, m.welcome.node
-            );
-        }
-    }
-    assert_eq!(moved, drained_clients, "clients of {drained} moved");
-    let (median, worst) = lb::median_max(&mut reconnect_times).expect("drained clients");
-    lb::report(&format!(
-        "drain: {moved}/{drained_clients} clients of {drained} moved with `migrated` at \
-         their first reconnect, from the 1001 to the welcome: median {median:?}, worst {worst:?}"
-    ));
+    let run = (CLIENTS, RECONNECTS, TALK);
+    let pinned = talk::own_cookie_scenario(
+        &url,
+        &mut cluster.nodes,
+        OPTIONS,
+        &cluster.node_log,
+        &by,
+        run,
+    )
+    .await;
     // Not a speed target: with Envoy's default `delayed_close_timeout`, every
-    // one of these took a second (the file's comment).
+    // reconnect after a 1001 took a second (the file's comment).
+    let median = pinned.reconnect_median;
     assert!(
         median < Duration::from_millis(500),
         "a reconnect after a 1001 takes {median:?} (median): is deploy/envoy.yaml's \
          `delayed_close_timeout` still 0.1s?"
     );
-    lb::report(&format!(
-        "messages: {sent} sent, {echoed} echoed, {} lost, \
-         {resent} in flight at a 1001 and resent after the reconnect",
-        sent - echoed
-    ));
-    assert_eq!(echoed, sent, "every numbered message is echoed once");
-    drain.assert_clean_exit(OPTIONS.drain_timeout);
-
-    // The moved sessions stay on the node they moved to.
-    let moved_to: HashMap<usize, String> = reports
-        .iter()
-        .filter_map(|r| Some((r.id, r.migration.as_ref()?.welcome.node.clone())))
-        .collect();
-    let mut jars = vec![CookieJar::default(); CLIENTS];
-    for r in reports {
-        jars[r.id] = r.jar.clone();
-    }
-    for c in &away {
-        jars[c.id] = c.jar.clone();
-    }
-    let present: Vec<Client> = clients
-        .iter()
-        .filter(|c| !away.iter().any(|a| a.id == c.id))
-        .cloned()
-        .collect();
-    let home = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
-    let kept_at_home = |id: usize, w: &lb::Welcome| {
-        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &home(id), &clients[id].session)
-    };
-    let wrong = talk::reconnect_all(&url, &present, &mut jars, kept_at_home).await;
-    assert!(
-        wrong.is_empty(),
-        "after {drained} left, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    lb::report(&format!(
-        "after the drain: {} reconnects `kept` on their node, {} of them moved",
-        present.len(),
-        moved_to.len()
-    ));
-
-    // 5. The deploy brings the node back on its address. Once Envoy's
-    //    health check takes it back, new clients reach it again; the moved
-    //    sessions stay where they are; the clients away during the deploy
-    //    come back to their node, which keeps their session.
-    let port = cluster.nodes[drain.index].addr.port();
-    let listen = format!("127.0.0.1:{port}");
-    lb::wait_until_bindable(&listen, Duration::from_secs(10)).await;
-    cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
-    let back_at = Instant::now();
-    let (interval, timeout) = envoy::health_check();
-    let attempts = talk::wait_for_fresh_client_on(&url, drained, (interval + timeout) * 10).await;
-    lb::report(&format!(
-        "{drained} restarted on {listen}: a new client reached it after {:?} ({attempts} attempts)",
-        back_at.elapsed()
-    ));
-    let wrong = talk::reconnect_all(&url, &present, &mut jars, kept_at_home).await;
-    assert!(
-        wrong.is_empty(),
-        "once {drained} was back, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    let wrong = talk::reconnect_all(&url, &away, &mut jars, |id, w| {
-        (w.affinity.as_str(), &w.node, &w.session)
-            == ("kept", &clients[id].node, &clients[id].session)
-    })
-    .await;
-    assert!(
-        wrong.is_empty(),
-        "clients away during the deploy did not come back `kept` on their node \
-         (client, welcome): {wrong:#?}"
-    );
-    lb::report(&format!(
-        "{drained} back: {} sessions `kept` where they were (the moved ones included), \
-         {} clients away during the deploy `kept` on their node ({drained} included)",
-        present.len(),
-        away.len()
-    ));
 
     // 6. A restart of Envoy loses nothing: its cookie names the node.
     cluster.restart_envoy().await;
-    let all: Vec<Client> = present.iter().chain(&away).cloned().collect();
-    let wrong = talk::reconnect_all(&url, &all, &mut jars, kept_at_home).await;
+    let (all, mut jars, homes) = pinned.everyone();
+    let node_of = |id: usize| homes[id].clone();
+    let wrong = talk::reconnect_all(&url, &all, &mut jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
+    })
+    .await;
     assert!(
         wrong.is_empty(),
         "after a restart of Envoy, reconnects left their node (client, welcome): {wrong:#?}"

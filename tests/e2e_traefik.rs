@@ -103,183 +103,32 @@ async fn scenario(cluster: &mut TraefikCluster) {
         ),
     }
 
-    // 1. Fresh clients reach every node, with both cookies.
-    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
-    assert!(
-        per_node.values().all(|n| *n > 0),
-        "fresh clients did not reach every node: {per_node:?}"
-    );
-    for c in &clients {
-        assert!(
-            c.jar.get(TRAEFIK_COOKIE).is_some_and(|v| !v.is_empty()),
-            "client {}: no {TRAEFIK_COOKIE} cookie on the 101: {:?}",
-            c.id,
-            c.jar
-        );
-    }
-    // Traefik's cookie names the server: one value per node.
-    let traefik_value = |node: &str| -> Vec<&str> {
-        let mut values: Vec<&str> = clients
-            .iter()
-            .filter(|c| c.node == node)
-            .filter_map(|c| c.jar.get(TRAEFIK_COOKIE))
-            .collect();
-        values.sort_unstable();
-        values.dedup();
-        values
-    };
-    for node in Cluster::NODES {
-        assert_eq!(
-            traefik_value(node).len(),
-            1,
-            "{TRAEFIK_COOKIE} values of {node}'s clients: {:?}",
-            traefik_value(node)
-        );
-    }
-
-    // 2. Every reconnect with the cookies lands on the same node, same session.
-    let mut sockets = talk::reconnect_all_kept(&url, &clients, RECONNECTS).await;
-
-    // 3. One client of each node goes away (its socket closed) and sleeps
-    //    through the deploy (step 5). The others send numbered messages, and
-    //    the busiest node is drained.
-    let (away, talking) = talk::one_away_per_node(&clients, &mut sockets).await;
-    let exit_timeout = OPTIONS.drain_timeout * 2;
-    let drain = talk::drain_busiest(&url, talking, &mut cluster.nodes, exit_timeout, TALK).await;
-    let (drained, moved, drained_clients) = (&drain.node, drain.moved, drain.clients_on_node);
-    assert!(
-        drain.failures.is_empty(),
-        "clients failed (a reconnect after a 1001 must get through at the first attempt: \
-         Traefik's health check takes the node out before its close delay is over): {:#?}",
-        drain.failures
-    );
-    let reports = &drain.reports;
-    let drained_value = traefik_value(drained)[0].to_owned();
-    let (mut sent, mut echoed, mut resent) = (0, 0, 0);
-    let mut reconnect_times = Vec::new();
-    for r in reports {
-        sent += r.sent;
-        echoed += r.echoed;
-        resent += r.resent;
-        if let Some(m) = talk::check_move(r, &clients[r.id], drained) {
-            reconnect_times.push(m.reconnect_time);
-            // Traefik picked a live node and said so in a new cookie.
-            let value = r.jar.get(TRAEFIK_COOKIE).expect("Traefik's cookie");
-            assert_ne!(
-                value, drained_value,
-                "client {}: {TRAEFIK_COOKIE} still names {drained} after the move to {}",
-                r.id, m.welcome.node
-            );
-        }
-    }
-    assert_eq!(moved, drained_clients, "clients of {drained} moved");
-    let (median, worst) = lb::median_max(&mut reconnect_times).expect("drained clients");
-    lb::report(&format!(
-        "drain: {moved}/{drained_clients} clients of {drained} moved with `migrated` at \
-         their first reconnect, from the 1001 to the welcome: median {median:?}, worst {worst:?}"
-    ));
-    lb::report(&format!(
-        "messages: {sent} sent, {echoed} echoed, {} lost, \
-         {resent} in flight at a 1001 and resent after the reconnect",
-        sent - echoed
-    ));
-    assert_eq!(echoed, sent, "every numbered message is echoed once");
-
-    // The drained node exits cleanly within its drain timeout.
-    drain.assert_clean_exit(OPTIONS.drain_timeout);
-
-    // 4. The moved sessions stay on the node they moved to.
-    let moved_to: HashMap<usize, String> = reports
-        .iter()
-        .filter_map(|r| Some((r.id, r.migration.as_ref()?.welcome.node.clone())))
-        .collect();
-    let mut jars = vec![CookieJar::default(); CLIENTS];
-    for r in reports {
-        jars[r.id] = r.jar.clone();
-    }
-    for c in &away {
-        jars[c.id] = c.jar.clone();
-    }
-    let present: Vec<Client> = clients
-        .iter()
-        .filter(|c| !away.iter().any(|a| a.id == c.id))
-        .cloned()
-        .collect();
-    let home = |id: usize| moved_to.get(&id).unwrap_or(&clients[id].node).clone();
-    let kept_at_home = |id: usize, w: &lb::Welcome| {
-        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &home(id), &clients[id].session)
-    };
-    let wrong = talk::reconnect_all(&url, &present, &mut jars, kept_at_home).await;
-    assert!(
-        wrong.is_empty(),
-        "after {drained} left, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    lb::report(&format!(
-        "after the drain: {} reconnects `kept` on their node, {} of them moved",
-        present.len(),
-        moved_to.len()
-    ));
-
-    // 5. The deploy brings the node back on its URL. Once Traefik's health
-    //    check takes it back, new clients reach it again; the moved sessions
-    //    stay where they are; the clients away during the deploy come back
-    //    to their node, which keeps their session.
-    let port = cluster.nodes[drain.index].addr.port();
-    let listen = format!("127.0.0.1:{port}");
-    lb::wait_until_bindable(&listen, Duration::from_secs(10)).await;
-    cluster.nodes[drain.index] = lb::start_named_node(drained, &listen, OPTIONS, &cluster.node_log);
-    let back_at = Instant::now();
-    // Traefik takes the node back at its first passing health check.
+    // 1.-5. New clients spread; every reconnect is `kept`; a drain moves
+    //    the node's clients with their session and no message lost; the
+    //    node comes back on its URL.
     let (interval, timeout) = traefik::health_check();
-    let attempts = talk::wait_for_fresh_client_on(&url, drained, (interval + timeout) * 10).await;
-    lb::report(&format!(
-        "{drained} restarted on {listen}: a new client reached it after {:?} ({attempts} attempts)",
-        back_at.elapsed()
-    ));
-    let wrong = talk::reconnect_all(&url, &present, &mut jars, kept_at_home).await;
-    assert!(
-        wrong.is_empty(),
-        "once {drained} was back, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    let wrong = talk::reconnect_all(&url, &away, &mut jars, |id, w| {
-        (w.affinity.as_str(), &w.node, &w.session)
-            == ("kept", &clients[id].node, &clients[id].session)
-    })
+    let by = talk::OwnCookie {
+        balancer: "Traefik",
+        cookie: TRAEFIK_COOKIE,
+        check: interval + timeout,
+    };
+    let run = (CLIENTS, RECONNECTS, TALK);
+    let pinned = talk::own_cookie_scenario(
+        &url,
+        &mut cluster.nodes,
+        OPTIONS,
+        &cluster.node_log,
+        &by,
+        run,
+    )
     .await;
-    assert!(
-        wrong.is_empty(),
-        "clients away during the deploy did not come back `kept` on their node \
-         (client, welcome): {wrong:#?}"
-    );
-    let (fresh, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
-    assert!(
-        per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
-        "no fresh client reached {drained} once it was back: {per_node:?}"
-    );
-    lb::report(&format!(
-        "{drained} back: {} sessions `kept` where they were (the moved ones included), \
-         {} clients away during the deploy `kept` on their node ({drained} included)",
-        present.len(),
-        away.len()
-    ));
 
     // 6. A restart of Traefik loses nothing: its cookie names the server.
     cluster.restart_traefik().await;
-    let all: Vec<Client> = clients.iter().chain(&fresh).cloned().collect();
-    let mut all_jars = jars.clone();
-    all_jars.extend(fresh.iter().map(|c| c.jar.clone()));
-    let all: Vec<Client> = all
-        .into_iter()
-        .enumerate()
-        .map(|(id, c)| Client { id, ..c })
-        .collect();
+    let (all, mut all_jars, homes) = pinned.everyone();
+    let node_of = |id: usize| homes[id].clone();
     let wrong = talk::reconnect_all(&url, &all, &mut all_jars, |id, w| {
-        let node = if id < CLIENTS {
-            home(id)
-        } else {
-            all[id].node.clone()
-        };
-        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node, &all[id].session)
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
     })
     .await;
     assert!(
@@ -293,13 +142,6 @@ async fn scenario(cluster: &mut TraefikCluster) {
 
     // 7. Nor does a second Traefik with the same files need anything from
     //    the first: every session reconnects through it `kept` on its node.
-    let node_of = |id: usize| {
-        if id < CLIENTS {
-            home(id)
-        } else {
-            all[id].node.clone()
-        }
-    };
     let other = cluster.start_another_traefik();
     let other_url = format!("ws://{}/ws", other.frontend);
     let wrong = talk::reconnect_all(&other_url, &all, &mut all_jars, |id, w| {

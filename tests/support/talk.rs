@@ -719,3 +719,238 @@ pub async fn wait_for_fresh_client_on(url: &str, node: &str, timeout: Duration) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A balancer that pins clients with a cookie of its own, set on the `101`
+/// beside the layer's and naming the server it chose (Traefik's and Envoy's
+/// `WS_NODE`), and takes a draining node out with a health check.
+pub struct OwnCookie<'a> {
+    /// The balancer, for messages (`Traefik`).
+    pub balancer: &'a str,
+    /// Its cookie's name.
+    pub cookie: &'a str,
+    /// Its health check's `interval` + `timeout`: it takes a node back
+    /// within a few of them.
+    pub check: Duration,
+}
+
+/// Where [`own_cookie_scenario`] leaves the clients.
+pub struct Pinned {
+    /// The first clients, `clients[id].id == id`.
+    pub clients: Vec<Client>,
+    /// Their cookies now, by id.
+    pub jars: Vec<CookieJar>,
+    /// The node each of them is `kept` on now, by id: the drained node's
+    /// clients that were present moved.
+    pub home: Vec<String>,
+    /// New clients after the drained node came back, ids from 0.
+    pub fresh: Vec<Client>,
+    /// The drained node.
+    pub drained: String,
+    /// Median time from a drained client's `1001` to its new welcome.
+    pub reconnect_median: Duration,
+}
+
+impl Pinned {
+    /// Every client, the first ones and then the fresh ones (their ids
+    /// following on), with its cookies and the node it is `kept` on now.
+    pub fn everyone(&self) -> (Vec<Client>, Vec<CookieJar>, Vec<String>) {
+        let all: Vec<Client> = self
+            .clients
+            .iter()
+            .chain(&self.fresh)
+            .cloned()
+            .enumerate()
+            .map(|(id, c)| Client { id, ..c })
+            .collect();
+        let mut jars = self.jars.clone();
+        jars.extend(self.fresh.iter().map(|c| c.jar.clone()));
+        let mut homes = self.home.clone();
+        homes.extend(self.fresh.iter().map(|c| c.node.clone()));
+        (all, jars, homes)
+    }
+}
+
+/// The scenario every balancer with [`OwnCookie`] must pass, through `url`
+/// in front of `nodes` (started with `options`, logging to `log`):
+///
+/// 1. `count` new clients reach every node, each with both cookies, one
+///    value of the balancer's per node;
+/// 2. each reconnects `reconnects` times, `kept` on its node every time;
+/// 3. one client of each node goes away and the others talk while the
+///    busiest node drains: its clients reconnect at the first attempt
+///    (`talk`), `migrated` with a new balancer cookie, and no echoed message
+///    is lost; the node exits cleanly;
+/// 4. the moved sessions stay on their new node;
+/// 5. the node comes back on its address: a new client reaches it again,
+///    every present session stays where it is, the clients away during the
+///    deploy come back `kept` on their node, and new clients reach it.
+pub async fn own_cookie_scenario(
+    url: &str,
+    nodes: &mut [Server],
+    options: lb::NodeOptions,
+    log: &lb::OutputLog,
+    by: &OwnCookie<'_>,
+    (count, reconnects, talk): (usize, usize, Talk),
+) -> Pinned {
+    let (balancer, cookie) = (by.balancer, by.cookie);
+    // 1. New clients reach every node, with both cookies.
+    let (clients, per_node) = fresh_clients(url, Cluster::NODES, count).await;
+    assert!(
+        per_node.values().all(|n| *n > 0),
+        "fresh clients did not reach every node: {per_node:?}"
+    );
+    for c in &clients {
+        assert!(
+            c.jar.get(cookie).is_some_and(|v| !v.is_empty()),
+            "client {}: no {cookie} cookie on the 101: {:?}",
+            c.id,
+            c.jar
+        );
+    }
+    // The balancer's cookie names the server: one value per node.
+    let value_of = |node: &str| -> Vec<&str> {
+        let mut values: Vec<&str> = clients
+            .iter()
+            .filter(|c| c.node == node)
+            .filter_map(|c| c.jar.get(cookie))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    };
+    for node in Cluster::NODES {
+        assert_eq!(
+            value_of(node).len(),
+            1,
+            "{cookie} values of {node}'s clients: {:?}",
+            value_of(node)
+        );
+    }
+
+    // 2. Every reconnect with the cookies lands on the same node, same session.
+    let mut sockets = reconnect_all_kept(url, &clients, reconnects).await;
+
+    // 3. One client of each node goes away (its socket closed) and sleeps
+    //    through the deploy (step 5). The others send numbered messages, and
+    //    the busiest node is drained.
+    let (away, talking) = one_away_per_node(&clients, &mut sockets).await;
+    let exit_timeout = options.drain_timeout * 2;
+    let drain = drain_busiest(url, talking, nodes, exit_timeout, talk).await;
+    let (drained, moved, drained_clients) = (&drain.node, drain.moved, drain.clients_on_node);
+    assert!(
+        drain.failures.is_empty(),
+        "clients failed (a reconnect after a 1001 must get through at the first attempt: \
+         {balancer} takes the draining node out, by its health check or a retry): {:#?}",
+        drain.failures
+    );
+    let reports = &drain.reports;
+    let drained_value = value_of(drained)[0].to_owned();
+    let (mut sent, mut echoed, mut resent) = (0, 0, 0);
+    let mut reconnect_times = Vec::new();
+    let mut home: Vec<String> = clients.iter().map(|c| c.node.clone()).collect();
+    for r in reports {
+        sent += r.sent;
+        echoed += r.echoed;
+        resent += r.resent;
+        if let Some(m) = check_move(r, &clients[r.id], drained) {
+            reconnect_times.push(m.reconnect_time);
+            home[r.id] = m.welcome.node.clone();
+            // The balancer picked a live node and said so in a new cookie.
+            let value = r.jar.get(cookie).expect("the balancer's cookie");
+            assert_ne!(
+                value, drained_value,
+                "client {}: {cookie} still names {drained} after the move to {}",
+                r.id, m.welcome.node
+            );
+        }
+    }
+    assert_eq!(moved, drained_clients, "clients of {drained} moved");
+    let (median, worst) = lb::median_max(&mut reconnect_times).expect("drained clients");
+    lb::report(&format!(
+        "drain: {moved}/{drained_clients} clients of {drained} moved with `migrated` at \
+         their first reconnect, from the 1001 to the welcome: median {median:?}, worst {worst:?}"
+    ));
+    lb::report(&format!(
+        "messages: {sent} sent, {echoed} echoed, {} lost, \
+         {resent} in flight at a 1001 and resent after the reconnect",
+        sent - echoed
+    ));
+    assert_eq!(echoed, sent, "every numbered message is echoed once");
+    drain.assert_clean_exit(options.drain_timeout);
+
+    // 4. The moved sessions stay on the node they moved to.
+    let mut jars = vec![CookieJar::default(); count];
+    for r in reports {
+        jars[r.id] = r.jar.clone();
+    }
+    for c in &away {
+        jars[c.id] = c.jar.clone();
+    }
+    let present: Vec<Client> = clients
+        .iter()
+        .filter(|c| !away.iter().any(|a| a.id == c.id))
+        .cloned()
+        .collect();
+    let kept_at_home = |id: usize, w: &Welcome| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &home[id], &clients[id].session)
+    };
+    let wrong = reconnect_all(url, &present, &mut jars, kept_at_home).await;
+    assert!(
+        wrong.is_empty(),
+        "after {drained} left, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    let moved_count = home
+        .iter()
+        .zip(&clients)
+        .filter(|(h, c)| **h != c.node)
+        .count();
+    lb::report(&format!(
+        "after the drain: {} reconnects `kept` on their node, {moved_count} of them moved",
+        present.len(),
+    ));
+
+    // 5. The deploy brings the node back on its address. Once the health
+    //    check takes it back, new clients reach it again; the moved sessions
+    //    stay where they are; the clients away during the deploy come back
+    //    to their node, which keeps their session.
+    let port = nodes[drain.index].addr.port();
+    let listen = format!("127.0.0.1:{port}");
+    lb::wait_until_bindable(&listen, Duration::from_secs(10)).await;
+    nodes[drain.index] = lb::start_named_node(drained, &listen, options, log);
+    let back_at = Instant::now();
+    let attempts = wait_for_fresh_client_on(url, drained, by.check * 10).await;
+    lb::report(&format!(
+        "{drained} restarted on {listen}: a new client reached it after {:?} ({attempts} attempts)",
+        back_at.elapsed()
+    ));
+    let wrong = reconnect_all(url, &present, &mut jars, kept_at_home).await;
+    assert!(
+        wrong.is_empty(),
+        "once {drained} was back, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    let wrong = reconnect_all(url, &away, &mut jars, kept_at_home).await;
+    assert!(
+        wrong.is_empty(),
+        "clients away during the deploy did not come back `kept` on their node \
+         (client, welcome): {wrong:#?}"
+    );
+    let (fresh, per_node) = fresh_clients(url, Cluster::NODES, count).await;
+    assert!(
+        per_node.get(drained.as_str()).is_some_and(|n| *n > 0),
+        "no fresh client reached {drained} once it was back: {per_node:?}"
+    );
+    lb::report(&format!(
+        "{drained} back: {} sessions `kept` where they were (the moved ones included), \
+         {} clients away during the deploy `kept` on their node ({drained} included)",
+        present.len(),
+        away.len()
+    ));
+    Pinned {
+        clients,
+        jars,
+        home,
+        fresh,
+        drained: drained.clone(),
+        reconnect_median: median,
+    }
+}
