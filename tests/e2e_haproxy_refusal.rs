@@ -23,7 +23,6 @@ mod talk;
 use std::time::{Duration, Instant};
 
 use lb::{Cluster, NodeOptions};
-use talk::Client;
 
 const CLIENTS: usize = 24;
 /// The draining node keeps refusing for its close delay, while one socket
@@ -35,8 +34,6 @@ const OPTIONS: NodeOptions = NodeOptions {
     retry_after: Duration::from_secs(1),
     secure_cookie: false,
 };
-/// Bound on the wait for the node to start refusing.
-const WAIT: Duration = Duration::from_secs(5);
 
 #[test]
 fn haproxy_retries_a_draining_nodes_503_on_another_node() {
@@ -55,43 +52,15 @@ fn haproxy_retries_a_draining_nodes_503_on_another_node() {
 
 async fn scenario(cluster: &mut Cluster) {
     let url = cluster.ws_url();
-    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, CLIENTS).await;
-    let (victim, _) = talk::busiest(&per_node);
-    let theirs: Vec<&Client> = clients.iter().filter(|c| c.node == victim).collect();
-    // One to keep the node up, and one or more for each protocol: not a
-    // check of HAProxy, a guard against a test that reconnects no one.
-    assert!(
-        theirs.len() >= 3,
-        "the busiest node needs 3 clients or more: {per_node:?}"
-    );
-    let index = cluster.index_of(victim).expect("a cluster node");
-
-    // One client keeps a socket open, which keeps the node up (draining,
-    // refusing upgrades) until its close delay is over.
-    let (holder, returning) = theirs.split_first().expect("clients");
-    let mut jar = holder.jar.clone();
-    let (welcomes, open) = talk::reconnect(&url, holder.id, &mut jar, 1).await;
-    assert_eq!(
-        (welcomes[0].affinity.as_str(), welcomes[0].node.as_str()),
-        ("kept", victim),
-        "the socket that keeps {victim} up"
-    );
+    // One client of the busiest node keeps a socket open, which keeps the
+    // node up (draining, refusing upgrades) until its close delay is over.
+    let held = talk::hold_busiest(&url, CLIENTS).await;
+    let victim = held.victim;
+    let returning = &held.returning;
 
     // HAProxy keeps the node in service; the node starts draining.
     cluster.admin(&format!("disable health ws_nodes/{victim}"));
-    cluster.nodes[index].sigterm();
-    let addr = cluster.nodes[index].addr;
-    let since = Instant::now();
-    loop {
-        if lb::http_get_status(addr, "/ws-health").is_ok_and(|status| status == 503) {
-            break;
-        }
-        assert!(
-            since.elapsed() < WAIT,
-            "{victim} did not start draining within {WAIT:?} of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    held.drain(&mut cluster.nodes).await;
 
     // Its clients come back, one at a time, over HTTP/1.1 and HTTP/2 in turn.
     let before = cluster.server(victim);
@@ -130,27 +99,17 @@ async fn scenario(cluster: &mut Cluster) {
     // refused with 503 (HAProxy counts no 5xx for a response it retried):
     // one per reconnect, so each redispatch followed its 503, not a refused
     // connection, which HAProxy retries too.
-    assert!(
-        matches!(cluster.nodes[index].child.try_wait(), Ok(None))
-            && lb::http_get_status(addr, "/ws-health").is_ok_and(|status| status == 503),
-        "{victim} should still be up and draining"
-    );
-    lb::close(open).await;
-    let (exit, _) = talk::wait_exit(&mut cluster.nodes[index], OPTIONS.drain_timeout).await;
-    assert!(
-        exit.is_some_and(|s| s.success()),
-        "{victim} after its drain: {exit:?}"
-    );
-    let refused = lb::refused_while_draining(&cluster.node_log, victim);
+    let n = returning.len() as u64;
+    let refused = held
+        .release(&mut cluster.nodes, OPTIONS.drain_timeout, &cluster.node_log)
+        .await;
     assert_eq!(
-        refused,
-        returning.len() as u64,
+        refused, n,
         "{victim} should have refused each reconnect once"
     );
     lb::report(&format!(
-        "{} clients of draining {victim} reconnected ({over:?}), all `migrated` at the first \
+        "{n} clients of draining {victim} reconnected ({over:?}), all `migrated` at the first \
          attempt: {refused} 503s from {victim}, {redispatched} redispatches and {} retries",
-        returning.len(),
         after.retries - before.retries
     ));
 }

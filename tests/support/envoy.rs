@@ -222,7 +222,7 @@ impl Drop for EnvoyCluster {
 }
 
 /// Envoy with its config in a temp dir, its log on stderr, hot restart off
-/// (so that several can run at once). Stopped on drop.
+/// (so that several can run at once), one worker. Stopped on drop.
 pub struct Envoy {
     child: Child,
     stopped: bool,
@@ -247,7 +247,9 @@ impl Envoy {
             Command::new(bin)
                 .arg("-c")
                 .arg(&config)
-                .args(["--disable-hot-restart", "--log-level", "info"])
+                // One worker: up to three Envoys run at once here, on 2 cores.
+                .args(["--disable-hot-restart", "--concurrency", "1"])
+                .args(["--log-level", "info"])
                 .current_dir(dir.path()),
             bin,
         );

@@ -954,3 +954,91 @@ pub async fn own_cookie_scenario(
         reconnect_median: median,
     }
 }
+
+/// The busiest node of a set of new clients, with one of its clients'
+/// sockets held open, which keeps the node up (draining, refusing upgrades)
+/// once it drains, until its close delay is over; see [`hold_busiest`].
+pub struct Held {
+    pub victim: &'static str,
+    /// Its index in the nodes (and in [`Cluster::NODES`]).
+    pub index: usize,
+    /// Its other clients, to bring back while it drains.
+    pub returning: Vec<Client>,
+    open: Ws,
+}
+
+/// Connects `count` new clients through `url`, picks the busiest node
+/// (which needs 3 clients or more: a guard against a test that brings no one
+/// back), and reconnects one of its clients, checked `kept` on it, leaving
+/// that socket open.
+pub async fn hold_busiest(url: &str, count: usize) -> Held {
+    let (clients, per_node) = fresh_clients(url, Cluster::NODES, count).await;
+    let (victim, _) = busiest(&per_node);
+    let theirs: Vec<Client> = clients.into_iter().filter(|c| c.node == victim).collect();
+    assert!(
+        theirs.len() >= 3,
+        "the busiest node needs 3 clients or more: {per_node:?}"
+    );
+    let index = Cluster::NODES
+        .iter()
+        .position(|n| *n == victim)
+        .expect("a cluster node");
+    let (holder, returning) = theirs.split_first().expect("clients");
+    let mut jar = holder.jar.clone();
+    let (welcomes, open) = reconnect(url, holder.id, &mut jar, 1).await;
+    assert_eq!(
+        (welcomes[0].affinity.as_str(), welcomes[0].node.as_str()),
+        ("kept", victim),
+        "the socket that keeps {victim} up"
+    );
+    Held {
+        victim,
+        index,
+        returning: returning.to_vec(),
+        open,
+    }
+}
+
+impl Held {
+    /// SIGTERMs the node and waits (at most 5 s) until it answers `503` on
+    /// `/ws-health`: it is draining.
+    pub async fn drain(&self, nodes: &mut [Server]) {
+        let node = &mut nodes[self.index];
+        node.sigterm();
+        let since = Instant::now();
+        let wait = Duration::from_secs(5);
+        while !lb::http_get_status(node.addr, "/ws-health").is_ok_and(|status| status == 503) {
+            assert!(
+                since.elapsed() < wait,
+                "{} did not start draining within {wait:?} of SIGTERM",
+                self.victim
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Checks that the node is still up and draining, closes the held
+    /// socket, waits for the node to exit cleanly (within `drain_timeout`),
+    /// and returns how many upgrades it refused while draining (its own
+    /// count, from `log`).
+    pub async fn release(
+        self,
+        nodes: &mut [Server],
+        drain_timeout: Duration,
+        log: &lb::OutputLog,
+    ) -> u64 {
+        let (victim, node) = (self.victim, &mut nodes[self.index]);
+        assert!(
+            matches!(node.child.try_wait(), Ok(None))
+                && lb::http_get_status(node.addr, "/ws-health").is_ok_and(|status| status == 503),
+            "{victim} should still be up and draining"
+        );
+        lb::close(self.open).await;
+        let (exit, _) = wait_exit(node, drain_timeout).await;
+        assert!(
+            exit.is_some_and(|s| s.success()),
+            "{victim} after its drain: {exit:?}"
+        );
+        lb::refused_while_draining(log, victim)
+    }
+}
