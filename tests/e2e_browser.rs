@@ -1,7 +1,8 @@
 //! End to end with a real browser: headless Chromium loads the example's demo
 //! page through a balancer in front of three nodes, HAProxy
 //! (`deploy/haproxy.cfg`) in three tests, Traefik (`deploy/traefik.yml`) in
-//! two and nginx (both files) in one. In most, the page opens a WebSocket,
+//! two, Envoy (`deploy/envoy.yaml`, its TLS example) in one and nginx (both
+//! files) in one. In most, the page opens a WebSocket,
 //! reconnects once, and reports both welcomes.
 //!
 //! Through HAProxy, a `kept` second welcome on the same node with the same
@@ -24,13 +25,16 @@
 //! `nginx.conf`, which hashes the session id, `migrated` with the session
 //! too, and the next page loads stay there.
 //!
-//! Needs `chromium` and `haproxy`, `traefik` or `nginx` (`bash
+//! Needs `chromium` and `haproxy`, `traefik`, `envoy` or `nginx` (`bash
 //! .ci/install-e2e.sh`). Without one of them a test passes with a loud
 //! `SKIPPED` line, except under `CI=true`, where it fails. `E2E_HAPROXY`,
-//! `E2E_TRAEFIK`, `E2E_NGINX` and `E2E_CHROMIUM` pick the executables.
+//! `E2E_TRAEFIK`, `E2E_ENVOY`, `E2E_NGINX` and `E2E_CHROMIUM` pick the
+//! executables.
 
 #[path = "support/browser.rs"]
 mod browser;
+#[path = "support/envoy.rs"]
+mod envoy;
 #[path = "support/lb.rs"]
 mod lb;
 #[path = "support/nginx.rs"]
@@ -44,6 +48,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use browser::{Cdp, Chromium};
+use envoy::EnvoyCluster;
 use lb::{Cluster, NodeOptions, Welcome};
 use nginx::NginxCluster;
 use serde_json::{json, Value};
@@ -373,7 +378,7 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
             cookie["secure"], true,
             "the layer's cookie, Secure by default: {cookie}"
         );
-        stays_through_traefik(&mut cdp, &origin, &first).await;
+        stays_with_own_cookie(&mut cdp, &origin, &first).await;
         cdp.close_browser().await;
     });
 }
@@ -422,7 +427,7 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() 
             "the page over HTTPS, with h2 offered"
         );
         assert_eq!(cookie["secure"], true, "Secure: {cookie}");
-        let mut pages = stays_through_traefik(&mut cdp, &format!("https://{tls}"), &first).await;
+        let mut pages = stays_with_own_cookie(&mut cdp, &format!("https://{tls}"), &first).await;
         pages.push(page);
 
         // Traefik logs a request when it ends, a WebSocket when it closes:
@@ -460,6 +465,79 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() 
         );
         lb::report(&format!(
             "browser: through Traefik over TLS, {h2_pages} pages over HTTP/2 and their \
+             {h1_sockets} WebSockets over HTTP/1.1, each reconnect kept"
+        ));
+        cdp.close_browser().await;
+    });
+}
+
+/// Through Envoy over HTTPS, with `deploy/envoy.yaml`'s commented TLS
+/// example in place of its plain filter chain (its certificate's paths
+/// rewritten), offering `h2`: Chromium gets the page over HTTP/2 and, since
+/// Envoy does not enable extended CONNECT as shipped, opens its WebSockets
+/// over HTTP/1.1; Envoy's access log shows both protocols, for every page
+/// and every socket. Both cookies come back, `Secure`, and every reconnect
+/// is `kept`.
+#[test]
+fn browser_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
+    let tools = [lb::Tool::Envoy, lb::Tool::Chromium];
+    let Some([envoy, chromium]) = lb::tools_or_skip("e2e_browser (envoy TLS)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let cert = lb::SiteCert::new();
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::ENVOY
+    };
+    let cluster = EnvoyCluster::start_with_tls(&envoy, options, &cert);
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        let origin = format!("https://{}", cluster.envoy.frontend);
+        let (page, first, _, cookie) = reconnect_once(&mut cdp, &origin, Reconnect::Kept).await;
+        assert_eq!(
+            page_protocol(&mut cdp, &page).await,
+            "h2",
+            "the page over HTTPS, with h2 offered"
+        );
+        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
+        let mut pages = stays_with_own_cookie(&mut cdp, &origin, &first).await;
+        pages.push(page);
+
+        // Envoy logs a request when it ends, a WebSocket when it closes:
+        // closing each tab closes its second socket (the first closed when
+        // the page reconnected).
+        for page in &pages {
+            cdp.close_tab(page).await.expect("close the tab");
+        }
+        let (loads, sockets) = (pages.len(), 2 * pages.len());
+        let is_socket = |l: &&String| l.contains(" /ws HTTP/");
+        let since = Instant::now();
+        let log = loop {
+            let log = cluster.envoy.access_log();
+            if log.iter().filter(is_socket).count() >= sockets
+                || since.elapsed() > Duration::from_secs(5)
+            {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+        let (all_sockets, h1_sockets, h2_pages) = (
+            log.iter().filter(is_socket).count(),
+            count("\"GET /ws HTTP/1.1\" 101 "),
+            count("\"GET /?auto=1 HTTP/2\" 200 "),
+        );
+        assert!(
+            all_sockets == sockets && h1_sockets == sockets && h2_pages == loads,
+            "Envoy's access log should show {loads} pages over HTTP/2 and {sockets} WebSockets, \
+             all over HTTP/1.1 (`GET`, 101); it shows {h2_pages} pages, and {h1_sockets} such \
+             WebSockets of {all_sockets}:\n{}",
+            log.join("\n")
+        );
+        lb::report(&format!(
+            "browser: through Envoy over TLS, {h2_pages} pages over HTTP/2 and their \
              {h1_sockets} WebSockets over HTTP/1.1, each reconnect kept"
         ));
         cdp.close_browser().await;
@@ -551,14 +629,17 @@ async fn stays_kept(cdp: &mut Cdp, origin: &str, node: &str, session: &str) -> V
 }
 
 /// [`stays_kept`] on `first`'s node and session, then checks that the
-/// browser holds Traefik's cookie, `WS_NODE`, `Secure` and `HttpOnly`;
-/// returns the tabs' sessions. Traefik balances the page, its icon and new
-/// sockets round-robin over three nodes: one reconnect may land on the same
-/// node by chance, a few page loads in a row (two sockets each) do not.
-async fn stays_through_traefik(cdp: &mut Cdp, origin: &str, first: &Welcome) -> Vec<String> {
+/// browser holds the balancer's own cookie (Traefik's and Envoy's
+/// `WS_NODE`), `Secure` and `HttpOnly`; returns the tabs' sessions. The
+/// balancer picks nodes round-robin for the page, its icon and new sockets:
+/// one reconnect may land on the same node by chance, a few page loads in a
+/// row (two sockets each) do not.
+async fn stays_with_own_cookie(cdp: &mut Cdp, origin: &str, first: &Welcome) -> Vec<String> {
     let pages = stays_kept(cdp, origin, &first.node, &first.session).await;
     let node_cookie = stored_cookie(cdp, "WS_NODE").await;
-    lb::report(&format!("browser: stored Traefik's cookie {node_cookie}"));
+    lb::report(&format!(
+        "browser: stored the balancer's cookie {node_cookie}"
+    ));
     for (attribute, expected) in [("secure", true), ("httpOnly", true)] {
         assert_eq!(
             node_cookie[attribute], expected,

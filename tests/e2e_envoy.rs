@@ -64,13 +64,7 @@ const TALK: Talk = Talk::first_attempt(Duration::from_secs(20));
 
 /// The close delay outlasts the health check (checked below), so that the
 /// drain shows the check at work; the second test shows the retries.
-const OPTIONS: NodeOptions = NodeOptions {
-    close_delay: Duration::from_millis(1500),
-    close_spread: Duration::from_secs(1),
-    drain_timeout: Duration::from_secs(10),
-    retry_after: Duration::from_secs(1),
-    secure_cookie: false,
-};
+const OPTIONS: NodeOptions = NodeOptions::ENVOY;
 
 /// The draining node keeps refusing for its close delay, while one socket
 /// keeps it up: longer than the second test needs.
@@ -108,7 +102,8 @@ async fn scenario(cluster: &mut EnvoyCluster) {
     let url = cluster.ws_url();
 
     // 1. No WebSockets over HTTP/2, as the file's comments say: its
-    //    SETTINGS do not enable extended CONNECT, so browsers use HTTP/1.1.
+    //    SETTINGS do not enable extended CONNECT, so Chromium uses HTTP/1.1
+    //    (tests/e2e_browser.rs).
     //    With `allow_connect`, Envoy lets them through to the nodes without
     //    a `Sec-WebSocket-Key`, and the nodes refuse them.
     let h2 = lb::connect(&cluster.h2_url(), &mut CookieJar::default()).await;

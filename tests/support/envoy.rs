@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::lb::{Cluster, NodeOptions, OutputLog, TempDir};
+use crate::lb::{Cluster, NodeOptions, OutputLog, SiteCert, TempDir};
 use crate::support::Server;
 
 pub const FILE: &str = "envoy.yaml";
@@ -121,6 +121,59 @@ pub fn shipped_config_on(
     text
 }
 
+/// The shipped file's commented TLS example: its first and last lines, the
+/// plain filter chain it replaces, and its certificate's paths.
+const TLS_EXAMPLE: [&str; 2] = ["        # - transport_socket:", "        #   filters:"];
+const PLAIN_CHAIN: &str = "        - filters:";
+const EXAMPLE_FILES: [&str; 2] = ["/etc/envoy/tls/fullchain.pem", "/etc/envoy/tls/privkey.pem"];
+/// Where the test adds an access log: after the connection manager's
+/// `stat_prefix`.
+const STAT_PREFIX: &str = "                stat_prefix: ws_in\n";
+
+/// `text` (the shipped file, ports rewritten) with its commented TLS example
+/// in place of the plain filter chain, serving `cert`, and an access log at
+/// `access_log` (Envoy's default format: `"GET /ws HTTP/1.1" 101`).
+fn with_tls(text: &str, cert: &SiteCert, access_log: &Path) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |wanted: &str| {
+        let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == wanted).collect();
+        let [i] = at[..] else {
+            panic!(
+                "deploy/{FILE} must have the line `{wanted}` once (the TLS example the test \
+                 runs), found it {} times: update tests/support/envoy.rs",
+                at.len()
+            );
+        };
+        i
+    };
+    let (first, last) = (find(TLS_EXAMPLE[0]), find(TLS_EXAMPLE[1]));
+    assert_eq!(
+        lines.get(last + 1).copied(),
+        Some(PLAIN_CHAIN),
+        "deploy/{FILE}: the TLS example no longer stands before the plain filter chain"
+    );
+    let example = lines[first..=last].iter().map(|l| {
+        l.strip_prefix("        # ")
+            .map(|rest| format!("        {rest}"))
+            .unwrap_or_else(|| panic!("deploy/{FILE}: `{l}` in the TLS example"))
+    });
+    let mut out: Vec<String> = lines[..first].iter().map(|l| l.to_string()).collect();
+    out.extend(example);
+    out.extend(lines[last + 2..].iter().map(|l| l.to_string()));
+    let mut text = out.join("\n") + "\n";
+    for (from, to) in EXAMPLE_FILES.iter().zip([&cert.cert, &cert.key]) {
+        text = replace_once(&text, from, &to.display().to_string());
+    }
+    let log = format!(
+        "{STAT_PREFIX}                access_log:\n                  - name: \
+         envoy.access_loggers.file\n                    typed_config:\n                      \
+         \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n\
+         \x20                     path: \"{}\"\n",
+        access_log.display()
+    );
+    replace_once(&text, STAT_PREFIX, &log)
+}
+
 /// The shipped health check's `interval` and `timeout` (in `s`), so that a
 /// test waits as long as the file says. Panics unless each is in the
 /// `health_checks` block once.
@@ -166,13 +219,30 @@ impl EnvoyCluster {
     /// Starts the nodes with `options`, then Envoy, and waits until it
     /// proxies to every node.
     pub fn start(bin: &Path, options: NodeOptions, variant: Variant) -> EnvoyCluster {
+        Self::start_full(bin, options, variant, None)
+    }
+
+    /// Like [`EnvoyCluster::start`] with the shipped file, with its
+    /// commented TLS example in place of the plain filter chain (see
+    /// [`with_tls`]), serving `cert` on `Envoy::frontend`.
+    pub fn start_with_tls(bin: &Path, options: NodeOptions, cert: &SiteCert) -> EnvoyCluster {
+        Self::start_full(bin, options, Variant::Shipped, Some(cert))
+    }
+
+    fn start_full(
+        bin: &Path,
+        options: NodeOptions,
+        variant: Variant,
+        cert: Option<&SiteCert>,
+    ) -> EnvoyCluster {
         let node_log = OutputLog::default();
         let nodes = crate::lb::start_nodes(Cluster::NODES, options, &node_log);
-        let envoy = Envoy::start(
+        let envoy = Envoy::start_full(
             bin,
             crate::lb::free_port(),
             crate::lb::ports(&nodes),
             variant,
+            cert,
         );
         EnvoyCluster {
             nodes,
@@ -186,6 +256,7 @@ impl EnvoyCluster {
     /// Stops Envoy and starts a new one on the same port, with the same
     /// file: nothing of the old process's state is kept.
     pub async fn restart_envoy(&mut self) {
+        self.envoy.assert_plain("restart_envoy");
         let port = self.envoy.frontend.port();
         self.envoy.stop();
         let frontend = self.envoy.frontend.to_string();
@@ -230,6 +301,8 @@ pub struct Envoy {
     pub frontend: SocketAddr,
     /// The admin interface (stats).
     pub admin: SocketAddr,
+    /// The access log, with TLS.
+    access_log: Option<std::path::PathBuf>,
     dir: TempDir,
 }
 
@@ -238,10 +311,25 @@ impl Envoy {
     /// waits until it proxies to every node (each has passed its first
     /// health check). Panics with Envoy's output if it fails to start.
     pub fn start(bin: &Path, frontend_port: u16, node_ports: [u16; 3], variant: Variant) -> Envoy {
+        Self::start_full(bin, frontend_port, node_ports, variant, None)
+    }
+
+    fn start_full(
+        bin: &Path,
+        frontend_port: u16,
+        node_ports: [u16; 3],
+        variant: Variant,
+        cert: Option<&SiteCert>,
+    ) -> Envoy {
         let dir = TempDir::new("envoy");
         let config = dir.path().join(FILE);
         let admin_port = crate::lb::free_port();
-        let text = shipped_config_on(frontend_port, admin_port, node_ports, variant);
+        let mut text = shipped_config_on(frontend_port, admin_port, node_ports, variant);
+        let access_log = cert.map(|cert| {
+            let path = dir.path().join("access.log");
+            text = with_tls(&text, cert, &path);
+            path
+        });
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
         let (child, log) = OutputLog::spawn(
             Command::new(bin)
@@ -249,6 +337,8 @@ impl Envoy {
                 .arg(&config)
                 // One worker: up to three Envoys run at once here, on 2 cores.
                 .args(["--disable-hot-restart", "--concurrency", "1"])
+                // The access log (with TLS) written every 100 ms, not 10 s.
+                .args(["--file-flush-interval-msec", "100"])
                 .args(["--log-level", "info"])
                 .current_dir(dir.path()),
             bin,
@@ -260,18 +350,24 @@ impl Envoy {
             log,
             frontend: local(frontend_port),
             admin: local(admin_port),
+            access_log,
             dir,
         };
         envoy.wait_ready(node_ports.len(), Duration::from_secs(30));
         envoy
     }
 
-    /// Waits until `GET /ws-health` through Envoy answers `200` and the
+    /// Waits until `GET /ws-health` through Envoy answers `200` (with TLS:
+    /// until Envoy accepts connections) and the
     /// admin interface reports `healthy` hosts in the cluster.
     fn wait_ready(&mut self, hosts: usize, timeout: Duration) {
-        let (frontend, admin) = (self.frontend, self.admin);
+        let (frontend, admin, tls) = (self.frontend, self.admin, self.access_log.is_some());
         let probe = || {
-            let (status, _) = http_get(frontend, "/ws-health")?;
+            let status = if tls {
+                TcpStream::connect_timeout(&frontend, Duration::from_secs(2)).map(|_| 200)?
+            } else {
+                http_get(frontend, "/ws-health")?.0
+            };
             let healthy = healthy_hosts(admin)?;
             Ok(if healthy == hosts { status } else { 0 })
         };
@@ -295,6 +391,28 @@ impl Envoy {
                 .parse()
                 .ok()
         })
+    }
+
+    fn assert_plain(&self, what: &str) {
+        assert!(
+            self.access_log.is_none(),
+            "{what} starts an Envoy without TLS: not for a cluster started with it"
+        );
+    }
+
+    /// The lines of the access log so far (kept only with TLS; Envoy writes
+    /// a line when a request ends, for a WebSocket when it closes, and
+    /// flushes its log every 100 ms here).
+    pub fn access_log(&self) -> Vec<String> {
+        let path = self
+            .access_log
+            .as_ref()
+            .expect("Envoy keeps an access log only when started with TLS");
+        match std::fs::read_to_string(path) {
+            Ok(text) => text.lines().map(str::to_owned).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("read {}: {e}", path.display()),
+        }
     }
 
     /// Envoy's output so far.
