@@ -117,6 +117,9 @@ async fn scenario(cluster: &mut EnvoyCluster) {
     let h2_url = format!("h2c://{}/ws", allowing.frontend);
     match lb::connect(&h2_url, &mut CookieJar::default()).await {
         Err(ConnectError::Refused { status, .. }) if status.as_u16() == 400 => {
+            // From the node, not from Envoy itself.
+            let from_nodes = allowing.stat("cluster.ws_nodes.upstream_rq_400");
+            assert_eq!(from_nodes, Some(1), "400s that the nodes answered Envoy");
             lb::report("envoy over HTTP/2 with allow_connect: the node answered 400");
         }
         other => panic!(
