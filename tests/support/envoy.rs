@@ -1,5 +1,5 @@
 //! Envoy in front of three nodes, configured by the shipped
-//! `deploy/envoy.yaml`, for `tests/e2e_envoy.rs`.
+//! `deploy/envoy.yaml`, for `tests/e2e_envoy.rs` and `tests/e2e_browser.rs`.
 //!
 //! Declared from a test file after `lb` (it builds on its helpers):
 //!
@@ -267,6 +267,7 @@ impl EnvoyCluster {
     /// Another Envoy in front of the same nodes, on a port of its own, with
     /// `variant`. Waits until it proxies to every node.
     pub fn start_another_envoy(&self, variant: Variant) -> Envoy {
+        self.envoy.assert_plain("start_another_envoy");
         Envoy::start(
             &self.bin,
             crate::lb::free_port(),

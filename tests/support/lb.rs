@@ -738,15 +738,15 @@ impl NodeOptions {
         secure_cookie: false,
     };
 
+    /// Nodes behind `deploy/envoy.yaml`, whose health check takes a node
+    /// out within `interval + timeout` (500 ms + 500 ms), as Traefik's does.
+    pub const ENVOY: NodeOptions = NodeOptions::TRAEFIK;
+
     /// Nodes behind `deploy/traefik.yml`. Traefik takes a node out after one
     /// failed check, within `interval + timeout` of the drain (500 ms + 500
     /// ms in `traefik-routes.yml`; `tests/e2e_traefik.rs` checks that the
     /// close delay is longer), and does not retry a `503` elsewhere: sockets
     /// closed sooner would reconnect to the draining node and be refused.
-    /// Nodes behind `deploy/envoy.yaml`, whose health check takes a node
-    /// out within `interval + timeout` (500 ms + 500 ms), as Traefik's does.
-    pub const ENVOY: NodeOptions = NodeOptions::TRAEFIK;
-
     pub const TRAEFIK: NodeOptions = NodeOptions {
         close_delay: Duration::from_millis(1500),
         close_spread: Duration::from_secs(1),

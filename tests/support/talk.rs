@@ -840,7 +840,7 @@ pub async fn own_cookie_scenario(
     assert!(
         drain.failures.is_empty(),
         "clients failed (a reconnect after a 1001 must get through at the first attempt: \
-         {balancer} takes the draining node out, by its health check or a retry): {:#?}",
+         {balancer}'s health check takes the node out before its close delay is over): {:#?}",
         drain.failures
     );
     let reports = &drain.reports;
