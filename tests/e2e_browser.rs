@@ -411,62 +411,27 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() 
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         // The example's redirect, from the plain entry point.
         let plain = format!("http://{}", cluster.traefik.frontend);
-        let (page, first, _, cookie) = reconnect_once(&mut cdp, &plain, Reconnect::Kept).await;
+        let origin = format!("https://{tls}");
+        let pages = kept_over_h2(&mut cdp, &plain, &origin).await;
         let href = cdp
-            .eval(&page, "location.href")
+            .eval(&pages[0], "location.href")
             .await
             .expect("location.href");
         assert_eq!(
             href.as_str(),
-            Some(format!("https://{tls}/?auto=1").as_str()),
+            Some(format!("{origin}/?auto=1").as_str()),
             "{plain}/?auto=1 should redirect to the TLS entry point"
         );
-        assert_eq!(
-            page_protocol(&mut cdp, &page).await,
-            "h2",
-            "the page over HTTPS, with h2 offered"
-        );
-        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
-        let mut pages = stays_with_own_cookie(&mut cdp, &format!("https://{tls}"), &first).await;
-        pages.push(page);
-
-        // Traefik logs a request when it ends, a WebSocket when it closes:
-        // closing each tab closes its second socket (the first closed when
-        // the page reconnected).
-        for page in &pages {
-            cdp.close_tab(page).await.expect("close the tab");
-        }
-        let (loads, sockets) = (pages.len(), 2 * pages.len());
-        let is_socket = |l: &&String| l.contains(" /ws HTTP/");
-        let since = Instant::now();
-        let log = loop {
-            let log = cluster.traefik.access_log();
-            if log.iter().filter(is_socket).count() >= sockets
-                || since.elapsed() > Duration::from_secs(5)
-            {
-                break log;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
         // Traefik logs a WebSocket with status 0: the connection was handed
         // over after the 101.
-        let (all_sockets, h1_sockets, h2_pages) = (
-            log.iter().filter(is_socket).count(),
-            count("\"GET /ws HTTP/1.1\" 0 "),
-            count("\"GET /?auto=1 HTTP/2.0\" 200 "),
-        );
-        assert!(
-            all_sockets == sockets && h1_sockets == sockets && h2_pages == loads,
-            "Traefik's access log should show {loads} pages over HTTP/2 and {sockets} \
-             WebSockets, all over HTTP/1.1 (`GET`, status 0); it shows {h2_pages} pages, and \
-             {h1_sockets} such WebSockets of {all_sockets}:\n{}",
-            log.join("\n")
-        );
-        lb::report(&format!(
-            "browser: through Traefik over TLS, {h2_pages} pages over HTTP/2 and their \
-             {h1_sockets} WebSockets over HTTP/1.1, each reconnect kept"
-        ));
+        let lines = AccessLog {
+            balancer: "Traefik",
+            h1_socket: "\"GET /ws HTTP/1.1\" 0 ",
+            h2_page: "\"GET /?auto=1 HTTP/2.0\" 200 ",
+        };
+        lines
+            .check(&mut cdp, &pages, || cluster.traefik.access_log())
+            .await;
         cdp.close_browser().await;
     });
 }
@@ -495,51 +460,15 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         let origin = format!("https://{}", cluster.envoy.frontend);
-        let (page, first, _, cookie) = reconnect_once(&mut cdp, &origin, Reconnect::Kept).await;
-        assert_eq!(
-            page_protocol(&mut cdp, &page).await,
-            "h2",
-            "the page over HTTPS, with h2 offered"
-        );
-        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
-        let mut pages = stays_with_own_cookie(&mut cdp, &origin, &first).await;
-        pages.push(page);
-
-        // Envoy logs a request when it ends, a WebSocket when it closes:
-        // closing each tab closes its second socket (the first closed when
-        // the page reconnected).
-        for page in &pages {
-            cdp.close_tab(page).await.expect("close the tab");
-        }
-        let (loads, sockets) = (pages.len(), 2 * pages.len());
-        let is_socket = |l: &&String| l.contains(" /ws HTTP/");
-        let since = Instant::now();
-        let log = loop {
-            let log = cluster.envoy.access_log();
-            if log.iter().filter(is_socket).count() >= sockets
-                || since.elapsed() > Duration::from_secs(5)
-            {
-                break log;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let pages = kept_over_h2(&mut cdp, &origin, &origin).await;
+        let lines = AccessLog {
+            balancer: "Envoy",
+            h1_socket: "\"GET /ws HTTP/1.1\" 101 ",
+            h2_page: "\"GET /?auto=1 HTTP/2\" 200 ",
         };
-        let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
-        let (all_sockets, h1_sockets, h2_pages) = (
-            log.iter().filter(is_socket).count(),
-            count("\"GET /ws HTTP/1.1\" 101 "),
-            count("\"GET /?auto=1 HTTP/2\" 200 "),
-        );
-        assert!(
-            all_sockets == sockets && h1_sockets == sockets && h2_pages == loads,
-            "Envoy's access log should show {loads} pages over HTTP/2 and {sockets} WebSockets, \
-             all over HTTP/1.1 (`GET`, 101); it shows {h2_pages} pages, and {h1_sockets} such \
-             WebSockets of {all_sockets}:\n{}",
-            log.join("\n")
-        );
-        lb::report(&format!(
-            "browser: through Envoy over TLS, {h2_pages} pages over HTTP/2 and their \
-             {h1_sockets} WebSockets over HTTP/1.1, each reconnect kept"
-        ));
+        lines
+            .check(&mut cdp, &pages, || cluster.envoy.access_log())
+            .await;
         cdp.close_browser().await;
     });
 }
@@ -595,6 +524,77 @@ fn browser_keeps_its_session_through_nginx_tls() {
         }
         cdp.close_browser().await;
     });
+}
+
+/// Loads the demo page from `start` (redirected to `origin`, or `origin`
+/// itself) with [`reconnect_once`], checks that the page came over HTTP/2
+/// and that the layer's cookie is `Secure`, then loads it again from
+/// `origin` with [`stays_with_own_cookie`]. Returns the tabs' sessions, the
+/// first load's first.
+async fn kept_over_h2(cdp: &mut Cdp, start: &str, origin: &str) -> Vec<String> {
+    let (page, first, _, cookie) = reconnect_once(cdp, start, Reconnect::Kept).await;
+    assert_eq!(
+        page_protocol(cdp, &page).await,
+        "h2",
+        "the page over HTTPS, with h2 offered"
+    );
+    assert_eq!(cookie["secure"], true, "Secure: {cookie}");
+    let mut pages = vec![page];
+    pages.extend(stays_with_own_cookie(cdp, origin, &first).await);
+    pages
+}
+
+/// How a balancer's access log shows a WebSocket over HTTP/1.1 and the demo
+/// page over HTTP/2.
+struct AccessLog<'a> {
+    balancer: &'a str,
+    h1_socket: &'a str,
+    h2_page: &'a str,
+}
+
+impl AccessLog<'_> {
+    /// Closes the tabs of `pages` (a request is logged when it ends, a
+    /// WebSocket when it closes: each page closed its first socket when it
+    /// reconnected, and closing the tab closes the second), then waits (at
+    /// most 5 s) for `read` to return a line for each socket, and checks
+    /// that every page came over HTTP/2 and every socket over HTTP/1.1.
+    async fn check(&self, cdp: &mut Cdp, pages: &[String], read: impl Fn() -> Vec<String>) {
+        for page in pages {
+            cdp.close_tab(page).await.expect("close the tab");
+        }
+        let (loads, sockets) = (pages.len(), 2 * pages.len());
+        let is_socket = |l: &&String| l.contains(" /ws HTTP/");
+        let since = Instant::now();
+        let log = loop {
+            let log = read();
+            if log.iter().filter(is_socket).count() >= sockets
+                || since.elapsed() > Duration::from_secs(5)
+            {
+                break log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+        let (all_sockets, h1_sockets, h2_pages) = (
+            log.iter().filter(is_socket).count(),
+            count(self.h1_socket),
+            count(self.h2_page),
+        );
+        let balancer = self.balancer;
+        assert!(
+            all_sockets == sockets && h1_sockets == sockets && h2_pages == loads,
+            "{balancer}'s access log should show {loads} pages over HTTP/2 ({}) and {sockets} \
+             WebSockets, all over HTTP/1.1 ({}); it shows {h2_pages} pages, and {h1_sockets} \
+             such WebSockets of {all_sockets}:\n{}",
+            self.h2_page,
+            self.h1_socket,
+            log.join("\n")
+        );
+        lb::report(&format!(
+            "browser: through {balancer} over TLS, {h2_pages} pages over HTTP/2 and their \
+             {h1_sockets} WebSockets over HTTP/1.1, each reconnect kept"
+        ));
+    }
 }
 
 /// The protocol the page in tab `page` was loaded over (`h2`, `http/1.1`).
