@@ -170,19 +170,8 @@ async fn scenario(cluster: &mut EnvoyCluster) {
     // 6. A restart of Envoy loses nothing: its cookie names the node.
     cluster.restart_envoy().await;
     let (all, mut jars, homes) = pinned.everyone();
-    let node_of = |id: usize| homes[id].clone();
-    let wrong = talk::reconnect_all(&url, &all, &mut jars, |id, w| {
-        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
-    })
-    .await;
-    assert!(
-        wrong.is_empty(),
-        "after a restart of Envoy, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    lb::report(&format!(
-        "after a restart of Envoy: {} reconnects `kept` on their node",
-        all.len()
-    ));
+    let what = "after a restart of Envoy";
+    talk::all_kept(&url, &all, &mut jars, &homes, what).await;
 }
 
 #[test]

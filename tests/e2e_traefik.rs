@@ -126,36 +126,16 @@ async fn scenario(cluster: &mut TraefikCluster) {
     // 6. A restart of Traefik loses nothing: its cookie names the server.
     cluster.restart_traefik().await;
     let (all, mut all_jars, homes) = pinned.everyone();
+    let what = "after a restart of Traefik";
+    talk::all_kept(&url, &all, &mut all_jars, &homes, what).await;
     let node_of = |id: usize| homes[id].clone();
-    let wrong = talk::reconnect_all(&url, &all, &mut all_jars, |id, w| {
-        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
-    })
-    .await;
-    assert!(
-        wrong.is_empty(),
-        "after a restart of Traefik, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    lb::report(&format!(
-        "after a restart of Traefik: {} reconnects `kept` on their node",
-        all.len()
-    ));
 
     // 7. Nor does a second Traefik with the same files need anything from
     //    the first: every session reconnects through it `kept` on its node.
     let other = cluster.start_another_traefik();
     let other_url = format!("ws://{}/ws", other.frontend);
-    let wrong = talk::reconnect_all(&other_url, &all, &mut all_jars, |id, w| {
-        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &node_of(id), &all[id].session)
-    })
-    .await;
-    assert!(
-        wrong.is_empty(),
-        "through a second Traefik, reconnects left their node (client, welcome): {wrong:#?}"
-    );
-    lb::report(&format!(
-        "through a second Traefik: {} reconnects `kept` on their node",
-        all.len()
-    ));
+    let what = "through a second Traefik";
+    talk::all_kept(&other_url, &all, &mut all_jars, &homes, what).await;
     drop(other);
 
     // 8. A node back on another URL, as a pod with a new IP, is a new server

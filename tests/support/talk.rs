@@ -770,6 +770,30 @@ impl Pinned {
     }
 }
 
+/// Reconnects every one of `all` through `url` with its cookies (`jars`,
+/// updated) and checks that each is `kept` on its node (`homes`, by id), as
+/// it should be `what` (`after a restart of Envoy`); reports it.
+pub async fn all_kept(
+    url: &str,
+    all: &[Client],
+    jars: &mut [CookieJar],
+    homes: &[String],
+    what: &str,
+) {
+    let wrong = reconnect_all(url, all, jars, |id, w| {
+        (w.affinity.as_str(), &w.node, &w.session) == ("kept", &homes[id], &all[id].session)
+    })
+    .await;
+    assert!(
+        wrong.is_empty(),
+        "{what}, reconnects left their node (client, welcome): {wrong:#?}"
+    );
+    lb::report(&format!(
+        "{what}: {} reconnects `kept` on their node",
+        all.len()
+    ));
+}
+
 /// The scenario every balancer with [`OwnCookie`] must pass, through `url`
 /// in front of `nodes` (started with `options`, logging to `log`):
 ///
