@@ -18,7 +18,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::lb::{Cluster, NodeOptions, OutputLog, SiteCert, TempDir};
+use crate::lb::{
+    deploy_text, line_once, replace_once, Cluster, NodeOptions, OutputLog, SiteCert, TempDir,
+};
 use crate::support::Server;
 
 pub const FILE: &str = "envoy.yaml";
@@ -38,29 +40,6 @@ const SHIPPED_SPACING: [&str; 2] = [
     "          interval: 0.5s\n",
     "          no_traffic_interval: 0.5s\n",
 ];
-
-/// The text of `deploy/envoy.yaml`.
-fn shipped() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(FILE);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// `text` with `from` replaced by `to`; panics unless `from` is there
-/// exactly once, so that the test keeps running the shipped text rather
-/// than silently something else.
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    let found = text.matches(from).count();
-    assert_eq!(
-        found,
-        1,
-        "deploy/{FILE} must contain `{}` exactly once (the test rewrites it), found {found} \
-         times: update tests/support/envoy.rs with the file",
-        from.trim()
-    );
-    text.replacen(from, to, 1)
-}
 
 /// The WebSocket upgrade of the shipped file, after which
 /// [`Variant::AllowConnect`] allows extended CONNECT.
@@ -89,25 +68,27 @@ pub fn shipped_config_on(
     node_ports: [u16; 3],
     variant: Variant,
 ) -> String {
-    let mut text = shipped();
+    let mut text = deploy_text(FILE);
     text = replace_once(
+        FILE,
         &text,
         SHIPPED_LISTENER,
         &format!("port_value: {frontend_port} }}"),
     );
     text = replace_once(
+        FILE,
         &text,
         SHIPPED_ADMIN,
         &format!("port_value: {admin_port} }}"),
     );
     for (from, port) in SHIPPED_NODES.iter().zip(node_ports) {
-        text = replace_once(&text, from, &format!("port_value: {port} }}"));
+        text = replace_once(FILE, &text, from, &format!("port_value: {port} }}"));
     }
     match variant {
         Variant::Shipped => {}
         Variant::SpacedChecks => {
             for from in SHIPPED_SPACING {
-                text = replace_once(&text, from, &from.replace("0.5s", "60s"));
+                text = replace_once(FILE, &text, from, &from.replace("0.5s", "60s"));
             }
         }
         Variant::AllowConnect => {
@@ -115,7 +96,7 @@ pub fn shipped_config_on(
                 "{SHIPPED_UPGRADES}                http2_protocol_options:\n                  \
                  allow_connect: true\n"
             );
-            text = replace_once(&text, SHIPPED_UPGRADES, &allowed);
+            text = replace_once(FILE, &text, SHIPPED_UPGRADES, &allowed);
         }
     }
     text
@@ -135,17 +116,7 @@ const STAT_PREFIX: &str = "                stat_prefix: ws_in\n";
 /// `access_log` (Envoy's default format: `"GET /ws HTTP/1.1" 101`).
 fn with_tls(text: &str, cert: &SiteCert, access_log: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    let find = |wanted: &str| {
-        let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == wanted).collect();
-        let [i] = at[..] else {
-            panic!(
-                "deploy/{FILE} must have the line `{wanted}` once (the TLS example the test \
-                 runs), found it {} times: update tests/support/envoy.rs",
-                at.len()
-            );
-        };
-        i
-    };
+    let find = |wanted: &str| line_once(FILE, &lines, wanted);
     let (first, last) = (find(TLS_EXAMPLE[0]), find(TLS_EXAMPLE[1]));
     assert_eq!(
         lines.get(last + 1).copied(),
@@ -162,7 +133,7 @@ fn with_tls(text: &str, cert: &SiteCert, access_log: &Path) -> String {
     out.extend(lines[last + 2..].iter().map(|l| l.to_string()));
     let mut text = out.join("\n") + "\n";
     for (from, to) in EXAMPLE_FILES.iter().zip([&cert.cert, &cert.key]) {
-        text = replace_once(&text, from, &to.display().to_string());
+        text = replace_once(FILE, &text, from, &to.display().to_string());
     }
     let log = format!(
         "{STAT_PREFIX}                access_log:\n                  - name: \
@@ -171,14 +142,14 @@ fn with_tls(text: &str, cert: &SiteCert, access_log: &Path) -> String {
          \x20                     path: \"{}\"\n",
         access_log.display()
     );
-    replace_once(&text, STAT_PREFIX, &log)
+    replace_once(FILE, &text, STAT_PREFIX, &log)
 }
 
 /// The shipped health check's `interval` and `timeout` (in `s`), so that a
 /// test waits as long as the file says. Panics unless each is in the
 /// `health_checks` block once.
 pub fn health_check() -> (Duration, Duration) {
-    let text = shipped();
+    let text = deploy_text(FILE);
     let block = text
         .split_once("health_checks:")
         .map(|(_, rest)| {

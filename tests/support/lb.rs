@@ -206,6 +206,54 @@ impl Drop for TempDir {
     }
 }
 
+/// `deploy/{file}`: a recipe the end-to-end tests run as shipped.
+pub fn deploy_path(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(file)
+}
+
+/// The text of `deploy/{file}`.
+pub fn deploy_text(file: &str) -> String {
+    let path = deploy_path(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// `text` (of `deploy/{file}`) with `from` replaced by `to`. Panics unless
+/// `from` is there exactly once, so that a test keeps running the shipped
+/// text rather than silently something else; the message names the support
+/// file that rewrites it (the caller's).
+#[track_caller]
+pub fn replace_once(file: &str, text: &str, from: &str, to: &str) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found,
+        1,
+        "deploy/{file} must contain `{}` exactly once (the test rewrites it), found {found} \
+         times: update {} with the file",
+        from.trim(),
+        std::panic::Location::caller().file()
+    );
+    text.replacen(from, to, 1)
+}
+
+/// The index of the line `wanted` among `lines` (of `deploy/{file}`).
+/// Panics unless it is there exactly once, naming the support file that
+/// relies on it (the caller's).
+#[track_caller]
+pub fn line_once(file: &str, lines: &[&str], wanted: &str) -> usize {
+    let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == wanted).collect();
+    let [i] = at[..] else {
+        panic!(
+            "deploy/{file} must have the line `{wanted}` once (the test rewrites around it), \
+             found it {} times: update {} with the file",
+            at.len(),
+            std::panic::Location::caller().file()
+        );
+    };
+    i
+}
+
 /// Collects a child's output lines on a thread (so its pipe never fills up),
 /// to be shown when a test fails.
 #[derive(Clone, Default)]
@@ -458,7 +506,7 @@ impl HaProxy {
         frontends: &str,
         args: &[&str],
     ) -> HaProxy {
-        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy.cfg");
+        let cfg = deploy_path("haproxy.cfg");
         assert!(cfg.is_file(), "{} is missing", cfg.display());
         let dir = TempDir::new("haproxy");
         let stats_socket = dir.path().join("admin.sock");

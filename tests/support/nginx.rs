@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use tokio_rustls::rustls;
 
-use crate::lb::{Cluster, NodeOptions, OutputLog, SiteCert, TempDir};
+use crate::lb::{
+    deploy_path, deploy_text, replace_once, Cluster, NodeOptions, OutputLog, SiteCert, TempDir,
+};
 use crate::support::Server;
 
 /// The addresses the nginx files of `deploy/` ship with: the listen address
@@ -36,12 +38,7 @@ const SHIPPED_SERVERS: [&str; 3] = [
 
 /// `deploy/{file}` as shipped, and its path.
 pub fn shipped_config(file: &str) -> (PathBuf, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(file);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    (path, text)
+    (deploy_path(file), deploy_text(file))
 }
 
 /// `deploy/{file}` with its listen port and its three upstream addresses
@@ -52,19 +49,8 @@ pub fn shipped_config(file: &str) -> (PathBuf, String) {
 /// the shipped text rather than silently running something else.
 pub fn shipped_config_on(file: &str, frontend_port: u16, node_ports: [u16; 3]) -> String {
     let (path, shipped) = shipped_config(file);
-    let found = shipped.matches(SHIPPED_LISTEN).count();
-    assert_eq!(
-        found,
-        1,
-        "{} must contain `{SHIPPED_LISTEN}` exactly once (the test rewrites only that \
-         address), found {found} times: update tests/support/nginx.rs with the file",
-        path.display()
-    );
-    let mut config = shipped.replacen(
-        SHIPPED_LISTEN,
-        &format!("listen 127.0.0.1:{frontend_port};"),
-        1,
-    );
+    let listen = format!("listen 127.0.0.1:{frontend_port};");
+    let mut config = replace_once(file, &shipped, SHIPPED_LISTEN, &listen);
     for (from, port) in SHIPPED_SERVERS.iter().zip(node_ports) {
         assert!(
             shipped.contains(from),
@@ -124,15 +110,7 @@ pub fn shipped_tls_config_on(
             .copied()
             .zip(uncommented.iter().map(String::as_str)),
     ) {
-        let found = config.matches(from).count();
-        assert_eq!(
-            found,
-            1,
-            "deploy/{file} must contain `{}` exactly once (the TLS example the test runs), \
-             found {found} times: update tests/support/nginx.rs with the file",
-            from.trim()
-        );
-        config = config.replacen(from, to, 1);
+        config = replace_once(file, &config, from, to);
     }
     config
 }

@@ -18,7 +18,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::lb::{Cluster, NodeOptions, OutputLog, SiteCert, TempDir};
+use crate::lb::{
+    deploy_text, line_once, replace_once, Cluster, NodeOptions, OutputLog, SiteCert, TempDir,
+};
 use crate::support::Server;
 
 /// The static file, which names the dynamic one.
@@ -36,27 +38,6 @@ const SHIPPED_SERVERS: [&str; 3] = [
     "url: \"http://127.0.0.1:3003\"",
 ];
 
-/// The text of `deploy/{file}`.
-fn shipped(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// `text` (of `deploy/{file}`) with `from` replaced by `to`; panics unless
-/// `from` is there exactly once, so that the test keeps running the shipped
-/// text rather than silently something else.
-fn replace_once(file: &str, text: &str, from: &str, to: &str) -> String {
-    let found = text.matches(from).count();
-    assert_eq!(
-        found, 1,
-        "deploy/{file} must contain `{from}` exactly once (the test rewrites it), \
-         found {found} times: update tests/support/traefik.rs with the file"
-    );
-    text.replacen(from, to, 1)
-}
-
 /// The two shipped files with only the entry point's port, the dynamic
 /// file's path (to `routes_path`) and the nodes' ports replaced.
 pub fn shipped_configs_on(
@@ -64,7 +45,7 @@ pub fn shipped_configs_on(
     routes_path: &Path,
     node_ports: [u16; 3],
 ) -> (String, String) {
-    let mut main = shipped(STATIC_FILE);
+    let mut main = deploy_text(STATIC_FILE);
     main = replace_once(
         STATIC_FILE,
         &main,
@@ -77,7 +58,7 @@ pub fn shipped_configs_on(
         SHIPPED_ROUTES_PATH,
         &format!("filename: {}", routes_path.display()),
     );
-    let mut routes = shipped(ROUTES_FILE);
+    let mut routes = deploy_text(ROUTES_FILE);
     for (from, port) in SHIPPED_SERVERS.iter().zip(node_ports) {
         routes = replace_once(
             ROUTES_FILE,
@@ -136,17 +117,7 @@ fn shipped_tls_configs_on(
 ) -> (String, String) {
     let (main, routes) = shipped_configs_on(frontend_port, routes_path, node_ports);
     let lines: Vec<&str> = main.lines().collect();
-    let find = |wanted: &str| {
-        let at: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == wanted).collect();
-        let [i] = at[..] else {
-            panic!(
-                "deploy/{STATIC_FILE} must have the line `{wanted}` once (the commented TLS \
-                 example the test runs), found it {} times: update tests/support/traefik.rs",
-                at.len()
-            );
-        };
-        i
-    };
+    let find = |wanted: &str| line_once(STATIC_FILE, &lines, wanted);
     let (first, last) = (find(EXAMPLE_FIRST_LINE), find(EXAMPLE_LAST_LINE));
     let entry_points = find("entryPoints:");
     let plain_address = format!("    address: \"127.0.0.1:{frontend_port}\"");
@@ -209,7 +180,7 @@ fn configs(
 /// `timeout`. Panics unless both are there once, in `ms` or `s`, so that a
 /// test that waits for a check waits as long as the shipped file says.
 pub fn health_check() -> (Duration, Duration) {
-    let routes = shipped(ROUTES_FILE);
+    let routes = deploy_text(ROUTES_FILE);
     let value = |key: &str| {
         let lines: Vec<&str> = routes
             .lines()
