@@ -426,10 +426,7 @@ fn healthy_hosts(admin: SocketAddr) -> std::io::Result<usize> {
 /// the status and the body. Envoy answers `426` to HTTP/1.0 (it does not
 /// accept it unless told to). Bounded by 2 s per step.
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let step = Duration::from_secs(2);
-    let mut sock = TcpStream::connect_timeout(&addr, step)?;
-    sock.set_read_timeout(Some(step))?;
-    sock.set_write_timeout(Some(step))?;
+    let mut sock = crate::lb::connect_bounded(addr)?;
     write!(
         sock,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

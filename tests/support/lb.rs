@@ -1453,11 +1453,17 @@ pub fn median_max(samples: &mut [Duration]) -> Option<(Duration, Duration)> {
 /// `GET path` over HTTP/1.0 to `addr`; the status code. Bounded by 2 s per
 /// step.
 pub fn http_get_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    get_status(&mut connect_bounded(addr)?, addr, path)
+}
+
+/// A connection to `addr` whose connect, reads and writes each give up
+/// after 2 s.
+pub fn connect_bounded(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let step = Duration::from_secs(2);
-    let mut sock = TcpStream::connect_timeout(&addr, step)?;
+    let sock = TcpStream::connect_timeout(&addr, step)?;
     sock.set_read_timeout(Some(step))?;
     sock.set_write_timeout(Some(step))?;
-    get_status(&mut sock, addr, path)
+    Ok(sock)
 }
 
 /// [`http_get_status`] over TLS, trusting what `tls` trusts (see
@@ -1467,10 +1473,7 @@ pub fn https_get_status(
     tls: &Arc<rustls::ClientConfig>,
     path: &str,
 ) -> std::io::Result<u16> {
-    let step = Duration::from_secs(2);
-    let sock = TcpStream::connect_timeout(&addr, step)?;
-    sock.set_read_timeout(Some(step))?;
-    sock.set_write_timeout(Some(step))?;
+    let sock = connect_bounded(addr)?;
     let name = ServerName::IpAddress(addr.ip().into());
     let session =
         rustls::ClientConnection::new(Arc::clone(tls), name).map_err(std::io::Error::other)?;
