@@ -99,10 +99,8 @@ async fn scenario(cluster: &mut NginxCluster) {
          reconnect may fail): {:#?}",
         drain.failures
     );
-    let (mut messages, mut echoed, mut moved) = (0, 0, Vec::new());
+    let mut moved = Vec::new();
     for r in &drain.reports {
-        messages += r.sent;
-        echoed += r.echoed;
         if let Some(m) = talk::check_move(r, &clients[r.id], &drained) {
             moved.push((r.id, m.welcome.node.clone()));
         }
@@ -112,6 +110,7 @@ async fn scenario(cluster: &mut NginxCluster) {
         drain.clients_on_node,
         "clients of {drained} moved"
     );
+    let (messages, echoed, _) = drain.messages();
     assert_eq!(echoed, messages, "every numbered message is echoed once");
     lb::report(&format!(
         "drain: {}/{} clients of {drained} moved with `migrated` at their first reconnect; \

@@ -297,6 +297,27 @@ pub struct Drain {
 }
 
 impl Drain {
+    /// The numbered messages of every report: sent, echoed, and resent
+    /// after a `1001` (in flight when it came).
+    pub fn messages(&self) -> (u64, u64, u64) {
+        self.reports
+            .iter()
+            .fold((0, 0, 0), |(sent, echoed, resent), r| {
+                (sent + r.sent, echoed + r.echoed, resent + r.resent)
+            })
+    }
+
+    /// Reports the numbered messages and checks that every one was echoed.
+    pub fn assert_no_message_lost(&self) {
+        let (sent, echoed, resent) = self.messages();
+        lb::report(&format!(
+            "messages: {sent} sent, {echoed} echoed, {} lost, \
+             {resent} in flight at a 1001 and resent after the reconnect",
+            sent - echoed
+        ));
+        assert_eq!(echoed, sent, "every numbered message is echoed once");
+    }
+
     /// Checks that the drained node exited cleanly within `drain_timeout`,
     /// and reports it.
     pub fn assert_clean_exit(&self, drain_timeout: Duration) {
@@ -869,13 +890,9 @@ pub async fn own_cookie_scenario(
     );
     let reports = &drain.reports;
     let drained_value = value_of(drained)[0].to_owned();
-    let (mut sent, mut echoed, mut resent) = (0, 0, 0);
     let mut reconnect_times = Vec::new();
     let mut home: Vec<String> = clients.iter().map(|c| c.node.clone()).collect();
     for r in reports {
-        sent += r.sent;
-        echoed += r.echoed;
-        resent += r.resent;
         if let Some(m) = check_move(r, &clients[r.id], drained) {
             reconnect_times.push(m.reconnect_time);
             home[r.id] = m.welcome.node.clone();
@@ -894,12 +911,7 @@ pub async fn own_cookie_scenario(
         "drain: {moved}/{drained_clients} clients of {drained} moved with `migrated` at \
          their first reconnect, from the 1001 to the welcome: median {median:?}, worst {worst:?}"
     ));
-    lb::report(&format!(
-        "messages: {sent} sent, {echoed} echoed, {} lost, \
-         {resent} in flight at a 1001 and resent after the reconnect",
-        sent - echoed
-    ));
-    assert_eq!(echoed, sent, "every numbered message is echoed once");
+    drain.assert_no_message_lost();
     drain.assert_clean_exit(options.drain_timeout);
 
     // 4. The moved sessions stay on the node they moved to.
