@@ -249,10 +249,7 @@ async fn crash(cluster: &mut EnvoyCluster) {
         on_victim >= 2,
         "two clients or more on {victim}: {per_node:?}"
     );
-    let index = Cluster::NODES
-        .iter()
-        .position(|n| *n == victim)
-        .expect("a cluster node");
+    let index = Cluster::node_index(victim);
     let mut sockets = Vec::new();
     for c in &orphans {
         let mut jar = c.jar.clone();

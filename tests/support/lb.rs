@@ -878,6 +878,15 @@ impl Cluster {
     /// unless the test chose others.
     pub const NODES: [&'static str; 3] = ["n1", "n2", "n3"];
 
+    /// The index of node `name` in [`Cluster::NODES`] (and in a cluster's
+    /// nodes, started in that order); panics for another name.
+    pub fn node_index(name: &str) -> usize {
+        Self::NODES
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} is not one of {:?}", Self::NODES))
+    }
+
     /// Starts the nodes (plain http, so `--insecure`) named after HAProxy's
     /// servers, as `deploy/haproxy.cfg` asks, then HAProxy, and waits until
     /// its health checks see every node up.

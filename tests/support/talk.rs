@@ -355,10 +355,7 @@ pub async fn drain_busiest(
         clients.iter().map(|(c, _)| (c.id, c.node.as_str())),
     ));
     let node = node.to_owned();
-    let index = Cluster::NODES
-        .iter()
-        .position(|n| *n == node)
-        .expect("drained node index");
+    let index = Cluster::node_index(&node);
     let clients_on_node = clients.iter().filter(|(c, _)| c.node == node).count();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (milestones_tx, mut milestones) = mpsc::unbounded_channel();
@@ -1015,10 +1012,7 @@ pub async fn hold_busiest(url: &str, count: usize) -> Held {
         theirs.len() >= 3,
         "the busiest node needs 3 clients or more: {per_node:?}"
     );
-    let index = Cluster::NODES
-        .iter()
-        .position(|n| *n == victim)
-        .expect("a cluster node");
+    let index = Cluster::node_index(victim);
     let (holder, returning) = theirs.split_first().expect("clients");
     let mut jar = holder.jar.clone();
     let (welcomes, open) = reconnect(url, holder.id, &mut jar, 1).await;
