@@ -109,8 +109,11 @@ async fn scenario(cluster: &mut EnvoyCluster) {
     //    a `Sec-WebSocket-Key`, and the nodes refuse them.
     let h2 = lb::connect(&cluster.h2_url(), &mut CookieJar::default()).await;
     match h2.map(|(_, welcome)| welcome) {
-        Err(ConnectError::Other(e)) if e.contains("did not enable extended CONNECT") => {
-            lb::report(&format!("envoy over HTTP/2: {e}"));
+        Err(ConnectError::NoExtendedConnect(waited)) => {
+            lb::report(&format!(
+                "envoy over HTTP/2: its SETTINGS did not enable extended CONNECT (RFC 8441) \
+                 within {waited:?}"
+            ));
         }
         other => panic!("Envoy over HTTP/2, as shipped, gave {other:?}"),
     }

@@ -94,8 +94,11 @@ async fn scenario(cluster: &mut TraefikCluster) {
     let h2_url = format!("h2c://{}/ws", cluster.traefik.frontend);
     let h2 = lb::connect(&h2_url, &mut CookieJar::default()).await;
     match h2.map(|(_, welcome)| welcome) {
-        Err(ConnectError::Other(e)) if e.contains("did not enable extended CONNECT") => {
-            lb::report(&format!("traefik over HTTP/2: {e}"));
+        Err(ConnectError::NoExtendedConnect(waited)) => {
+            lb::report(&format!(
+                "traefik over HTTP/2: its SETTINGS did not enable extended CONNECT (RFC 8441) \
+                 within {waited:?}"
+            ));
         }
         other => panic!(
             "Traefik over HTTP/2 gave {other:?}; if it now allows extended CONNECT, update \

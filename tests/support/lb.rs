@@ -1212,6 +1212,9 @@ pub enum ConnectError {
         status: StatusCode,
         retry_after: Option<u64>,
     },
+    /// Over HTTP/2: the server's SETTINGS did not enable extended CONNECT
+    /// (RFC 8441) within this long, so no WebSocket was tried.
+    NoExtendedConnect(Duration),
     Other(String),
 }
 
@@ -1323,10 +1326,7 @@ async fn handshake_h2(authority_path: &str, jar: &mut CookieJar) -> Result<Ws, C
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     while !conn.is_extended_connect_protocol_enabled() {
         if tokio::time::Instant::now() >= deadline {
-            return Err(ConnectError::Other(format!(
-                "the server's HTTP/2 SETTINGS did not enable extended CONNECT (RFC 8441) \
-                 within {SETTINGS_WAIT:?}"
-            )));
+            return Err(ConnectError::NoExtendedConnect(SETTINGS_WAIT));
         }
         tokio::select! {
             ended = &mut conn => {
