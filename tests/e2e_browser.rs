@@ -47,11 +47,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{Cdp, Chromium};
+use browser::{Cdp, Chromium, Driver};
 use envoy::EnvoyCluster;
 use lb::{Cluster, NodeOptions, Welcome};
 use nginx::NginxCluster;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::ServerName;
 use traefik::TraefikCluster;
@@ -62,7 +62,7 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 const PAGE_RELOADS: usize = 3;
 
 #[test]
-fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
+fn chromium_sends_the_cookie_from_the_101_back_through_haproxy() {
     let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
     let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser", tools) else {
         return;
@@ -94,7 +94,7 @@ fn browser_sends_the_cookie_from_the_101_back_through_haproxy() {
 /// upgrades. That frontend refuses WebSockets over HTTP/1.1 (see
 /// [`Cluster::start_with_tls`]), so a page that connects proves they were not.
 #[test]
-fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
+fn chromium_sends_the_cookie_back_over_http2_through_haproxy_tls() {
     let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
     let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser (HTTP/2)", tools) else {
         return;
@@ -127,130 +127,130 @@ fn browser_sends_the_cookie_back_over_http2_through_haproxy_tls() {
 /// browser's cookies, follows it there (`kept`), unless it came back first
 /// too.
 #[test]
-fn browser_tabs_on_one_http2_connection_move_when_their_node_drains() {
+fn chromium_tabs_on_one_http2_connection_move_when_their_node_drains() {
     let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
     let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser (HTTP/2 drain)", tools) else {
         return;
     };
     let started = Instant::now();
-    let (mut cluster, _cert) = tls_cluster(&haproxy);
-    let tls = cluster.tls_frontend.expect("a TLS frontend");
+    let (cluster, _cert) = tls_cluster(&haproxy);
     let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
     run(started, async {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let origin = format!("https://{tls}/");
-        let a = cdp.open(&origin).await.expect("open the first tab");
-        let first = wait_socket(&mut cdp, &a, "first tab", |w| w.affinity == "issued").await;
-        let b = cdp.open(&origin).await.expect("open the second tab");
-        let second = wait_socket(&mut cdp, &b, "second tab", |w| w.affinity == "kept").await;
-        assert_eq!(
-            (&second.node, &second.session),
-            (&first.node, &first.session),
-            "the second tab's socket"
-        );
-        // The third tab goes without the cookie, so that HAProxy balances it
-        // (`leastconn`: away from the node with two sockets); then the
-        // cookie comes back for the first two tabs' reconnects.
-        let cookie = stored_cookie(&mut cdp, lb::COOKIE_NAME).await;
-        cdp.call("Storage.clearCookies", json!({}), None)
-            .await
-            .expect("Storage.clearCookies");
-        let c = cdp.open(&origin).await.expect("open the third tab");
-        let third = wait_socket(&mut cdp, &c, "third tab", |w| w.affinity == "issued").await;
-        assert_ne!(third.node, first.node, "the third tab's socket: {third:?}");
-        let restored = json!({ "cookies": [{
-            "name": cookie["name"], "value": cookie["value"], "domain": cookie["domain"],
-            "path": cookie["path"], "secure": cookie["secure"], "httpOnly": cookie["httpOnly"],
-            "sameSite": cookie["sameSite"],
-        }]});
-        cdp.call("Storage.setCookies", restored, None)
-            .await
-            .expect("Storage.setCookies");
-
-        // The three sockets are streams of one client connection to HAProxy.
-        let server_of = |node: &str| lb::Cluster::NODES[cluster.index_of(node).expect("a node")];
-        let (server, other) = (server_of(&first.node), server_of(&third.node));
-        let before_ok = |streams: &[lb::Stream]| {
-            let on = |name: &str| streams.iter().filter(|s| s.server == name).count();
-            streams.len() == 3
-                && streams.iter().all(|s| s.client == streams[0].client)
-                && (on(server), on(other)) == (2, 1)
-        };
-        let before = streams_once(&cluster.haproxy, before_ok).await;
-        assert!(
-            before_ok(&before),
-            "two WebSockets to {server} and one to {other}, on one client connection, in \
-             HAProxy's streams: {before:?}"
-        );
-        let connection = before[0].client.clone();
-
-        let drained = first.node.clone();
-        let index = cluster.index_of(&drained).expect("a node of the cluster");
-        cluster.nodes[index].sigterm();
-        // The tabs share the browser's cookies: the first to reconnect moves
-        // (`migrated`) and gets the cookie re-issued with its new node's tag;
-        // a tab reconnecting after that follows it there (`kept`).
-        let mut moved = Vec::new();
-        for (tab, what) in [(&a, "first tab"), (&b, "second tab")] {
-            let w = wait_socket(&mut cdp, tab, what, |w| w.node != drained).await;
-            assert_eq!(
-                w.session, first.session,
-                "{what}'s session after the drain: {w:?}"
-            );
-            // The node closed the socket with `1001` (the page also
-            // reconnects after a `1006`, a socket cut without a Close frame).
-            let log = page_log(&mut cdp, tab).await;
-            assert!(
-                log.contains("closed: code 1001") && !log.contains("closed: code 1006"),
-                "{what}'s socket should have been closed with 1001 only; its log:\n{log}"
-            );
-            moved.push(w);
-        }
-        let migrated: Vec<&Welcome> = moved
-            .iter()
-            .filter(|w| w.affinity == "migrated" && w.from.as_deref() == Some(drained.as_str()))
-            .collect();
-        assert!(
-            !migrated.is_empty()
-                && moved.iter().all(|w| migrated.contains(&w)
-                    || (w.affinity == "kept" && migrated.iter().any(|m| m.node == w.node))),
-            "after the drain of {drained}, each tab should be `migrated` from it, or `kept` \
-             where the other one moved: {moved:?}"
-        );
-        // They reconnected on the connection they had, beside the third
-        // socket, which stayed open: HAProxy closed only the drained node's
-        // streams.
-        let after_ok = |streams: &[lb::Stream]| {
-            streams.len() == 3
-                && streams
-                    .iter()
-                    .all(|s| s.client == connection && s.server != server)
-                && streams.iter().any(|s| s.server == other)
-        };
-        let after = streams_once(&cluster.haproxy, after_ok).await;
-        assert!(
-            after_ok(&after),
-            "three WebSockets on the client connection they had ({connection}), none to \
-             {server}, one still to {other}, in HAProxy's streams: {after:?}"
-        );
-        let log = page_log(&mut cdp, &c).await;
-        assert!(
-            log.matches("welcome:").count() == 1 && !log.contains("closed:"),
-            "the third tab's socket, on {}, should have stayed open; its log:\n{log}",
-            third.node
-        );
-        let exit = cluster.nodes[index].wait_exit(cluster.options.drain_timeout);
-        assert!(
-            exit.is_some_and(|status| status.success()),
-            "{drained} after SIGTERM: {exit:?}"
-        );
-        lb::report(&format!(
-            "browser: three tabs on one HTTP/2 connection ({connection}): the two of {drained} \
-             moved with their session ({moved:?}), the one on {} stayed open",
-            third.node
-        ));
+        tabs_move_when_their_node_drains(&mut cdp, cluster).await;
         cdp.close_browser().await;
     });
+}
+
+/// The scenario of the test above, in the browser `driver` drives,
+/// against `cluster` (from [`tls_cluster`]).
+async fn tabs_move_when_their_node_drains(driver: &mut impl Driver, mut cluster: Cluster) {
+    let tls = cluster.tls_frontend.expect("a TLS frontend");
+    let origin = format!("https://{tls}/");
+    let a = driver.open(&origin).await.expect("open the first tab");
+    let first = wait_socket(driver, &a, "first tab", |w| w.affinity == "issued").await;
+    let b = driver.open(&origin).await.expect("open the second tab");
+    let second = wait_socket(driver, &b, "second tab", |w| w.affinity == "kept").await;
+    assert_eq!(
+        (&second.node, &second.session),
+        (&first.node, &first.session),
+        "the second tab's socket"
+    );
+    // The third tab goes without the cookie, so that HAProxy balances it
+    // (`leastconn`: away from the node with two sockets); then the
+    // cookie comes back for the first two tabs' reconnects.
+    let cookie = stored_cookie(driver, lb::COOKIE_NAME).await;
+    driver.clear_cookies().await.expect("clear the cookies");
+    let c = driver.open(&origin).await.expect("open the third tab");
+    let third = wait_socket(driver, &c, "third tab", |w| w.affinity == "issued").await;
+    assert_ne!(third.node, first.node, "the third tab's socket: {third:?}");
+    driver
+        .set_cookie(&cookie)
+        .await
+        .expect("restore the cookie");
+
+    // The three sockets are streams of one client connection to HAProxy.
+    let server_of = |node: &str| lb::Cluster::NODES[cluster.index_of(node).expect("a node")];
+    let (server, other) = (server_of(&first.node), server_of(&third.node));
+    let before_ok = |streams: &[lb::Stream]| {
+        let on = |name: &str| streams.iter().filter(|s| s.server == name).count();
+        streams.len() == 3
+            && streams.iter().all(|s| s.client == streams[0].client)
+            && (on(server), on(other)) == (2, 1)
+    };
+    let before = streams_once(&cluster.haproxy, before_ok).await;
+    assert!(
+        before_ok(&before),
+        "two WebSockets to {server} and one to {other}, on one client connection, in \
+         HAProxy's streams: {before:?}"
+    );
+    let connection = before[0].client.clone();
+
+    let drained = first.node.clone();
+    let index = cluster.index_of(&drained).expect("a node of the cluster");
+    cluster.nodes[index].sigterm();
+    // The tabs share the browser's cookies: the first to reconnect moves
+    // (`migrated`) and gets the cookie re-issued with its new node's tag;
+    // a tab reconnecting after that follows it there (`kept`).
+    let mut moved = Vec::new();
+    for (tab, what) in [(&a, "first tab"), (&b, "second tab")] {
+        let w = wait_socket(driver, tab, what, |w| w.node != drained).await;
+        assert_eq!(
+            w.session, first.session,
+            "{what}'s session after the drain: {w:?}"
+        );
+        // The node closed the socket with `1001` (the page also
+        // reconnects after a `1006`, a socket cut without a Close frame).
+        let log = page_log(driver, tab).await;
+        assert!(
+            log.contains("closed: code 1001") && !log.contains("closed: code 1006"),
+            "{what}'s socket should have been closed with 1001 only; its log:\n{log}"
+        );
+        moved.push(w);
+    }
+    let migrated: Vec<&Welcome> = moved
+        .iter()
+        .filter(|w| w.affinity == "migrated" && w.from.as_deref() == Some(drained.as_str()))
+        .collect();
+    assert!(
+        !migrated.is_empty()
+            && moved.iter().all(|w| migrated.contains(&w)
+                || (w.affinity == "kept" && migrated.iter().any(|m| m.node == w.node))),
+        "after the drain of {drained}, each tab should be `migrated` from it, or `kept` \
+         where the other one moved: {moved:?}"
+    );
+    // They reconnected on the connection they had, beside the third
+    // socket, which stayed open: HAProxy closed only the drained node's
+    // streams.
+    let after_ok = |streams: &[lb::Stream]| {
+        streams.len() == 3
+            && streams
+                .iter()
+                .all(|s| s.client == connection && s.server != server)
+            && streams.iter().any(|s| s.server == other)
+    };
+    let after = streams_once(&cluster.haproxy, after_ok).await;
+    assert!(
+        after_ok(&after),
+        "three WebSockets on the client connection they had ({connection}), none to \
+         {server}, one still to {other}, in HAProxy's streams: {after:?}"
+    );
+    let log = page_log(driver, &c).await;
+    assert!(
+        log.matches("welcome:").count() == 1 && !log.contains("closed:"),
+        "the third tab's socket, on {}, should have stayed open; its log:\n{log}",
+        third.node
+    );
+    let exit = cluster.nodes[index].wait_exit(cluster.options.drain_timeout);
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "{drained} after SIGTERM: {exit:?}"
+    );
+    lb::report(&format!(
+        "browser: three tabs on one HTTP/2 connection ({connection}): the two of {drained} \
+         moved with their session ({moved:?}), the one on {} stayed open",
+        third.node
+    ));
 }
 
 /// The streams of HAProxy's TLS frontend once `ok` holds of them (a request
@@ -287,8 +287,8 @@ fn tls_cluster(haproxy: &Path) -> (Cluster, lb::SiteCert) {
 }
 
 /// The log the demo page in tab `page` keeps of its sockets.
-async fn page_log(cdp: &mut Cdp, page: &str) -> String {
-    let log = cdp
+async fn page_log(driver: &mut impl Driver, page: &str) -> String {
+    let log = driver
         .eval(page, "document.getElementById('log').textContent")
         .await
         .expect("read the page's log");
@@ -299,7 +299,7 @@ async fn page_log(cdp: &mut Cdp, page: &str) -> String {
 /// open and reconnects after a `1001`) until its last welcome satisfies
 /// `ok`, and returns it. Bounded by [`PAGE_TIMEOUT`].
 async fn wait_socket(
-    cdp: &mut Cdp,
+    driver: &mut impl Driver,
     page: &str,
     what: &str,
     ok: impl Fn(&Welcome) -> bool,
@@ -310,7 +310,7 @@ async fn wait_socket(
         return m.length ? m[m.length - 1][1] : null; })()";
     let since = Instant::now();
     loop {
-        let text = cdp
+        let text = driver
             .eval(page, LAST_WELCOME)
             .await
             .expect("read the page's log");
@@ -320,7 +320,7 @@ async fn wait_socket(
             }
         }
         if since.elapsed() > PAGE_TIMEOUT {
-            let log = page_log(cdp, page).await;
+            let log = page_log(driver, page).await;
             panic!("{what}: no such socket within {PAGE_TIMEOUT:?}; the page's log:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -355,7 +355,7 @@ async fn tls_h1_upgrade_status(addr: SocketAddr, cert: &lb::SiteCert) -> u16 {
 }
 
 #[test]
-fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
+fn chromium_sends_both_cookies_from_the_101_back_through_traefik() {
     let tools = [lb::Tool::Traefik, lb::Tool::Chromium];
     let Some([traefik, chromium]) = lb::tools_or_skip("e2e_browser (traefik)", tools) else {
         return;
@@ -393,47 +393,61 @@ fn browser_sends_both_cookies_from_the_101_back_through_traefik() {
 /// page and every socket. Both cookies come back, `Secure`, and every
 /// reconnect is `kept`.
 #[test]
-fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() {
+fn chromium_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() {
     let tools = [lb::Tool::Traefik, lb::Tool::Chromium];
     let Some([traefik, chromium]) = lb::tools_or_skip("e2e_browser (traefik TLS)", tools) else {
         return;
     };
     let started = Instant::now();
+    let (cluster, _cert) = traefik_tls_cluster(&traefik);
+    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    run(started, async {
+        let mut cdp = Cdp::connect(&browser.devtools_url).await;
+        redirected_to_traefik_tls(&mut cdp, &cluster).await;
+        cdp.close_browser().await;
+    });
+}
+
+/// Three nodes with their default `Secure` cookie behind Traefik running
+/// `deploy/traefik.yml`'s commented TLS example, with a certificate made
+/// here (keep it as long as Traefik runs).
+fn traefik_tls_cluster(traefik: &Path) -> (TraefikCluster, lb::SiteCert) {
     let cert = lb::SiteCert::new();
     let options = NodeOptions {
         secure_cookie: true,
         ..NodeOptions::TRAEFIK
     };
-    let cluster = TraefikCluster::start_with_tls(&traefik, options, &cert);
+    let cluster = TraefikCluster::start_with_tls(traefik, options, &cert);
+    (cluster, cert)
+}
+
+/// The scenario of the Traefik TLS test above, in the browser `driver`
+/// drives.
+async fn redirected_to_traefik_tls(driver: &mut impl Driver, cluster: &TraefikCluster) {
     let tls = cluster.traefik.tls_frontend.expect("a TLS entry point");
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        // The example's redirect, from the plain entry point.
-        let plain = format!("http://{}", cluster.traefik.frontend);
-        let origin = format!("https://{tls}");
-        let pages = kept_over_h2(&mut cdp, &plain, &origin).await;
-        let href = cdp
-            .eval(&pages[0], "location.href")
-            .await
-            .expect("location.href");
-        assert_eq!(
-            href.as_str(),
-            Some(format!("{origin}/?auto=1").as_str()),
-            "{plain}/?auto=1 should redirect to the TLS entry point"
-        );
-        // Traefik logs a WebSocket with status 0: the connection was handed
-        // over after the 101.
-        let lines = AccessLog {
-            balancer: "Traefik",
-            h1_socket: "\"GET /ws HTTP/1.1\" 0 ",
-            h2_page: "\"GET /?auto=1 HTTP/2.0\" 200 ",
-        };
-        lines
-            .check(&mut cdp, &pages, || cluster.traefik.access_log())
-            .await;
-        cdp.close_browser().await;
-    });
+    // The example's redirect, from the plain entry point.
+    let plain = format!("http://{}", cluster.traefik.frontend);
+    let origin = format!("https://{tls}");
+    let pages = kept_over_h2(driver, &plain, &origin).await;
+    let href = driver
+        .eval(&pages[0], "location.href")
+        .await
+        .expect("location.href");
+    assert_eq!(
+        href.as_str(),
+        Some(format!("{origin}/?auto=1").as_str()),
+        "{plain}/?auto=1 should redirect to the TLS entry point"
+    );
+    // Traefik logs a WebSocket with status 0: the connection was handed
+    // over after the 101.
+    let lines = AccessLog {
+        balancer: "Traefik",
+        h1_socket: "\"GET /ws HTTP/1.1\" 0 ",
+        h2_page: "\"GET /?auto=1 HTTP/2.0\" 200 ",
+    };
+    lines
+        .check(driver, &pages, || cluster.traefik.access_log())
+        .await;
 }
 
 /// Through Envoy over HTTPS, with `deploy/envoy.yaml`'s commented TLS
@@ -444,7 +458,7 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() 
 /// and every socket. Both cookies come back, `Secure`, and every reconnect
 /// is `kept`.
 #[test]
-fn browser_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
+fn chromium_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
     let tools = [lb::Tool::Envoy, lb::Tool::Chromium];
     let Some([envoy, chromium]) = lb::tools_or_skip("e2e_browser (envoy TLS)", tools) else {
         return;
@@ -481,7 +495,7 @@ fn browser_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
 /// keeps the session, `kept` or `migrated` from the issuing node. With
 /// either, the next page loads are all `kept` on the reconnect's node.
 #[test]
-fn browser_keeps_its_session_through_nginx_tls() {
+fn chromium_keeps_its_session_through_nginx_tls() {
     let tools = [lb::Tool::Nginx, lb::Tool::Chromium];
     let Some([nginx, chromium]) = lb::tools_or_skip("e2e_browser (nginx TLS)", tools) else {
         return;
@@ -505,9 +519,7 @@ fn browser_keeps_its_session_through_nginx_tls() {
         let mut cdp = Cdp::connect(&browser.devtools_url).await;
         for (file, expected, cluster) in &clusters {
             // Cookies do not tell ports apart: each file starts afresh.
-            cdp.call("Storage.clearCookies", json!({}), None)
-                .await
-                .expect("Storage.clearCookies");
+            cdp.clear_cookies().await.expect("clear the cookies");
             let origin = format!("https://{}", cluster.nginx.frontend);
             let (page, first, second, cookie) = reconnect_once(&mut cdp, &origin, *expected).await;
             assert_eq!(cookie["secure"], true, "{file}, Secure: {cookie}");
@@ -531,16 +543,16 @@ fn browser_keeps_its_session_through_nginx_tls() {
 /// and that the layer's cookie is `Secure`, then loads it again from
 /// `origin` with [`stays_with_own_cookie`]. Returns the tabs' sessions, the
 /// first load's first.
-async fn kept_over_h2(cdp: &mut Cdp, start: &str, origin: &str) -> Vec<String> {
-    let (page, first, _, cookie) = reconnect_once(cdp, start, Reconnect::Kept).await;
+async fn kept_over_h2(driver: &mut impl Driver, start: &str, origin: &str) -> Vec<String> {
+    let (page, first, _, cookie) = reconnect_once(driver, start, Reconnect::Kept).await;
     assert_eq!(
-        page_protocol(cdp, &page).await,
+        page_protocol(driver, &page).await,
         "h2",
         "the page over HTTPS, with h2 offered"
     );
     assert_eq!(cookie["secure"], true, "Secure: {cookie}");
     let mut pages = vec![page];
-    pages.extend(stays_with_own_cookie(cdp, origin, &first).await);
+    pages.extend(stays_with_own_cookie(driver, origin, &first).await);
     pages
 }
 
@@ -558,9 +570,14 @@ impl AccessLog<'_> {
     /// reconnected, and closing the tab closes the second), then waits (at
     /// most 5 s) for `read` to return a line for each socket, and checks
     /// that every page came over HTTP/2 and every socket over HTTP/1.1.
-    async fn check(&self, cdp: &mut Cdp, pages: &[String], read: impl Fn() -> Vec<String>) {
+    async fn check(
+        &self,
+        driver: &mut impl Driver,
+        pages: &[String],
+        read: impl Fn() -> Vec<String>,
+    ) {
         for page in pages {
-            cdp.close_tab(page).await.expect("close the tab");
+            driver.close_tab(page).await.expect("close the tab");
         }
         let (loads, sockets) = (pages.len(), 2 * pages.len());
         let is_socket = |l: &&String| l.contains(" /ws HTTP/");
@@ -598,8 +615,8 @@ impl AccessLog<'_> {
 }
 
 /// The protocol the page in tab `page` was loaded over (`h2`, `http/1.1`).
-async fn page_protocol(cdp: &mut Cdp, page: &str) -> String {
-    let protocol = cdp
+async fn page_protocol(driver: &mut impl Driver, page: &str) -> String {
+    let protocol = driver
         .eval(
             page,
             "performance.getEntriesByType('navigation')[0].nextHopProtocol",
@@ -612,10 +629,15 @@ async fn page_protocol(cdp: &mut Cdp, page: &str) -> String {
 /// Loads the demo page from `origin` [`PAGE_RELOADS`] more times and checks
 /// that both sockets of each load are `kept` on `node` with `session`;
 /// returns the tabs' sessions.
-async fn stays_kept(cdp: &mut Cdp, origin: &str, node: &str, session: &str) -> Vec<String> {
+async fn stays_kept(
+    driver: &mut impl Driver,
+    origin: &str,
+    node: &str,
+    session: &str,
+) -> Vec<String> {
     let mut pages = Vec::with_capacity(PAGE_RELOADS);
     for load in 1..=PAGE_RELOADS {
-        let (page, a, b) = load_auto_page(cdp, origin).await;
+        let (page, a, b) = load_auto_page(driver, origin).await;
         for w in [&a, &b] {
             assert_eq!(
                 (w.affinity.as_str(), w.node.as_str(), w.session.as_str()),
@@ -634,9 +656,13 @@ async fn stays_kept(cdp: &mut Cdp, origin: &str, node: &str, session: &str) -> V
 /// balancer picks nodes round-robin for the page, its icon and new sockets:
 /// one reconnect may land on the same node by chance, a few page loads in a
 /// row (two sockets each) do not.
-async fn stays_with_own_cookie(cdp: &mut Cdp, origin: &str, first: &Welcome) -> Vec<String> {
-    let pages = stays_kept(cdp, origin, &first.node, &first.session).await;
-    let node_cookie = stored_cookie(cdp, "WS_NODE").await;
+async fn stays_with_own_cookie(
+    driver: &mut impl Driver,
+    origin: &str,
+    first: &Welcome,
+) -> Vec<String> {
+    let pages = stays_kept(driver, origin, &first.node, &first.session).await;
+    let node_cookie = stored_cookie(driver, "WS_NODE").await;
     lb::report(&format!(
         "browser: stored the balancer's cookie {node_cookie}"
     ));
@@ -680,11 +706,11 @@ enum Reconnect {
 /// cookie, with the session, `HttpOnly`, hidden from the page. Returns the
 /// tab's session, both welcomes and the cookie, with its attributes.
 async fn reconnect_once(
-    cdp: &mut Cdp,
+    driver: &mut impl Driver,
     origin: &str,
     expected: Reconnect,
 ) -> (String, Welcome, Welcome, Value) {
-    let (page, first, second) = load_auto_page(cdp, origin).await;
+    let (page, first, second) = load_auto_page(driver, origin).await;
     assert_eq!(first.affinity, "issued", "fresh profile: {first:?}");
     let kept = second.affinity == "kept" && second.node == first.node;
     let migrated = second.affinity == "migrated"
@@ -698,7 +724,7 @@ async fn reconnect_once(
 
     // The browser holds the cookie from the 101 (or the 200 of an extended
     // CONNECT), HttpOnly: the page's script cannot read it.
-    let cookie = stored_cookie(cdp, lb::COOKIE_NAME).await;
+    let cookie = stored_cookie(driver, lb::COOKIE_NAME).await;
     lb::report(&format!("browser: stored cookie {cookie}"));
     let value = cookie["value"].as_str().expect("cookie value");
     assert!(
@@ -708,7 +734,7 @@ async fn reconnect_once(
     );
     assert_eq!(cookie["httpOnly"], true, "HttpOnly: {cookie}");
     assert_eq!(cookie["path"], "/", "Path: {cookie}");
-    let visible = cdp
+    let visible = driver
         .eval(&page, "document.cookie")
         .await
         .expect("read document.cookie");
@@ -723,8 +749,12 @@ async fn reconnect_once(
 /// [`reconnect_once`] through HAProxy, which must have learned the cookie
 /// from the node's `101` (over HTTP/2, HAProxy turns it into the browser's
 /// `200`) for the node that set it. Returns the cookie.
-async fn reconnect_once_through_haproxy(cdp: &mut Cdp, cluster: &Cluster, origin: &str) -> Value {
-    let (_, first, _, cookie) = reconnect_once(cdp, origin, Reconnect::Kept).await;
+async fn reconnect_once_through_haproxy(
+    driver: &mut impl Driver,
+    cluster: &Cluster,
+    origin: &str,
+) -> Value {
+    let (_, first, _, cookie) = reconnect_once(driver, origin, Reconnect::Kept).await;
     let value = cookie["value"].as_str().expect("cookie value");
     let stuck = cluster.stuck_node(value).expect("HAProxy admin socket");
     assert_eq!(
@@ -737,8 +767,8 @@ async fn reconnect_once_through_haproxy(cdp: &mut Cdp, cluster: &Cluster, origin
 
 /// The cookie named `name` that the browser holds, with its attributes;
 /// panics, listing the cookies it holds, when there is none.
-async fn stored_cookie(cdp: &mut Cdp, name: &str) -> Value {
-    let cookies = cdp.cookies().await.expect("Storage.getCookies");
+async fn stored_cookie(driver: &mut impl Driver, name: &str) -> Value {
+    let cookies = driver.cookies().await.expect("the browser's cookies");
     cookies
         .iter()
         .find(|c| c["name"] == name)
@@ -750,25 +780,26 @@ async fn stored_cookie(cdp: &mut Cdp, name: &str) -> Value {
 /// with `/?auto=1` in a new tab, waits until it has connected and
 /// reconnected once, and returns the tab's session and both welcomes. The tab stays open, and its second socket
 /// with it, until the browser closes.
-async fn load_auto_page(cdp: &mut Cdp, origin: &str) -> (String, Welcome, Welcome) {
+async fn load_auto_page(driver: &mut impl Driver, origin: &str) -> (String, Welcome, Welcome) {
     let url = format!("{origin}/?auto=1");
-    let page = cdp.open(&url).await.expect("open the demo page");
+    let page = driver.open(&url).await.expect("open the demo page");
 
     // The page sets its title to `done` (or `error`) when it has both welcomes.
     let loaded = Instant::now();
-    let title = match cdp
+    let title = match driver
         .wait_for_title(&page, &["done", "error"], PAGE_TIMEOUT)
         .await
     {
         Ok(title) => title,
         Err(title) => panic!(
             "the page did not finish within {PAGE_TIMEOUT:?} (title {title:?}); its log:\n{}",
-            cdp.eval(&page, "document.getElementById('log').textContent")
+            driver
+                .eval(&page, "document.getElementById('log').textContent")
                 .await
                 .unwrap_or_default()
         ),
     };
-    let result = cdp
+    let result = driver
         .eval(&page, "document.getElementById('result').textContent")
         .await
         .expect("read the result");

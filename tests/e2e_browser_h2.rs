@@ -30,6 +30,7 @@ mod browser;
 mod lb;
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ use axum::http::{Method, Version};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use browser::{Cdp, Chromium};
+use browser::{Cdp, Chromium, Driver};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -98,12 +99,24 @@ function connect() {
 </script></body></html>"#;
 
 #[test]
-fn browser_keeps_the_cookie_from_the_200_of_an_extended_connect() {
+fn chromium_keeps_the_cookie_from_the_200_of_an_extended_connect() {
     let Some([chromium]) = lb::tools_or_skip("e2e_browser_h2", [lb::Tool::Chromium]) else {
         return;
     };
     // Before the runtime: it waits (blocking, bounded) for DevTools to listen.
     let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
+    let devtools_url = browser.devtools_url.clone();
+    with_server(move |url, layer, drain| async move {
+        let mut cdp = Cdp::connect(&devtools_url).await;
+        scenario(&mut cdp, "Chromium", &url, &layer, &drain).await;
+        cdp.close_browser().await;
+    });
+}
+
+/// Serves the app ([`serve_tls`]) with a layer tagging `NODE` and a drain
+/// without a close spread, and runs `run` with the page's URL, the layer
+/// and the drain, on a runtime of its own.
+fn with_server<F: Future<Output = ()>>(run: impl FnOnce(String, StickyUpgradeLayer, Drain) -> F) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,15 +130,22 @@ fn browser_keeps_the_cookie_from_the_200_of_an_extended_connect() {
             .build()
             .expect("layer");
         let addr = serve_tls(layer.clone()).await;
-        scenario(&browser, &format!("https://{addr}/"), &layer, &drain).await;
+        run(format!("https://{addr}/"), layer, drain).await;
     });
 }
 
-async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, drain: &Drain) {
+/// The page's run in the browser `driver` drives (`browser` names it), with
+/// the checks of the module docs.
+async fn scenario(
+    driver: &mut impl Driver,
+    browser: &str,
+    url: &str,
+    layer: &StickyUpgradeLayer,
+    drain: &Drain,
+) {
     let started = Instant::now();
-    let mut cdp = Cdp::connect(&browser.devtools_url).await;
-    let page = cdp.open(url).await.expect("open the page");
-    let result = wait_for_title(&mut cdp, &page, "open").await;
+    let page = driver.open(url).await.expect("open the page");
+    let result = wait_for_title(driver, &page, "open").await;
 
     let welcomes = result["welcomes"].as_array().expect("welcomes");
     assert_eq!(welcomes.len(), 2, "{result}");
@@ -133,7 +153,7 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
         assert_eq!(
             (welcome["version"].as_str(), welcome["method"].as_str()),
             (Some("HTTP/2"), Some("CONNECT")),
-            "Chromium should open its WebSockets with extended CONNECT over HTTP/2: {welcome}"
+            "{browser} should open its WebSockets with extended CONNECT over HTTP/2: {welcome}"
         );
     }
     let (first, second) = (&welcomes[0], &welcomes[1]);
@@ -145,12 +165,12 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
     );
 
     // The cookie as the browser stored it, with the layer's default attributes.
-    let cookies = cdp.cookies().await.expect("Storage.getCookies");
+    let cookies = driver.cookies().await.expect("the browser's cookies");
     let cookie = cookies
         .iter()
         .find(|c| c["name"] == DEFAULT_COOKIE_NAME)
         .unwrap_or_else(|| panic!("no {DEFAULT_COOKIE_NAME} cookie in the browser: {cookies:?}"));
-    lb::report(&format!("browser h2: stored cookie {cookie}"));
+    lb::report(&format!("browser h2 ({browser}): stored cookie {cookie}"));
     let session = first["session"].as_str().expect("session");
     assert_eq!(
         cookie["value"],
@@ -187,7 +207,7 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(drain.start());
-    let result = wait_for_title(&mut cdp, &page, "done").await;
+    let result = wait_for_title(driver, &page, "done").await;
     assert_eq!(result["closeCode"], 1001, "{result}");
     assert_eq!(
         result["refused"], true,
@@ -209,34 +229,34 @@ async fn scenario(browser: &Chromium, url: &str, layer: &StickyUpgradeLayer, dra
         "{stats:?}"
     );
     lb::report(&format!(
-        "browser h2: issued, kept, drained with 1001 and refused in {:?}",
+        "browser h2 ({browser}): issued, kept, drained with 1001 and refused in {:?}",
         started.elapsed()
     ));
-    cdp.close_browser().await;
+    driver.close_browser().await;
 }
 
 /// Waits (bounded) until the page's title is `phase`, and returns the page's
 /// result. Fails on `error`.
-async fn wait_for_title(cdp: &mut Cdp, page: &str, phase: &str) -> Value {
-    match cdp
+async fn wait_for_title(driver: &mut impl Driver, page: &str, phase: &str) -> Value {
+    match driver
         .wait_for_title(page, &[phase, "error"], PAGE_TIMEOUT)
         .await
     {
-        Ok(title) if title == phase => page_result(cdp, page).await,
+        Ok(title) if title == phase => page_result(driver, page).await,
         Ok(_) => panic!(
             "the page reported an error: {}",
-            page_result(cdp, page).await
+            page_result(driver, page).await
         ),
         Err(title) => panic!(
             "the page did not reach {phase:?} within {PAGE_TIMEOUT:?} (title {title:?}): {}",
-            page_result(cdp, page).await
+            page_result(driver, page).await
         ),
     }
 }
 
 /// The page's `#result`, parsed (or as text if it is not JSON yet).
-async fn page_result(cdp: &mut Cdp, page: &str) -> Value {
-    let text = cdp
+async fn page_result(driver: &mut impl Driver, page: &str) -> Value {
+    let text = driver
         .eval(page, "document.getElementById('result').textContent")
         .await
         .expect("read the result");

@@ -1,5 +1,6 @@
-//! Headless Chromium driven over the DevTools protocol (a WebSocket, spoken
-//! with tokio-tungstenite), for the end-to-end browser test.
+//! Headless Chromium for the end-to-end browser tests, driven over the
+//! DevTools protocol (a WebSocket, spoken with tokio-tungstenite), behind a
+//! [`Driver`] trait that another browser's client can implement too.
 //!
 //! Declared from a test file next to `lb`:
 //!
@@ -22,14 +23,85 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::lb::{OutputLog, TempDir};
 
-/// A headless Chromium with a fresh profile. Its whole process group is
-/// killed on drop (the browser forks renderer and utility processes).
-pub struct Chromium {
+/// A browser process started headless with a fresh profile. Its whole
+/// process group is killed on drop (a browser forks content and utility
+/// processes), and its output is reported if the test fails.
+struct Process {
     child: Child,
     log: OutputLog,
+    /// Which browser, for messages.
+    name: &'static str,
+    _profile: TempDir,
+}
+
+impl Process {
+    /// Runs `cmd` (its profile in `profile`) in a process group of its own
+    /// and waits, at most 30 s, for the line of its output that starts with
+    /// `announce`; returns the process and the rest of that line.
+    fn start(
+        name: &'static str,
+        bin: &Path,
+        mut cmd: Command,
+        profile: TempDir,
+        announce: &str,
+    ) -> (Process, String) {
+        // The browser's own scratch files go in the profile too, which is
+        // removed after the browser is killed; otherwise every run leaves
+        // some in /tmp.
+        cmd.env("TMPDIR", profile.path()).process_group(0);
+        let (child, log) = OutputLog::spawn(&mut cmd, bin);
+        let mut process = Process {
+            child,
+            log,
+            name,
+            _profile: profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let rest = loop {
+            let found = process
+                .log
+                .lines()
+                .iter()
+                .find_map(|l| l.strip_prefix(announce).map(|rest| rest.trim().to_owned()));
+            if let Some(rest) = found {
+                break rest;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!(
+                    "{name} exited with {status} before printing {announce:?}:\n{}",
+                    process.log.lines().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not print {announce:?} within 30 s:\n{}",
+                process.log.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (process, rest)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The group id is the browser's pid (`process_group(0)`).
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -KILL -{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log
+            .report_if_failing(&format!("{}'s output", self.name));
+    }
+}
+
+/// A headless Chromium with a fresh profile, killed on drop.
+pub struct Chromium {
+    process: Process,
     /// `ws://127.0.0.1:PORT/devtools/browser/ID`.
     pub devtools_url: String,
-    _profile: TempDir,
 }
 
 impl Chromium {
@@ -63,87 +135,75 @@ impl Chromium {
         ])
         .args(switches)
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        // Chromium's own scratch directories (`org.chromium.Chromium.*`) go in
-        // the profile too, which is removed after the browser is killed;
-        // otherwise every run leaves a few in /tmp.
-        .env("TMPDIR", profile.path())
-        // Its own process group, so drop can end the browser's children too.
-        .process_group(0);
-        let (child, log) = OutputLog::spawn(&mut cmd, bin);
-        let mut browser = Chromium {
-            child,
-            log,
-            devtools_url: String::new(),
-            _profile: profile,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        browser.devtools_url = loop {
-            let found = browser
-                .log
-                .lines()
-                .iter()
-                .find_map(|l| l.strip_prefix("DevTools listening on ").map(str::to_owned));
-            if let Some(url) = found {
-                break url.trim().to_owned();
-            }
-            if let Ok(Some(status)) = browser.child.try_wait() {
-                panic!(
-                    "chromium exited with {status} before listening:\n{}",
-                    browser.log.lines().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromium printed no DevTools address within 30 s:\n{}",
-                browser.log.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        browser
+        .arg("about:blank");
+        let (process, devtools_url) =
+            Process::start("chromium", bin, cmd, profile, "DevTools listening on ");
+        Chromium {
+            process,
+            devtools_url,
+        }
     }
 
     pub fn log(&self) -> Vec<String> {
-        self.log.lines()
-    }
-}
-
-impl Drop for Chromium {
-    fn drop(&mut self) {
-        // The group id is the browser's pid (`process_group(0)`).
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill -KILL -{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log.report_if_failing("chromium's output");
+        self.process.log.lines()
     }
 }
 
 /// A DevTools protocol connection to the browser endpoint. Commands for a
 /// page go through its flat session id.
 pub struct Cdp {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: Socket,
     next_id: u64,
     /// The target (tab) of each session [`Cdp::open`] made.
     targets: Vec<(String, String)>,
 }
 
-/// Bound on any single DevTools command.
+/// Bound on any single command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects to a browser's control WebSocket at `url`, within
+/// [`COMMAND_TIMEOUT`].
+async fn connect_control(url: &str) -> Socket {
+    let (ws, _) = tokio::time::timeout(COMMAND_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap_or_else(|_| panic!("handshake with {url} timed out"))
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    ws
+}
+
+/// Sends `msg` (command `id`, `method`) and returns the message that answers
+/// it, skipping the events and other messages that arrive meanwhile; at most
+/// [`COMMAND_TIMEOUT`].
+async fn round_trip(ws: &mut Socket, id: u64, msg: &Value, method: &str) -> Result<Value, String> {
+    ws.send(Message::text(msg.to_string()))
+        .await
+        .map_err(|e| format!("{method}: send: {e}"))?;
+    let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| format!("{method}: no answer within {COMMAND_TIMEOUT:?}"))?;
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(f))) => return Err(format!("{method}: browser closed: {f:?}")),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("{method}: {e}")),
+            None => return Err(format!("{method}: the browser's connection ended")),
+        };
+        let answer: Value = serde_json::from_str(text.as_str())
+            .map_err(|e| format!("{method}: answer is not JSON ({e}): {text}"))?;
+        if answer.get("id").and_then(Value::as_u64) == Some(id) {
+            return Ok(answer);
+        }
+    }
+}
 
 impl Cdp {
     pub async fn connect(devtools_url: &str) -> Cdp {
-        let (ws, _) = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            tokio_tungstenite::connect_async(devtools_url),
-        )
-        .await
-        .expect("DevTools handshake timed out")
-        .unwrap_or_else(|e| panic!("connect to DevTools at {devtools_url}: {e}"));
         Cdp {
-            ws,
+            ws: connect_control(devtools_url).await,
             next_id: 1,
             targets: Vec::new(),
         }
@@ -163,38 +223,80 @@ impl Cdp {
         if let Some(session) = session {
             msg["sessionId"] = json!(session);
         }
-        self.ws
-            .send(Message::text(msg.to_string()))
-            .await
-            .map_err(|e| format!("{method}: send: {e}"))?;
-        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        let answer = round_trip(&mut self.ws, id, &msg, method).await?;
+        if let Some(error) = answer.get("error") {
+            return Err(format!("{method}: {error}"));
+        }
+        Ok(answer.get("result").cloned().unwrap_or(Value::Null))
+    }
+}
+
+/// What the page scenarios need of a browser, whichever protocol drives it.
+/// A tab is named by the string [`Driver::open`] returns.
+pub trait Driver {
+    /// Opens `url` in a new tab; returns the tab's handle.
+    async fn open(&mut self, url: &str) -> Result<String, String>;
+
+    /// Closes `tab` (one [`Driver::open`] made), and with it the page's
+    /// sockets.
+    async fn close_tab(&mut self, tab: &str) -> Result<(), String>;
+
+    /// Evaluates `expression` in `tab` and returns its value, a string,
+    /// number, boolean or null.
+    async fn eval(&mut self, tab: &str, expression: &str) -> Result<Value, String>;
+
+    /// Every cookie the browser holds, each as an object with at least
+    /// `name`, `value` (a string), `domain`, `path`, `secure`, `httpOnly`,
+    /// `sameSite` (`Strict`, `Lax` or `None`) and `session` (true when it
+    /// has no expiry): the DevTools protocol's names.
+    async fn cookies(&mut self) -> Result<Vec<Value>, String>;
+
+    /// Deletes every cookie the browser holds.
+    async fn clear_cookies(&mut self) -> Result<(), String>;
+
+    /// Stores `cookie`, one that [`Driver::cookies`] returned, with its
+    /// name, value, domain, path, `Secure`, `HttpOnly` and `SameSite`.
+    async fn set_cookie(&mut self, cookie: &Value) -> Result<(), String>;
+
+    /// Asks the browser to exit (dropping it kills it anyway).
+    async fn close_browser(&mut self);
+
+    /// Whether `error`, from [`Driver::eval`], says only that the tab is
+    /// between two documents (it has none to evaluate in for a moment).
+    fn between_documents(error: &str) -> bool;
+
+    /// Polls the page's `document.title` every 50 ms until it is one of
+    /// `titles`, and returns it; after `timeout`, returns the last title seen
+    /// as the error. While the tab changes documents (a redirect to another
+    /// site swaps its renderer), that counts as no title yet. Any other
+    /// failure to read the title (the browser or the tab gone) is returned at
+    /// once.
+    async fn wait_for_title(
+        &mut self,
+        tab: &str,
+        titles: &[&str],
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let since = Instant::now();
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .map_err(|_| format!("{method}: no answer within {COMMAND_TIMEOUT:?}"))?;
-            let text = match frame {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(f))) => {
-                    return Err(format!("{method}: DevTools closed: {f:?}"))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(format!("{method}: {e}")),
-                None => return Err(format!("{method}: DevTools connection ended")),
+            let title = match self.eval(tab, "document.title").await {
+                Ok(title) => title.as_str().unwrap_or_default().to_owned(),
+                Err(e) if Self::between_documents(&e) => format!("(between documents: {e})"),
+                Err(e) => return Err(format!("(unreadable: {e})")),
             };
-            let answer: Value = serde_json::from_str(text.as_str())
-                .map_err(|e| format!("{method}: answer is not JSON ({e}): {text}"))?;
-            if answer.get("id").and_then(Value::as_u64) != Some(id) {
-                continue; // an event, or an answer to nobody
+            if titles.contains(&title.as_str()) {
+                return Ok(title);
             }
-            if let Some(error) = answer.get("error") {
-                return Err(format!("{method}: {error}"));
+            if since.elapsed() > timeout {
+                return Err(title);
             }
-            return Ok(answer.get("result").cloned().unwrap_or(Value::Null));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
 
-    /// Opens `url` in a new tab and attaches to it; returns the session id.
-    pub async fn open(&mut self, url: &str) -> Result<String, String> {
+impl Driver for Cdp {
+    async fn open(&mut self, url: &str) -> Result<String, String> {
         let target = self
             .call("Target.createTarget", json!({ "url": url }), None)
             .await?;
@@ -217,9 +319,7 @@ impl Cdp {
         Ok(session)
     }
 
-    /// Closes the tab of `session` (one [`Cdp::open`] made), and with it the
-    /// page's sockets.
-    pub async fn close_tab(&mut self, session: &str) -> Result<(), String> {
+    async fn close_tab(&mut self, session: &str) -> Result<(), String> {
         let target = self
             .targets
             .iter()
@@ -231,8 +331,7 @@ impl Cdp {
             .map(drop)
     }
 
-    /// Evaluates `expression` in the page and returns its value.
-    pub async fn eval(&mut self, session: &str, expression: &str) -> Result<Value, String> {
+    async fn eval(&mut self, session: &str, expression: &str) -> Result<Value, String> {
         let result = self
             .call(
                 "Runtime.evaluate",
@@ -246,49 +345,38 @@ impl Cdp {
         Ok(result["result"]["value"].clone())
     }
 
-    /// Polls the page's `document.title` every 50 ms until it is one of
-    /// `titles`, and returns it; after `timeout`, returns the last title seen
-    /// as the error. While the tab changes documents (a redirect to another
-    /// site swaps its renderer), it has no context to evaluate in for a
-    /// moment: that counts as no title yet. Any other failure to read the
-    /// title (the browser or the tab gone) is returned at once.
-    pub async fn wait_for_title(
-        &mut self,
-        session: &str,
-        titles: &[&str],
-        timeout: Duration,
-    ) -> Result<String, String> {
-        const BETWEEN_DOCUMENTS: [&str; 2] = [
-            "Cannot find default execution context",
-            "Execution context was destroyed",
-        ];
-        let since = Instant::now();
-        loop {
-            let title = match self.eval(session, "document.title").await {
-                Ok(title) => title.as_str().unwrap_or_default().to_owned(),
-                Err(e) if BETWEEN_DOCUMENTS.iter().any(|m| e.contains(m)) => {
-                    format!("(between documents: {e})")
-                }
-                Err(e) => return Err(format!("(unreadable: {e})")),
-            };
-            if titles.contains(&title.as_str()) {
-                return Ok(title);
-            }
-            if since.elapsed() > timeout {
-                return Err(title);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Every cookie the browser holds, with its attributes.
-    pub async fn cookies(&mut self) -> Result<Vec<Value>, String> {
+    async fn cookies(&mut self) -> Result<Vec<Value>, String> {
         let result = self.call("Storage.getCookies", json!({}), None).await?;
         Ok(result["cookies"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Asks the browser to exit (drop kills it anyway).
-    pub async fn close_browser(&mut self) {
+    async fn clear_cookies(&mut self) -> Result<(), String> {
+        self.call("Storage.clearCookies", json!({}), None)
+            .await
+            .map(drop)
+    }
+
+    async fn set_cookie(&mut self, cookie: &Value) -> Result<(), String> {
+        let cookie = json!({
+            "name": cookie["name"], "value": cookie["value"], "domain": cookie["domain"],
+            "path": cookie["path"], "secure": cookie["secure"], "httpOnly": cookie["httpOnly"],
+            "sameSite": cookie["sameSite"],
+        });
+        self.call("Storage.setCookies", json!({ "cookies": [cookie] }), None)
+            .await
+            .map(drop)
+    }
+
+    async fn close_browser(&mut self) {
         let _ = self.call("Browser.close", json!({}), None).await;
+    }
+
+    fn between_documents(error: &str) -> bool {
+        [
+            "Cannot find default execution context",
+            "Execution context was destroyed",
+        ]
+        .iter()
+        .any(|m| error.contains(m))
     }
 }
