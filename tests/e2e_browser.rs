@@ -25,11 +25,17 @@
 //! `nginx.conf`, which hashes the session id, `migrated` with the session
 //! too, and the next page loads stay there.
 //!
-//! Needs `chromium` and `haproxy`, `traefik`, `envoy` or `nginx` (`bash
-//! .ci/install-e2e.sh`). Without one of them a test passes with a loud
+//! Firefox runs five of these scenarios too (the `firefox_` tests), driven
+//! over WebDriver BiDi instead of the DevTools protocol: through HAProxy over
+//! plain HTTP (with the nodes' `Secure` cookie) and over HTTP/2, the drain of
+//! two tabs on one HTTP/2 connection, and Traefik's and Envoy's TLS examples.
+//! The scenarios take any [`browser::Driver`].
+//!
+//! Needs `chromium` or `firefox` and `haproxy`, `traefik`, `envoy` or `nginx`
+//! (`bash .ci/install-e2e.sh`). Without one of them a test passes with a loud
 //! `SKIPPED` line, except under `CI=true`, where it fails. `E2E_HAPROXY`,
-//! `E2E_TRAEFIK`, `E2E_ENVOY`, `E2E_NGINX` and `E2E_CHROMIUM` pick the
-//! executables.
+//! `E2E_TRAEFIK`, `E2E_ENVOY`, `E2E_NGINX`, `E2E_CHROMIUM` and `E2E_FIREFOX`
+//! pick the executables.
 
 #[path = "support/browser.rs"]
 mod browser;
@@ -47,7 +53,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{Cdp, Chromium, Driver};
+use browser::{Bidi, Cdp, Chromium, Driver, Firefox};
 use envoy::EnvoyCluster;
 use lb::{Cluster, NodeOptions, Welcome};
 use nginx::NginxCluster;
@@ -116,6 +122,58 @@ fn chromium_sends_the_cookie_back_over_http2_through_haproxy_tls() {
     });
 }
 
+/// Firefox through HAProxy over plain HTTP, with the nodes' default `Secure`
+/// cookie: like Chromium, Firefox treats `http://127.0.0.1` as secure, so it
+/// keeps the cookie from the `101` and sends it back, and HAProxy routes the
+/// reconnect by it. This is the README's quick start in Firefox, behind a
+/// balancer.
+#[test]
+fn firefox_sends_the_secure_cookie_back_over_plain_http_through_haproxy() {
+    let tools = [lb::Tool::HaProxy, lb::Tool::Firefox];
+    let Some([haproxy, firefox]) = lb::tools_or_skip("e2e_browser (firefox)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::HAPROXY
+    };
+    let cluster = Cluster::start(&haproxy, options);
+    let browser = Firefox::start(&firefox);
+    run(started, async {
+        let mut bidi = Bidi::connect(&browser.bidi_url).await;
+        let origin = format!("http://{}", cluster.frontend);
+        let cookie = reconnect_once_through_haproxy(&mut bidi, &cluster, &origin).await;
+        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
+        bidi.close_browser().await;
+    });
+}
+
+/// Firefox's WebSockets over HTTP/2 (RFC 8441) through HAProxy's TLS
+/// frontend, which refuses them over HTTP/1.1: the page comes over `h2`, its
+/// sockets are extended CONNECTs answered `200` with the cookie, and the
+/// reconnect is `kept`, as with Chromium.
+#[test]
+fn firefox_sends_the_cookie_back_over_http2_through_haproxy_tls() {
+    let tools = [lb::Tool::HaProxy, lb::Tool::Firefox];
+    let Some([haproxy, firefox]) = lb::tools_or_skip("e2e_browser (firefox, HTTP/2)", tools) else {
+        return;
+    };
+    let started = Instant::now();
+    let (cluster, cert) = tls_cluster(&haproxy);
+    let tls = cluster.tls_frontend.expect("a TLS frontend");
+    let browser = Firefox::start(&firefox);
+    run(started, async {
+        let status = tls_h1_upgrade_status(tls, &cert).await;
+        assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
+        let mut bidi = Bidi::connect(&browser.bidi_url).await;
+        let origin = format!("https://{tls}");
+        let cookie = reconnect_once_through_haproxy(&mut bidi, &cluster, &origin).await;
+        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
+        bidi.close_browser().await;
+    });
+}
+
 /// Three tabs of the demo page share the browser's HTTP/2 connection to
 /// HAProxy's TLS frontend, each with a WebSocket on it (HAProxy's streams
 /// show one client connection): two on one node, the third on another.
@@ -142,7 +200,27 @@ fn chromium_tabs_on_one_http2_connection_move_when_their_node_drains() {
     });
 }
 
-/// The scenario of the test above, in the browser `driver` drives,
+/// [`chromium_tabs_on_one_http2_connection_move_when_their_node_drains`] in
+/// Firefox: its tabs share one HTTP/2 connection too, and its pages
+/// reconnect after the `1001` with the session.
+#[test]
+fn firefox_tabs_on_one_http2_connection_move_when_their_node_drains() {
+    let tools = [lb::Tool::HaProxy, lb::Tool::Firefox];
+    let Some([haproxy, firefox]) = lb::tools_or_skip("e2e_browser (firefox, HTTP/2 drain)", tools)
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let (cluster, _cert) = tls_cluster(&haproxy);
+    let browser = Firefox::start(&firefox);
+    run(started, async {
+        let mut bidi = Bidi::connect(&browser.bidi_url).await;
+        tabs_move_when_their_node_drains(&mut bidi, cluster).await;
+        bidi.close_browser().await;
+    });
+}
+
+/// The scenario of the two tests above, in the browser `driver` drives,
 /// against `cluster` (from [`tls_cluster`]).
 async fn tabs_move_when_their_node_drains(driver: &mut impl Driver, mut cluster: Cluster) {
     let tls = cluster.tls_frontend.expect("a TLS frontend");
@@ -408,6 +486,25 @@ fn chromium_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls()
     });
 }
 
+/// [`chromium_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls`]
+/// in Firefox, whose tab also follows the redirect to another origin.
+#[test]
+fn firefox_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() {
+    let tools = [lb::Tool::Traefik, lb::Tool::Firefox];
+    let Some([traefik, firefox]) = lb::tools_or_skip("e2e_browser (firefox, traefik TLS)", tools)
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let (cluster, _cert) = traefik_tls_cluster(&traefik);
+    let browser = Firefox::start(&firefox);
+    run(started, async {
+        let mut bidi = Bidi::connect(&browser.bidi_url).await;
+        redirected_to_traefik_tls(&mut bidi, &cluster).await;
+        bidi.close_browser().await;
+    });
+}
+
 /// Three nodes with their default `Secure` cookie behind Traefik running
 /// `deploy/traefik.yml`'s commented TLS example, with a certificate made
 /// here (keep it as long as Traefik runs).
@@ -421,7 +518,7 @@ fn traefik_tls_cluster(traefik: &Path) -> (TraefikCluster, lb::SiteCert) {
     (cluster, cert)
 }
 
-/// The scenario of the Traefik TLS test above, in the browser `driver`
+/// The scenario of the two Traefik TLS tests above, in the browser `driver`
 /// drives.
 async fn redirected_to_traefik_tls(driver: &mut impl Driver, cluster: &TraefikCluster) {
     let tls = cluster.traefik.tls_frontend.expect("a TLS entry point");
@@ -484,6 +581,44 @@ fn chromium_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
             .check(&mut cdp, &pages, || cluster.envoy.access_log())
             .await;
         cdp.close_browser().await;
+    });
+}
+
+/// Firefox through Envoy's commented TLS example, as Chromium in
+/// [`chromium_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls`]:
+/// Envoy does not enable extended CONNECT as shipped, and Firefox, like
+/// Chromium, then opens its WebSockets over HTTP/1.1 beside the page's
+/// HTTP/2 connection. (Firefox is reported not to fall back to HTTP/1.1 when
+/// an extended CONNECT that the SETTINGS allowed fails, kgateway-dev/kgateway#14305:
+/// one more reason for the recipe to leave `allow_connect` off.)
+#[test]
+fn firefox_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
+    let tools = [lb::Tool::Envoy, lb::Tool::Firefox];
+    let Some([envoy, firefox]) = lb::tools_or_skip("e2e_browser (firefox, envoy TLS)", tools)
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let cert = lb::SiteCert::new();
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::ENVOY
+    };
+    let cluster = EnvoyCluster::start_with_tls(&envoy, options, &cert);
+    let browser = Firefox::start(&firefox);
+    run(started, async {
+        let mut bidi = Bidi::connect(&browser.bidi_url).await;
+        let origin = format!("https://{}", cluster.envoy.frontend);
+        let pages = kept_over_h2(&mut bidi, &origin, &origin).await;
+        let lines = AccessLog {
+            balancer: "Envoy",
+            h1_socket: "\"GET /ws HTTP/1.1\" 101 ",
+            h2_page: "\"GET /?auto=1 HTTP/2\" 200 ",
+        };
+        lines
+            .check(&mut bidi, &pages, || cluster.envoy.access_log())
+            .await;
+        bidi.close_browser().await;
     });
 }
 

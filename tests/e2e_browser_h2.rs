@@ -1,12 +1,13 @@
-//! End to end with a real browser over HTTP/2: headless Chromium opens its
-//! WebSockets with extended CONNECT (RFC 8441) over HTTP/2, so the affinity
-//! cookie travels on a `200`, not a `101`.
+//! End to end with a real browser over HTTP/2: headless Chromium, and in a
+//! second test Firefox, opens its WebSockets with extended CONNECT (RFC 8441)
+//! over HTTP/2, so the affinity cookie travels on a `200`, not a `101`.
 //!
-//! Chromium speaks HTTP/2 only over TLS, and sends WebSockets over it only
+//! Browsers speak HTTP/2 only over TLS, and send WebSockets over it only
 //! once the server's SETTINGS allow extended CONNECT. So the server here is
 //! in this process: axum behind the layer, served by hyper-util with
 //! `enable_connect_protocol`, over TLS with a certificate made at start
-//! (Chromium runs with `--ignore-certificate-errors` and a throwaway profile).
+//! (Chromium runs with `--ignore-certificate-errors`, Firefox's session
+//! accepts insecure certificates; both with a throwaway profile).
 //!
 //! The page connects, closes, reconnects and keeps the second socket open;
 //! the test then starts the drain. It checks that:
@@ -19,9 +20,10 @@
 //! - the drain closes the open socket with 1001, a new socket is then refused,
 //!   and the drain ends with no socket left.
 //!
-//! Needs `chromium` (`bash .ci/install-e2e.sh`). Without it the test passes
-//! with a loud `SKIPPED` line, except under `CI=true`, where it fails.
-//! `E2E_CHROMIUM` picks the executable.
+//! Needs `chromium` and `firefox` (`bash .ci/install-e2e.sh`). Without one
+//! of them its test passes with a loud `SKIPPED` line, except under
+//! `CI=true`, where it fails. `E2E_CHROMIUM` and `E2E_FIREFOX` pick the
+//! executables.
 #![cfg(feature = "http2")]
 
 #[path = "support/browser.rs"]
@@ -39,7 +41,7 @@ use axum::http::{Method, Version};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use browser::{Cdp, Chromium, Driver};
+use browser::{Bidi, Cdp, Chromium, Driver, Firefox};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -110,6 +112,22 @@ fn chromium_keeps_the_cookie_from_the_200_of_an_extended_connect() {
         let mut cdp = Cdp::connect(&devtools_url).await;
         scenario(&mut cdp, "Chromium", &url, &layer, &drain).await;
         cdp.close_browser().await;
+    });
+}
+
+/// The same in Firefox: against hyper's extended CONNECT and the layer
+/// directly, with no balancer in between.
+#[test]
+fn firefox_keeps_the_cookie_from_the_200_of_an_extended_connect() {
+    let Some([firefox]) = lb::tools_or_skip("e2e_browser_h2 (firefox)", [lb::Tool::Firefox]) else {
+        return;
+    };
+    let browser = Firefox::start(&firefox);
+    let bidi_url = browser.bidi_url.clone();
+    with_server(move |url, layer, drain| async move {
+        let mut bidi = Bidi::connect(&bidi_url).await;
+        scenario(&mut bidi, "Firefox", &url, &layer, &drain).await;
+        bidi.close_browser().await;
     });
 }
 

@@ -75,6 +75,7 @@ pub fn report_tail(what: &str, lines: &[String]) {
 pub enum Tool {
     HaProxy,
     Chromium,
+    Firefox,
     Nginx,
     Traefik,
     Envoy,
@@ -85,6 +86,7 @@ impl Tool {
         match self {
             Tool::HaProxy => "haproxy",
             Tool::Chromium => "chromium",
+            Tool::Firefox => "firefox",
             Tool::Nginx => "nginx",
             Tool::Traefik => "traefik",
             Tool::Envoy => "envoy",
@@ -95,6 +97,7 @@ impl Tool {
         match self {
             Tool::HaProxy => "E2E_HAPROXY",
             Tool::Chromium => "E2E_CHROMIUM",
+            Tool::Firefox => "E2E_FIREFOX",
             Tool::Nginx => "E2E_NGINX",
             Tool::Traefik => "E2E_TRAEFIK",
             Tool::Envoy => "E2E_ENVOY",
@@ -110,6 +113,8 @@ impl Tool {
                 &["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"],
             ),
             Tool::Chromium => (&["chromium", "chromium-browser"], &["/usr/bin/chromium"]),
+            // Debian's is the ESR, which also installs `firefox`.
+            Tool::Firefox => (&["firefox-esr", "firefox"], &["/usr/bin/firefox-esr"]),
             Tool::Nginx => (&["nginx"], &["/usr/sbin/nginx", "/usr/local/sbin/nginx"]),
             // Where `.ci/install-e2e.sh` puts it.
             Tool::Traefik => (&["traefik"], &["/usr/local/bin/traefik"]),
