@@ -154,7 +154,12 @@ echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
 echo "install-e2e: $nginx: $("$nginx" -v 2>&1)"
 # Debian's chromium wrapper script prints shell noise on stderr; only the version matters.
 echo "install-e2e: $chromium: $("$chromium" --version 2>/dev/null)"
-echo "install-e2e: $firefox: $("$firefox" --version 2>/dev/null)"
+firefox_line="$("$firefox" --version 2>/dev/null)"
+echo "install-e2e: $firefox: $firefox_line"
+case "$firefox_line" in
+    "Mozilla Firefox 153."*) ;;
+    *) echo "install-e2e: WARNING: the Firefox tests are run with Firefox ESR 153 (this is \"$firefox_line\"); they need its WebDriver BiDi (storage module included): set E2E_FIREFOX to one" >&2 ;;
+esac
 if [ -n "$traefik" ]; then
     traefik_version="$("$traefik" version | sed -n 's/^Version: *//p')"
     echo "install-e2e: $traefik: Traefik $traefik_version"

@@ -1,9 +1,12 @@
-//! End to end with a real browser: headless Chromium loads the example's demo
-//! page through a balancer in front of three nodes, HAProxy
-//! (`deploy/haproxy.cfg`) in three tests, Traefik (`deploy/traefik.yml`) in
-//! two, Envoy (`deploy/envoy.yaml`, its TLS example) in one and nginx (both
-//! files) in one. In most, the page opens a WebSocket,
-//! reconnects once, and reports both welcomes.
+//! End to end with real browsers: headless Chromium and Firefox load the
+//! example's demo page through a balancer in front of three nodes, HAProxy
+//! (`deploy/haproxy.cfg`) in three scenarios, Traefik (`deploy/traefik.yml`)
+//! in two, Envoy (`deploy/envoy.yaml`, its TLS example) in one and nginx (both
+//! files) in one. Each scenario runs in both browsers: the tests
+//! `chromium::SCENARIO` (driven over the DevTools protocol) and
+//! `firefox::SCENARIO` (over WebDriver BiDi), through [`browser::Driver`]. In
+//! most, the page opens a WebSocket, reconnects once, and reports both
+//! welcomes.
 //!
 //! Through HAProxy, a `kept` second welcome on the same node with the same
 //! session proves that the browser stored the cookie set on the `101`, sent
@@ -12,7 +15,7 @@
 //! WebSockets are extended CONNECTs answered `200`; the third drains the node
 //! of two tabs whose sockets share one HTTP/2 connection. Traefik routes by
 //! its own cookie, `WS_NODE`; there the nodes keep their default `Secure`
-//! cookie, so both cookies are `Secure`, and Chromium must keep and return
+//! cookie, so both cookies are `Secure`, and the browser must keep and return
 //! them over plain HTTP to 127.0.0.1, which it treats as secure. Since
 //! Traefik balances round-robin, one reconnect can land on the same node by
 //! chance, so both Traefik tests load the page three more times. The second
@@ -24,12 +27,6 @@
 //! place of its plain `listen`; the page's reconnect is `kept`, or, through
 //! `nginx.conf`, which hashes the session id, `migrated` with the session
 //! too, and the next page loads stay there.
-//!
-//! Firefox runs five of these scenarios too (the `firefox_` tests), driven
-//! over WebDriver BiDi instead of the DevTools protocol: through HAProxy over
-//! plain HTTP (with the nodes' `Secure` cookie) and over HTTP/2, the drain of
-//! two tabs on one HTTP/2 connection, and Traefik's and Envoy's TLS examples.
-//! The scenarios take any [`browser::Driver`].
 //!
 //! Needs `chromium` or `firefox` and `haproxy`, `traefik`, `envoy` or `nginx`
 //! (`bash .ci/install-e2e.sh`). Without one of them a test passes with a loud
@@ -53,7 +50,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{Bidi, Cdp, Chromium, Driver, Firefox};
+use browser::{AnyDriver, Driver, Launched};
 use envoy::EnvoyCluster;
 use lb::{Cluster, NodeOptions, Welcome};
 use nginx::NginxCluster;
@@ -67,111 +64,103 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Page loads after the first one, through Traefik.
 const PAGE_RELOADS: usize = 3;
 
-#[test]
-fn chromium_sends_the_cookie_from_the_101_back_through_haproxy() {
-    let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
-    let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser", tools) else {
+/// Each scenario below runs as two tests, `chromium::SCENARIO` and
+/// `firefox::SCENARIO`.
+macro_rules! in_each_browser {
+    ($($scenario:ident),* $(,)?) => {
+        mod chromium {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(crate::lb::Tool::Chromium);
+            })*
+        }
+        mod firefox {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(crate::lb::Tool::Firefox);
+            })*
+        }
+    };
+}
+
+in_each_browser!(
+    sends_the_cookie_from_the_101_back_through_haproxy,
+    sends_the_cookie_back_over_http2_through_haproxy_tls,
+    tabs_on_one_http2_connection_move_when_their_node_drains,
+    sends_both_cookies_from_the_101_back_through_traefik,
+    opens_websockets_over_http1_from_an_http2_page_through_traefik_tls,
+    opens_websockets_over_http1_from_an_http2_page_through_envoy_tls,
+    keeps_its_session_through_nginx_tls,
+);
+
+/// Runs a scenario in `browser`: finds `balancer` and the browser (a test
+/// without them skips, see [`lb::tools_or_skip`]; `what` names the scenario
+/// there), makes `setup` of the balancer's path (its cluster), starts the
+/// browser, and runs `scenario` with a driver connected to it and the
+/// setup, on [`run`]'s runtime; then closes the browser.
+fn in_browser<T>(
+    what: &str,
+    browser: lb::Tool,
+    balancer: lb::Tool,
+    setup: impl FnOnce(&Path) -> T,
+    scenario: impl AsyncFnOnce(&mut AnyDriver, T),
+) {
+    let test = format!("e2e_browser ({what}, {browser:?})");
+    let Some([balancer, bin]) = lb::tools_or_skip(&test, [balancer, browser]) else {
         return;
     };
     let started = Instant::now();
-    let cluster = Cluster::start(
-        &haproxy,
-        NodeOptions {
-            close_delay: Duration::ZERO,
-            close_spread: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(10),
-            retry_after: Duration::from_secs(1),
-            secure_cookie: false,
+    let setup = setup(&balancer);
+    let launched = Launched::start(browser, &bin);
+    run(started, async {
+        let mut driver = launched.connect().await;
+        scenario(&mut driver, setup).await;
+        driver.close_browser().await;
+    });
+}
+
+/// Through HAProxy over plain HTTP, with nodes that set their cookie
+/// without `Secure` (as `examples/server.rs --insecure` does): the browser
+/// stores the cookie from the `101` and sends it back, and HAProxy routes
+/// the reconnect by it, to the node it learned it from.
+fn sends_the_cookie_from_the_101_back_through_haproxy(browser: lb::Tool) {
+    let setup = |haproxy: &Path| Cluster::start(haproxy, NodeOptions::HAPROXY);
+    in_browser(
+        "haproxy",
+        browser,
+        lb::Tool::HaProxy,
+        setup,
+        async |driver, cluster| {
+            let origin = format!("http://{}", cluster.frontend);
+            let cookie = reconnect_once_through_haproxy(driver, &cluster, &origin).await;
+            assert_eq!(cookie["secure"], false, "no Secure: {cookie}");
         },
     );
-    let browser = Chromium::start(&chromium);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let origin = format!("http://{}", cluster.frontend);
-        reconnect_once_through_haproxy(&mut cdp, &cluster, &origin).await;
-        cdp.close_browser().await;
-    });
 }
 
 /// Over HTTPS, with HTTP/2 offered, as in production: HAProxy's TLS frontend
-/// offers ALPN `h2,http/1.1` and allows extended CONNECT, so Chromium opens
-/// the page's WebSockets over its HTTP/2 connection (RFC 8441), gets the
+/// offers ALPN `h2,http/1.1` and allows extended CONNECT, so the browser
+/// opens the page's WebSockets over its HTTP/2 connection (RFC 8441), gets the
 /// cookie on a `200`, and HAProxy forwards them to the nodes as HTTP/1.1
 /// upgrades. That frontend refuses WebSockets over HTTP/1.1 (see
 /// [`Cluster::start_with_tls`]), so a page that connects proves they were not.
-#[test]
-fn chromium_sends_the_cookie_back_over_http2_through_haproxy_tls() {
-    let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
-    let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser (HTTP/2)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let (cluster, cert) = tls_cluster(&haproxy);
-    let tls = cluster.tls_frontend.expect("a TLS frontend");
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    run(started, async {
-        // The frontend's guard, without which an HTTP/1.1 WebSocket would
-        // pass this test too.
-        let status = tls_h1_upgrade_status(tls, &cert).await;
-        assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let origin = format!("https://{tls}");
-        let cookie = reconnect_once_through_haproxy(&mut cdp, &cluster, &origin).await;
-        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
-        cdp.close_browser().await;
-    });
-}
-
-/// Firefox through HAProxy over plain HTTP, with the nodes' default `Secure`
-/// cookie: like Chromium, Firefox treats `http://127.0.0.1` as secure, so it
-/// keeps the cookie from the `101` and sends it back, and HAProxy routes the
-/// reconnect by it. This is the README's quick start in Firefox, behind a
-/// balancer.
-#[test]
-fn firefox_sends_the_secure_cookie_back_over_plain_http_through_haproxy() {
-    let tools = [lb::Tool::HaProxy, lb::Tool::Firefox];
-    let Some([haproxy, firefox]) = lb::tools_or_skip("e2e_browser (firefox)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let options = NodeOptions {
-        secure_cookie: true,
-        ..NodeOptions::HAPROXY
-    };
-    let cluster = Cluster::start(&haproxy, options);
-    let browser = Firefox::start(&firefox);
-    run(started, async {
-        let mut bidi = Bidi::connect(&browser.bidi_url).await;
-        let origin = format!("http://{}", cluster.frontend);
-        let cookie = reconnect_once_through_haproxy(&mut bidi, &cluster, &origin).await;
-        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
-        bidi.close_browser().await;
-    });
-}
-
-/// Firefox's WebSockets over HTTP/2 (RFC 8441) through HAProxy's TLS
-/// frontend, which refuses them over HTTP/1.1: the page comes over `h2`, its
-/// sockets are extended CONNECTs answered `200` with the cookie, and the
-/// reconnect is `kept`, as with Chromium.
-#[test]
-fn firefox_sends_the_cookie_back_over_http2_through_haproxy_tls() {
-    let tools = [lb::Tool::HaProxy, lb::Tool::Firefox];
-    let Some([haproxy, firefox]) = lb::tools_or_skip("e2e_browser (firefox, HTTP/2)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let (cluster, cert) = tls_cluster(&haproxy);
-    let tls = cluster.tls_frontend.expect("a TLS frontend");
-    let browser = Firefox::start(&firefox);
-    run(started, async {
-        let status = tls_h1_upgrade_status(tls, &cert).await;
-        assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
-        let mut bidi = Bidi::connect(&browser.bidi_url).await;
-        let origin = format!("https://{tls}");
-        let cookie = reconnect_once_through_haproxy(&mut bidi, &cluster, &origin).await;
-        assert_eq!(cookie["secure"], true, "Secure: {cookie}");
-        bidi.close_browser().await;
-    });
+fn sends_the_cookie_back_over_http2_through_haproxy_tls(browser: lb::Tool) {
+    in_browser(
+        "haproxy TLS",
+        browser,
+        lb::Tool::HaProxy,
+        tls_cluster,
+        async |driver, (cluster, cert)| {
+            let tls = cluster.tls_frontend.expect("a TLS frontend");
+            // The frontend's guard, without which an HTTP/1.1 WebSocket would
+            // pass this test too.
+            let status = tls_h1_upgrade_status(tls, &cert).await;
+            assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
+            let origin = format!("https://{tls}");
+            let cookie = reconnect_once_through_haproxy(driver, &cluster, &origin).await;
+            assert_eq!(cookie["secure"], true, "Secure: {cookie}");
+        },
+    );
 }
 
 /// Three tabs of the demo page share the browser's HTTP/2 connection to
@@ -184,44 +173,160 @@ fn firefox_sends_the_cookie_back_over_http2_through_haproxy_tls() {
 /// cookie re-issued with the new node's tag, and the other, which shares the
 /// browser's cookies, follows it there (`kept`), unless it came back first
 /// too.
-#[test]
-fn chromium_tabs_on_one_http2_connection_move_when_their_node_drains() {
-    let tools = [lb::Tool::HaProxy, lb::Tool::Chromium];
-    let Some([haproxy, chromium]) = lb::tools_or_skip("e2e_browser (HTTP/2 drain)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let (cluster, _cert) = tls_cluster(&haproxy);
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        tabs_move_when_their_node_drains(&mut cdp, cluster).await;
-        cdp.close_browser().await;
-    });
+fn tabs_on_one_http2_connection_move_when_their_node_drains(browser: lb::Tool) {
+    in_browser(
+        "haproxy TLS drain",
+        browser,
+        lb::Tool::HaProxy,
+        tls_cluster,
+        async |driver, (cluster, _cert)| {
+            tabs_move_when_their_node_drains(driver, cluster).await;
+        },
+    );
 }
 
-/// [`chromium_tabs_on_one_http2_connection_move_when_their_node_drains`] in
-/// Firefox: its tabs share one HTTP/2 connection too, and its pages
-/// reconnect after the `1001` with the session.
-#[test]
-fn firefox_tabs_on_one_http2_connection_move_when_their_node_drains() {
-    let tools = [lb::Tool::HaProxy, lb::Tool::Firefox];
-    let Some([haproxy, firefox]) = lb::tools_or_skip("e2e_browser (firefox, HTTP/2 drain)", tools)
-    else {
-        return;
+/// Through Traefik over plain HTTP, with the nodes' default `Secure` cookie,
+/// as in production: both cookies, the layer's and Traefik's `WS_NODE`, are
+/// then `Secure`, and the browser must keep and return them over plain HTTP
+/// to 127.0.0.1, which Chromium and Firefox treat as secure (so the quick
+/// start's demo page works in them without `--insecure`).
+fn sends_both_cookies_from_the_101_back_through_traefik(browser: lb::Tool) {
+    let options = NodeOptions {
+        secure_cookie: true,
+        ..NodeOptions::TRAEFIK
     };
-    let started = Instant::now();
-    let (cluster, _cert) = tls_cluster(&haproxy);
-    let browser = Firefox::start(&firefox);
-    run(started, async {
-        let mut bidi = Bidi::connect(&browser.bidi_url).await;
-        tabs_move_when_their_node_drains(&mut bidi, cluster).await;
-        bidi.close_browser().await;
-    });
+    let setup = |traefik: &Path| TraefikCluster::start(traefik, options);
+    in_browser(
+        "traefik",
+        browser,
+        lb::Tool::Traefik,
+        setup,
+        async |driver, cluster| {
+            let origin = format!("http://{}", cluster.traefik.frontend);
+            let (_, first, _, cookie) = reconnect_once(driver, &origin, Reconnect::Kept).await;
+            assert_eq!(
+                cookie["secure"], true,
+                "the layer's cookie, Secure by default: {cookie}"
+            );
+            stays_with_own_cookie(driver, &origin, &first).await;
+        },
+    );
 }
 
-/// The scenario of the two tests above, in the browser `driver` drives,
-/// against `cluster` (from [`tls_cluster`]).
+/// Through Traefik over HTTPS, as `deploy/traefik.yml`'s commented
+/// production example sets it up (`web` redirects to `websecure`, which
+/// serves TLS; the router names `websecure`): the browser, sent to the plain
+/// entry point, lands on HTTPS and gets the page over HTTP/2, but opens the
+/// page's WebSockets over HTTP/1.1 (Traefik does not enable extended
+/// CONNECT: `tests/e2e_traefik.rs` finds it missing from its SETTINGS over
+/// cleartext HTTP/2). Traefik's access log shows both protocols, for every
+/// page and every socket. Both cookies come back, `Secure`, and every
+/// reconnect is `kept`.
+fn opens_websockets_over_http1_from_an_http2_page_through_traefik_tls(browser: lb::Tool) {
+    in_browser(
+        "traefik TLS",
+        browser,
+        lb::Tool::Traefik,
+        traefik_tls_cluster,
+        async |driver, (cluster, _cert)| {
+            redirected_to_traefik_tls(driver, &cluster).await;
+        },
+    );
+}
+
+/// Through Envoy over HTTPS, with `deploy/envoy.yaml`'s commented TLS
+/// example in place of its plain filter chain (its certificate's paths
+/// rewritten), offering `h2`: the browser gets the page over HTTP/2 and,
+/// since Envoy does not enable extended CONNECT as shipped, opens its
+/// WebSockets over HTTP/1.1; Envoy's access log shows both protocols, for
+/// every page and every socket. Both cookies come back, `Secure`, and every
+/// reconnect is `kept`. (Firefox is reported not to fall back to HTTP/1.1
+/// when an extended CONNECT that the SETTINGS allowed fails,
+/// kgateway-dev/kgateway#14305: one more reason for the recipe to leave
+/// `allow_connect` off.)
+fn opens_websockets_over_http1_from_an_http2_page_through_envoy_tls(browser: lb::Tool) {
+    let setup = |envoy: &Path| {
+        let cert = lb::SiteCert::new();
+        let options = NodeOptions {
+            secure_cookie: true,
+            ..NodeOptions::ENVOY
+        };
+        (EnvoyCluster::start_with_tls(envoy, options, &cert), cert)
+    };
+    in_browser(
+        "envoy TLS",
+        browser,
+        lb::Tool::Envoy,
+        setup,
+        async |driver, (cluster, _cert)| {
+            let origin = format!("https://{}", cluster.envoy.frontend);
+            let pages = kept_over_h2(driver, &origin, &origin).await;
+            let lines = AccessLog {
+                balancer: "Envoy",
+                h1_socket: "\"GET /ws HTTP/1.1\" 101 ",
+                h2_page: "\"GET /?auto=1 HTTP/2\" 200 ",
+            };
+            lines
+                .check(driver, &pages, || cluster.envoy.access_log())
+                .await;
+        },
+    );
+}
+
+/// Through nginx over HTTPS, with each shipped file's commented TLS example
+/// in place of its plain `listen` (its port and the certificate's paths
+/// rewritten), and the nodes' default `Secure` cookie.
+/// `nginx-node-tags.conf` routes by the cookie's node tag: the page's
+/// reconnect is `kept`. `nginx.conf` hashes the session id: the reconnect
+/// keeps the session, `kept` or `migrated` from the issuing node. With
+/// either, the next page loads are all `kept` on the reconnect's node.
+fn keeps_its_session_through_nginx_tls(browser: lb::Tool) {
+    let setup = |nginx: &Path| {
+        let cert = lb::SiteCert::new();
+        let options = NodeOptions {
+            secure_cookie: true,
+            ..NodeOptions::NGINX
+        };
+        let clusters = [
+            ("nginx-node-tags.conf", Reconnect::Kept),
+            ("nginx.conf", Reconnect::KeptOrMigrated),
+        ]
+        .map(|(file, expected)| {
+            let cluster = NginxCluster::start_with_tls(nginx, file, options, &cert);
+            (file, expected, cluster)
+        });
+        (clusters, cert)
+    };
+    in_browser(
+        "nginx TLS",
+        browser,
+        lb::Tool::Nginx,
+        setup,
+        async |driver, (clusters, _cert)| {
+            for (file, expected, cluster) in &clusters {
+                // Cookies do not tell ports apart: each file starts afresh.
+                driver.clear_cookies().await.expect("clear the cookies");
+                let origin = format!("https://{}", cluster.nginx.frontend);
+                let (page, first, second, cookie) =
+                    reconnect_once(driver, &origin, *expected).await;
+                assert_eq!(cookie["secure"], true, "{file}, Secure: {cookie}");
+                let protocol = page_protocol(driver, &page).await;
+                stays_kept(driver, &origin, &second.node, &first.session).await;
+                lb::report(&format!(
+                    "browser: through nginx over TLS ({file}, page over {protocol}): issued \
+                     on {}, reconnected {} on {}, then {} sockets kept",
+                    first.node,
+                    second.affinity,
+                    second.node,
+                    2 * PAGE_RELOADS
+                ));
+            }
+        },
+    );
+}
+
+/// The body of [`tabs_on_one_http2_connection_move_when_their_node_drains`],
+/// in the browser `driver` drives, against `cluster` (from [`tls_cluster`]).
 async fn tabs_move_when_their_node_drains(driver: &mut impl Driver, mut cluster: Cluster) {
     let tls = cluster.tls_frontend.expect("a TLS frontend");
     let origin = format!("https://{tls}/");
@@ -432,79 +537,6 @@ async fn tls_h1_upgrade_status(addr: SocketAddr, cert: &lb::SiteCert) -> u16 {
         .expect("HAProxy answered within 5 s")
 }
 
-#[test]
-fn chromium_sends_both_cookies_from_the_101_back_through_traefik() {
-    let tools = [lb::Tool::Traefik, lb::Tool::Chromium];
-    let Some([traefik, chromium]) = lb::tools_or_skip("e2e_browser (traefik)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    // The nodes' default, a Secure cookie, as in production: both cookies
-    // are then Secure, and Chromium must return them over plain HTTP to
-    // 127.0.0.1.
-    let options = NodeOptions {
-        secure_cookie: true,
-        ..NodeOptions::TRAEFIK
-    };
-    let cluster = TraefikCluster::start(&traefik, options);
-    let browser = Chromium::start(&chromium);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let origin = format!("http://{}", cluster.traefik.frontend);
-        let (_, first, _, cookie) = reconnect_once(&mut cdp, &origin, Reconnect::Kept).await;
-        assert_eq!(
-            cookie["secure"], true,
-            "the layer's cookie, Secure by default: {cookie}"
-        );
-        stays_with_own_cookie(&mut cdp, &origin, &first).await;
-        cdp.close_browser().await;
-    });
-}
-
-/// Through Traefik over HTTPS, as `deploy/traefik.yml`'s commented
-/// production example sets it up (`web` redirects to `websecure`, which
-/// serves TLS; the router names `websecure`): Chromium, sent to the plain
-/// entry point, lands on HTTPS and gets the page over HTTP/2, but opens the
-/// page's WebSockets over HTTP/1.1 (Traefik does not enable extended
-/// CONNECT: `tests/e2e_traefik.rs` finds it missing from its SETTINGS over
-/// cleartext HTTP/2). Traefik's access log shows both protocols, for every
-/// page and every socket. Both cookies come back, `Secure`, and every
-/// reconnect is `kept`.
-#[test]
-fn chromium_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() {
-    let tools = [lb::Tool::Traefik, lb::Tool::Chromium];
-    let Some([traefik, chromium]) = lb::tools_or_skip("e2e_browser (traefik TLS)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let (cluster, _cert) = traefik_tls_cluster(&traefik);
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        redirected_to_traefik_tls(&mut cdp, &cluster).await;
-        cdp.close_browser().await;
-    });
-}
-
-/// [`chromium_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls`]
-/// in Firefox, whose tab also follows the redirect to another origin.
-#[test]
-fn firefox_opens_websockets_over_http1_from_an_http2_page_through_traefik_tls() {
-    let tools = [lb::Tool::Traefik, lb::Tool::Firefox];
-    let Some([traefik, firefox]) = lb::tools_or_skip("e2e_browser (firefox, traefik TLS)", tools)
-    else {
-        return;
-    };
-    let started = Instant::now();
-    let (cluster, _cert) = traefik_tls_cluster(&traefik);
-    let browser = Firefox::start(&firefox);
-    run(started, async {
-        let mut bidi = Bidi::connect(&browser.bidi_url).await;
-        redirected_to_traefik_tls(&mut bidi, &cluster).await;
-        bidi.close_browser().await;
-    });
-}
-
 /// Three nodes with their default `Secure` cookie behind Traefik running
 /// `deploy/traefik.yml`'s commented TLS example, with a certificate made
 /// here (keep it as long as Traefik runs).
@@ -518,8 +550,9 @@ fn traefik_tls_cluster(traefik: &Path) -> (TraefikCluster, lb::SiteCert) {
     (cluster, cert)
 }
 
-/// The scenario of the two Traefik TLS tests above, in the browser `driver`
-/// drives.
+/// The body of
+/// [`opens_websockets_over_http1_from_an_http2_page_through_traefik_tls`], in
+/// the browser `driver` drives.
 async fn redirected_to_traefik_tls(driver: &mut impl Driver, cluster: &TraefikCluster) {
     let tls = cluster.traefik.tls_frontend.expect("a TLS entry point");
     // The example's redirect, from the plain entry point.
@@ -545,132 +578,6 @@ async fn redirected_to_traefik_tls(driver: &mut impl Driver, cluster: &TraefikCl
     lines
         .check(driver, &pages, || cluster.traefik.access_log())
         .await;
-}
-
-/// Through Envoy over HTTPS, with `deploy/envoy.yaml`'s commented TLS
-/// example in place of its plain filter chain (its certificate's paths
-/// rewritten), offering `h2`: Chromium gets the page over HTTP/2 and, since
-/// Envoy does not enable extended CONNECT as shipped, opens its WebSockets
-/// over HTTP/1.1; Envoy's access log shows both protocols, for every page
-/// and every socket. Both cookies come back, `Secure`, and every reconnect
-/// is `kept`.
-#[test]
-fn chromium_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
-    let tools = [lb::Tool::Envoy, lb::Tool::Chromium];
-    let Some([envoy, chromium]) = lb::tools_or_skip("e2e_browser (envoy TLS)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let cert = lb::SiteCert::new();
-    let options = NodeOptions {
-        secure_cookie: true,
-        ..NodeOptions::ENVOY
-    };
-    let cluster = EnvoyCluster::start_with_tls(&envoy, options, &cert);
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        let origin = format!("https://{}", cluster.envoy.frontend);
-        let pages = kept_over_h2(&mut cdp, &origin, &origin).await;
-        let lines = AccessLog {
-            balancer: "Envoy",
-            h1_socket: "\"GET /ws HTTP/1.1\" 101 ",
-            h2_page: "\"GET /?auto=1 HTTP/2\" 200 ",
-        };
-        lines
-            .check(&mut cdp, &pages, || cluster.envoy.access_log())
-            .await;
-        cdp.close_browser().await;
-    });
-}
-
-/// Firefox through Envoy's commented TLS example, as Chromium in
-/// [`chromium_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls`]:
-/// Envoy does not enable extended CONNECT as shipped, and Firefox, like
-/// Chromium, then opens its WebSockets over HTTP/1.1 beside the page's
-/// HTTP/2 connection. (Firefox is reported not to fall back to HTTP/1.1 when
-/// an extended CONNECT that the SETTINGS allowed fails, kgateway-dev/kgateway#14305:
-/// one more reason for the recipe to leave `allow_connect` off.)
-#[test]
-fn firefox_opens_websockets_over_http1_from_an_http2_page_through_envoy_tls() {
-    let tools = [lb::Tool::Envoy, lb::Tool::Firefox];
-    let Some([envoy, firefox]) = lb::tools_or_skip("e2e_browser (firefox, envoy TLS)", tools)
-    else {
-        return;
-    };
-    let started = Instant::now();
-    let cert = lb::SiteCert::new();
-    let options = NodeOptions {
-        secure_cookie: true,
-        ..NodeOptions::ENVOY
-    };
-    let cluster = EnvoyCluster::start_with_tls(&envoy, options, &cert);
-    let browser = Firefox::start(&firefox);
-    run(started, async {
-        let mut bidi = Bidi::connect(&browser.bidi_url).await;
-        let origin = format!("https://{}", cluster.envoy.frontend);
-        let pages = kept_over_h2(&mut bidi, &origin, &origin).await;
-        let lines = AccessLog {
-            balancer: "Envoy",
-            h1_socket: "\"GET /ws HTTP/1.1\" 101 ",
-            h2_page: "\"GET /?auto=1 HTTP/2\" 200 ",
-        };
-        lines
-            .check(&mut bidi, &pages, || cluster.envoy.access_log())
-            .await;
-        bidi.close_browser().await;
-    });
-}
-
-/// Through nginx over HTTPS, with each shipped file's commented TLS example
-/// in place of its plain `listen` (its port and the certificate's paths
-/// rewritten), and the nodes' default `Secure` cookie.
-/// `nginx-node-tags.conf` routes by the cookie's node tag: the page's
-/// reconnect is `kept`. `nginx.conf` hashes the session id: the reconnect
-/// keeps the session, `kept` or `migrated` from the issuing node. With
-/// either, the next page loads are all `kept` on the reconnect's node.
-#[test]
-fn chromium_keeps_its_session_through_nginx_tls() {
-    let tools = [lb::Tool::Nginx, lb::Tool::Chromium];
-    let Some([nginx, chromium]) = lb::tools_or_skip("e2e_browser (nginx TLS)", tools) else {
-        return;
-    };
-    let started = Instant::now();
-    let cert = lb::SiteCert::new();
-    let options = NodeOptions {
-        secure_cookie: true,
-        ..NodeOptions::NGINX
-    };
-    let clusters = [
-        ("nginx-node-tags.conf", Reconnect::Kept),
-        ("nginx.conf", Reconnect::KeptOrMigrated),
-    ]
-    .map(|(file, expected)| {
-        let cluster = NginxCluster::start_with_tls(&nginx, file, options, &cert);
-        (file, expected, cluster)
-    });
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    run(started, async {
-        let mut cdp = Cdp::connect(&browser.devtools_url).await;
-        for (file, expected, cluster) in &clusters {
-            // Cookies do not tell ports apart: each file starts afresh.
-            cdp.clear_cookies().await.expect("clear the cookies");
-            let origin = format!("https://{}", cluster.nginx.frontend);
-            let (page, first, second, cookie) = reconnect_once(&mut cdp, &origin, *expected).await;
-            assert_eq!(cookie["secure"], true, "{file}, Secure: {cookie}");
-            let protocol = page_protocol(&mut cdp, &page).await;
-            stays_kept(&mut cdp, &origin, &second.node, &first.session).await;
-            lb::report(&format!(
-                "browser: through nginx over TLS ({file}, page over {protocol}): issued on {}, \
-                 reconnected {} on {}, then {} sockets kept",
-                first.node,
-                second.affinity,
-                second.node,
-                2 * PAGE_RELOADS
-            ));
-        }
-        cdp.close_browser().await;
-    });
 }
 
 /// Loads the demo page from `start` (redirected to `origin`, or `origin`

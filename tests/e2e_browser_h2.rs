@@ -32,7 +32,6 @@ mod browser;
 mod lb;
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ use axum::http::{Method, Version};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use browser::{Bidi, Cdp, Chromium, Driver, Firefox};
+use browser::{Driver, Launched};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -102,39 +101,26 @@ function connect() {
 
 #[test]
 fn chromium_keeps_the_cookie_from_the_200_of_an_extended_connect() {
-    let Some([chromium]) = lb::tools_or_skip("e2e_browser_h2", [lb::Tool::Chromium]) else {
-        return;
-    };
-    // Before the runtime: it waits (blocking, bounded) for DevTools to listen.
-    let browser = Chromium::start_with(&chromium, &["--ignore-certificate-errors"]);
-    let devtools_url = browser.devtools_url.clone();
-    with_server(move |url, layer, drain| async move {
-        let mut cdp = Cdp::connect(&devtools_url).await;
-        scenario(&mut cdp, "Chromium", &url, &layer, &drain).await;
-        cdp.close_browser().await;
-    });
+    keeps_the_cookie_from_the_200_of_an_extended_connect(lb::Tool::Chromium);
 }
 
 /// The same in Firefox: against hyper's extended CONNECT and the layer
 /// directly, with no balancer in between.
 #[test]
 fn firefox_keeps_the_cookie_from_the_200_of_an_extended_connect() {
-    let Some([firefox]) = lb::tools_or_skip("e2e_browser_h2 (firefox)", [lb::Tool::Firefox]) else {
-        return;
-    };
-    let browser = Firefox::start(&firefox);
-    let bidi_url = browser.bidi_url.clone();
-    with_server(move |url, layer, drain| async move {
-        let mut bidi = Bidi::connect(&bidi_url).await;
-        scenario(&mut bidi, "Firefox", &url, &layer, &drain).await;
-        bidi.close_browser().await;
-    });
+    keeps_the_cookie_from_the_200_of_an_extended_connect(lb::Tool::Firefox);
 }
 
 /// Serves the app ([`serve_tls`]) with a layer tagging `NODE` and a drain
-/// without a close spread, and runs `run` with the page's URL, the layer
-/// and the drain, on a runtime of its own.
-fn with_server<F: Future<Output = ()>>(run: impl FnOnce(String, StickyUpgradeLayer, Drain) -> F) {
+/// without a close spread, and runs [`scenario`] in `browser`.
+fn keeps_the_cookie_from_the_200_of_an_extended_connect(browser: lb::Tool) {
+    let test = format!("e2e_browser_h2 ({browser:?})");
+    let Some([bin]) = lb::tools_or_skip(&test, [browser]) else {
+        return;
+    };
+    // Before the runtime: it waits (blocking, bounded) for the browser to
+    // listen.
+    let launched = Launched::start(browser, &bin);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -148,15 +134,18 @@ fn with_server<F: Future<Output = ()>>(run: impl FnOnce(String, StickyUpgradeLay
             .build()
             .expect("layer");
         let addr = serve_tls(layer.clone()).await;
-        run(format!("https://{addr}/"), layer, drain).await;
+        let mut driver = launched.connect().await;
+        let url = format!("https://{addr}/");
+        scenario(&mut driver, browser, &url, &layer, &drain).await;
+        driver.close_browser().await;
     });
 }
 
-/// The page's run in the browser `driver` drives (`browser` names it), with
-/// the checks of the module docs.
+/// The page's run in `browser`, which `driver` drives, with the checks of
+/// the module docs.
 async fn scenario(
     driver: &mut impl Driver,
-    browser: &str,
+    browser: lb::Tool,
     url: &str,
     layer: &StickyUpgradeLayer,
     drain: &Drain,
@@ -171,7 +160,7 @@ async fn scenario(
         assert_eq!(
             (welcome["version"].as_str(), welcome["method"].as_str()),
             (Some("HTTP/2"), Some("CONNECT")),
-            "{browser} should open its WebSockets with extended CONNECT over HTTP/2: {welcome}"
+            "{browser:?} should open its WebSockets with extended CONNECT over HTTP/2: {welcome}"
         );
     }
     let (first, second) = (&welcomes[0], &welcomes[1]);
@@ -188,7 +177,7 @@ async fn scenario(
         .iter()
         .find(|c| c["name"] == DEFAULT_COOKIE_NAME)
         .unwrap_or_else(|| panic!("no {DEFAULT_COOKIE_NAME} cookie in the browser: {cookies:?}"));
-    lb::report(&format!("browser h2 ({browser}): stored cookie {cookie}"));
+    lb::report(&format!("browser h2 ({browser:?}): stored cookie {cookie}"));
     let session = first["session"].as_str().expect("session");
     assert_eq!(
         cookie["value"],
@@ -247,10 +236,9 @@ async fn scenario(
         "{stats:?}"
     );
     lb::report(&format!(
-        "browser h2 ({browser}): issued, kept, drained with 1001 and refused in {:?}",
+        "browser h2 ({browser:?}): issued, kept, drained with 1001 and refused in {:?}",
         started.elapsed()
     ));
-    driver.close_browser().await;
 }
 
 /// Waits (bounded) until the page's title is `phase`, and returns the page's

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::lb::{OutputLog, TempDir};
+use crate::lb::{OutputLog, TempDir, Tool};
 
 /// A browser process started headless with a fresh profile. Its whole
 /// process group is killed on drop (a browser forks content and utility
@@ -162,6 +162,9 @@ pub struct Firefox {
 /// sets itself for automation (no updates, telemetry or first-run pages).
 const FIREFOX_PREFS: &str = r#"// Loopback only: no proxy from the environment.
 user_pref("network.proxy.type", 0);
+// An evaluation that a navigation interrupts is retried in the new
+// document, not failed (Firefox does so on its own only for a tab's first).
+user_pref("remote.retry-on-abort", true);
 user_pref("browser.shell.checkDefaultBrowser", false);
 user_pref("datareporting.policy.dataSubmissionEnabled", false);
 "#;
@@ -334,16 +337,18 @@ pub trait Driver {
     async fn eval(&mut self, tab: &str, expression: &str) -> Result<Value, String>;
 
     /// Every cookie the browser holds, each as an object with at least
-    /// `name`, `value` (a string), `domain`, `path`, `secure`, `httpOnly`,
-    /// `sameSite` (`Strict`, `Lax` or `None`) and `session` (true when it
-    /// has no expiry): the DevTools protocol's names.
+    /// `name`, `value` (a string), `domain`, `path`, `secure`, `httpOnly`
+    /// and `session` (true when it has no expiry), and `sameSite` (`Strict`,
+    /// `Lax` or `None`) when the cookie set it: the DevTools protocol's
+    /// names.
     async fn cookies(&mut self) -> Result<Vec<Value>, String>;
 
     /// Deletes every cookie the browser holds.
     async fn clear_cookies(&mut self) -> Result<(), String>;
 
     /// Stores `cookie`, one that [`Driver::cookies`] returned, with its
-    /// name, value, domain, path, `Secure`, `HttpOnly` and `SameSite`.
+    /// name, value, domain, path, `Secure`, `HttpOnly` and `SameSite`, as a
+    /// session cookie (its expiry, if it had one, is not restored).
     async fn set_cookie(&mut self, cookie: &Value) -> Result<(), String>;
 
     /// Asks the browser to exit (dropping it kills it anyway).
@@ -351,7 +356,7 @@ pub trait Driver {
 
     /// Whether `error`, from [`Driver::eval`], says only that the tab is
     /// between two documents (it has none to evaluate in for a moment).
-    fn between_documents(error: &str) -> bool;
+    fn between_documents(&self, error: &str) -> bool;
 
     /// Polls the page's `document.title` every 50 ms until it is one of
     /// `titles`, and returns it; after `timeout`, returns the last title seen
@@ -369,7 +374,7 @@ pub trait Driver {
         loop {
             let title = match self.eval(tab, "document.title").await {
                 Ok(title) => title.as_str().unwrap_or_default().to_owned(),
-                Err(e) if Self::between_documents(&e) => format!("(between documents: {e})"),
+                Err(e) if self.between_documents(&e) => format!("(between documents: {e})"),
                 Err(e) => return Err(format!("(unreadable: {e})")),
             };
             if titles.contains(&title.as_str()) {
@@ -459,7 +464,7 @@ impl Driver for Cdp {
         let _ = self.call("Browser.close", json!({}), None).await;
     }
 
-    fn between_documents(error: &str) -> bool {
+    fn between_documents(&self, error: &str) -> bool {
         [
             "Cannot find default execution context",
             "Execution context was destroyed",
@@ -517,12 +522,17 @@ impl Driver for Bidi {
             let value = primitive(&cookie["value"])?;
             cookie["value"] = value;
             let same_site = match cookie["sameSite"].as_str() {
-                Some("strict") => "Strict",
-                Some("lax") => "Lax",
-                Some("none") => "None",
+                Some("strict") => Some("Strict"),
+                Some("lax") => Some("Lax"),
+                Some("none") => Some("None"),
+                // The cookie did not set it; DevTools leaves the field out.
+                Some("default") => None,
                 other => return Err(format!("sameSite {other:?} in {cookie}")),
             };
-            cookie["sameSite"] = json!(same_site);
+            match same_site {
+                Some(same_site) => cookie["sameSite"] = json!(same_site),
+                None => drop(cookie.as_object_mut().and_then(|c| c.remove("sameSite"))),
+            }
             cookie["session"] = json!(cookie.get("expiry").is_none());
         }
         Ok(cookies)
@@ -535,14 +545,17 @@ impl Driver for Bidi {
     }
 
     async fn set_cookie(&mut self, cookie: &Value) -> Result<(), String> {
-        let cookie = json!({
+        let mut stored = json!({
             "name": cookie["name"],
             "value": { "type": "string", "value": cookie["value"] },
             "domain": cookie["domain"], "path": cookie["path"], "secure": cookie["secure"],
             "httpOnly": cookie["httpOnly"],
-            "sameSite": cookie["sameSite"].as_str().map(str::to_ascii_lowercase),
         });
-        self.call("storage.setCookie", json!({ "cookie": cookie }))
+        // Firefox refuses a null; without the field, the cookie has none.
+        if let Some(same_site) = cookie["sameSite"].as_str() {
+            stored["sameSite"] = json!(same_site.to_ascii_lowercase());
+        }
+        self.call("storage.setCookie", json!({ "cookie": stored }))
             .await
             .map(drop)
     }
@@ -551,11 +564,93 @@ impl Driver for Bidi {
         let _ = self.call("browser.close", json!({})).await;
     }
 
-    fn between_documents(_error: &str) -> bool {
-        // Firefox answers an evaluation sent while its tab changes documents
-        // in one or the other: thousands of them, sent back to back over ten
-        // navigations between two origins, none failed (Firefox 153 ESR).
-        // So any error is a real one.
+    fn between_documents(&self, _error: &str) -> bool {
+        // With `remote.retry-on-abort` (FIREFOX_PREFS), Firefox answers an
+        // evaluation sent while its tab changes documents in one or the
+        // other: thousands of them, sent back to back over ten navigations
+        // between two origins, none failed (Firefox 153 ESR, even without
+        // the pref). So any error is a real one.
         false
+    }
+}
+
+/// Chromium or Firefox, running: for a test that runs one scenario in each.
+pub enum Launched {
+    Chromium(Chromium),
+    Firefox(Firefox),
+}
+
+impl Launched {
+    /// Starts `browser` ([`Tool::Chromium`] or [`Tool::Firefox`]) at `bin`.
+    /// Both accept the tests' self-made certificates: Chromium is told to
+    /// ignore certificate errors, and [`Bidi::connect`] asks Firefox to.
+    pub fn start(browser: Tool, bin: &Path) -> Launched {
+        match browser {
+            Tool::Chromium => {
+                Launched::Chromium(Chromium::start_with(bin, &["--ignore-certificate-errors"]))
+            }
+            Tool::Firefox => Launched::Firefox(Firefox::start(bin)),
+            other => panic!("{other:?} is not a browser"),
+        }
+    }
+
+    /// A driver connected to the browser.
+    pub async fn connect(&self) -> AnyDriver {
+        match self {
+            Launched::Chromium(chromium) => {
+                AnyDriver::Cdp(Cdp::connect(&chromium.devtools_url).await)
+            }
+            Launched::Firefox(firefox) => AnyDriver::Bidi(Bidi::connect(&firefox.bidi_url).await),
+        }
+    }
+}
+
+/// The driver of a [`Launched`] browser.
+pub enum AnyDriver {
+    Cdp(Cdp),
+    Bidi(Bidi),
+}
+
+/// `$body`, with `$d` bound to whichever driver `$self` holds.
+macro_rules! on_either {
+    ($self:ident, $d:ident => $body:expr) => {
+        match $self {
+            AnyDriver::Cdp($d) => $body,
+            AnyDriver::Bidi($d) => $body,
+        }
+    };
+}
+
+impl Driver for AnyDriver {
+    async fn open(&mut self, url: &str) -> Result<String, String> {
+        on_either!(self, d => d.open(url).await)
+    }
+
+    async fn close_tab(&mut self, tab: &str) -> Result<(), String> {
+        on_either!(self, d => d.close_tab(tab).await)
+    }
+
+    async fn eval(&mut self, tab: &str, expression: &str) -> Result<Value, String> {
+        on_either!(self, d => d.eval(tab, expression).await)
+    }
+
+    async fn cookies(&mut self) -> Result<Vec<Value>, String> {
+        on_either!(self, d => d.cookies().await)
+    }
+
+    async fn clear_cookies(&mut self) -> Result<(), String> {
+        on_either!(self, d => d.clear_cookies().await)
+    }
+
+    async fn set_cookie(&mut self, cookie: &Value) -> Result<(), String> {
+        on_either!(self, d => d.set_cookie(cookie).await)
+    }
+
+    async fn close_browser(&mut self) {
+        on_either!(self, d => d.close_browser().await)
+    }
+
+    fn between_documents(&self, error: &str) -> bool {
+        on_either!(self, d => d.between_documents(error))
     }
 }
