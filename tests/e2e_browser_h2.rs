@@ -1,5 +1,5 @@
-//! End to end with a real browser over HTTP/2: headless Chromium, and in a
-//! second test Firefox, opens its WebSockets with extended CONNECT (RFC 8441)
+//! End to end with a real browser over HTTP/2: headless Chromium, and in
+//! twin tests Firefox, opens its WebSockets with extended CONNECT (RFC 8441)
 //! over HTTP/2, so the affinity cookie travels on a `200`, not a `101`.
 //!
 //! Browsers speak HTTP/2 only over TLS, and send WebSockets over it only
@@ -20,8 +20,12 @@
 //! - the drain closes the open socket with 1001, a new socket is then refused,
 //!   and the drain ends with no socket left.
 //!
+//! A second scenario sets every cookie attribute a host can
+//! ([`keeps_a_cookie_with_every_attribute`]): the browser keeps the cookie,
+//! sends it back, and stores it with them.
+//!
 //! Needs `chromium` and `firefox` (`bash .ci/install-e2e.sh`). Without one
-//! of them its test passes with a loud `SKIPPED` line, except under
+//! of them its tests pass with a loud `SKIPPED` line, except under
 //! `CI=true`, where it fails. `E2E_CHROMIUM` and `E2E_FIREFOX` pick the
 //! executables.
 #![cfg(feature = "http2")]
@@ -33,21 +37,22 @@ mod lb;
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{Method, Version};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use browser::{Driver, Launched};
+use browser::{AnyDriver, Driver, Launched};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio_rustls::rustls;
 use tower_sticky_upgrade::{
-    Drain, DrainGuard, DrainOutcome, StickySession, StickyUpgradeLayer, DEFAULT_COOKIE_NAME,
+    Drain, DrainGuard, DrainOutcome, SameSite, StickySession, StickyUpgradeLayer,
+    DEFAULT_COOKIE_NAME,
 };
 
 /// Bound on each phase of the page's run.
@@ -114,7 +119,131 @@ fn firefox_keeps_the_cookie_from_the_200_of_an_extended_connect() {
 /// Serves the app ([`serve_tls`]) with a layer tagging `NODE` and a drain
 /// without a close spread, and runs [`scenario`] in `browser`.
 fn keeps_the_cookie_from_the_200_of_an_extended_connect(browser: lb::Tool) {
-    let test = format!("e2e_browser_h2 ({browser:?})");
+    let drain = Drain::with_close_spread(Duration::ZERO);
+    let layer = StickyUpgradeLayer::builder()
+        .node_id(NODE)
+        .drain(drain.clone())
+        .build()
+        .expect("layer");
+    in_browser("", browser, layer, async |driver, url, layer| {
+        scenario(driver, browser, &url, &layer, layer.drain()).await;
+    });
+}
+
+#[test]
+fn chromium_keeps_a_cookie_with_every_attribute() {
+    keeps_a_cookie_with_every_attribute(lb::Tool::Chromium);
+}
+
+#[test]
+fn firefox_keeps_a_cookie_with_every_attribute() {
+    keeps_a_cookie_with_every_attribute(lb::Tool::Firefox);
+}
+
+/// A cookie with every attribute a host can set, beside the defaults
+/// (`Secure`, `HttpOnly`, `Path=/`): a `__Host-` name, `Max-Age` and
+/// `Expires`, `SameSite=Strict` and `Partitioned`. The browser must accept
+/// it (a `__Host-` cookie that broke the prefix's rules would be dropped),
+/// send it back (the second socket is `kept`), and store it with those
+/// attributes: host-only, expiring `Max-Age` from now. (`Expires` is sent
+/// for old clients; browsers go by `Max-Age` when both are there. `Domain`
+/// cannot go with `__Host-`, nor on an IP address.)
+fn keeps_a_cookie_with_every_attribute(browser: lb::Tool) {
+    const NAME: &str = "__Host-WS";
+    const MAX_AGE: Duration = Duration::from_secs(3600);
+    let layer = StickyUpgradeLayer::builder()
+        .cookie_name(NAME)
+        .node_id(NODE)
+        .max_age(MAX_AGE)
+        .expires(true)
+        .same_site(SameSite::Strict)
+        .partitioned(true)
+        .build()
+        .expect("layer");
+    in_browser(
+        ", every attribute",
+        browser,
+        layer,
+        async |driver, url, layer| {
+            let page = driver.open(&url).await.expect("open the page");
+            let set_after = SystemTime::now();
+            let result = wait_for_title(driver, &page, "open").await;
+            let welcomes = result["welcomes"].as_array().expect("welcomes");
+            assert_eq!(welcomes.len(), 2, "{result}");
+            let (first, second) = (&welcomes[0], &welcomes[1]);
+            assert_eq!(first["affinity"], "issued", "fresh profile: {first}");
+            assert_eq!(
+                (&second["affinity"], &second["session"]),
+                (&json!("kept"), &first["session"]),
+                "{browser:?} should send the cookie back: {first} then {second}"
+            );
+
+            let cookies = driver.cookies().await.expect("the browser's cookies");
+            let cookie = cookies
+                .iter()
+                .find(|c| c["name"] == NAME)
+                .unwrap_or_else(|| panic!("no {NAME} cookie in {browser:?}: {cookies:?}"));
+            lb::report(&format!(
+                "browser h2 ({browser:?}), every attribute: stored cookie {cookie}"
+            ));
+            assert_eq!(
+                (
+                    &cookie["secure"],
+                    &cookie["httpOnly"],
+                    &cookie["sameSite"],
+                    &cookie["path"],
+                    &cookie["domain"],
+                    &cookie["session"]
+                ),
+                (
+                    &json!(true),
+                    &json!(true),
+                    &json!("Strict"),
+                    &json!("/"),
+                    &json!("127.0.0.1"),
+                    &json!(false)
+                ),
+                "{cookie}"
+            );
+            // Max-Age from the response, which came after `set_after` and within
+            // the page's timeout of it.
+            let expires = cookie["expires"].as_f64().expect("an expiry");
+            let earliest = (set_after + MAX_AGE)
+                .duration_since(UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs_f64();
+            let latest = earliest + PAGE_TIMEOUT.as_secs_f64();
+            // Browsers may round the expiry down to the second.
+            assert!(
+                (earliest - 1.0..=latest).contains(&expires),
+                "expiry {expires}: Max-Age {MAX_AGE:?} from between {earliest} and {latest}"
+            );
+            // Chromium reports the partition of a partitioned cookie: here, the
+            // page's own site. Firefox's BiDi reports none for a cookie of the
+            // top-level site.
+            if matches!(browser, lb::Tool::Chromium) {
+                assert_eq!(
+                    cookie["partitionKey"]["topLevelSite"], "https://127.0.0.1",
+                    "partitioned: {cookie}"
+                );
+            }
+            let stats = layer.stats();
+            assert_eq!((stats.issued, stats.kept), (1, 1), "{stats:?}");
+        },
+    );
+}
+
+/// Starts `browser`, serves the app ([`serve_tls`]) with `layer`, and runs
+/// `scenario` with a driver connected to the browser, the page's URL and the
+/// layer, on a runtime of its own; then closes the browser. `what` names
+/// the test in a skip notice.
+fn in_browser(
+    what: &str,
+    browser: lb::Tool,
+    layer: StickyUpgradeLayer,
+    scenario: impl AsyncFnOnce(&mut AnyDriver, String, StickyUpgradeLayer),
+) {
+    let test = format!("e2e_browser_h2 ({browser:?}{what})");
     let Some([bin]) = lb::tools_or_skip(&test, [browser]) else {
         return;
     };
@@ -127,16 +256,9 @@ fn keeps_the_cookie_from_the_200_of_an_extended_connect(browser: lb::Tool) {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let drain = Drain::with_close_spread(Duration::ZERO);
-        let layer = StickyUpgradeLayer::builder()
-            .node_id(NODE)
-            .drain(drain.clone())
-            .build()
-            .expect("layer");
         let addr = serve_tls(layer.clone()).await;
         let mut driver = launched.connect().await;
-        let url = format!("https://{addr}/");
-        scenario(&mut driver, browser, &url, &layer, &drain).await;
+        scenario(&mut driver, format!("https://{addr}/"), layer).await;
         driver.close_browser().await;
     });
 }

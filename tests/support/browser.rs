@@ -337,8 +337,9 @@ pub trait Driver {
     async fn eval(&mut self, tab: &str, expression: &str) -> Result<Value, String>;
 
     /// Every cookie the browser holds, each as an object with at least
-    /// `name`, `value` (a string), `domain`, `path`, `secure`, `httpOnly`
-    /// and `session` (true when it has no expiry), and `sameSite` (`Strict`,
+    /// `name`, `value` (a string), `domain`, `path`, `secure`, `httpOnly`,
+    /// `session` (true when it has no expiry) and `expires` (its expiry in
+    /// seconds since the Unix epoch, -1 for none), and `sameSite` (`Strict`,
     /// `Lax` or `None`) when the cookie set it: the DevTools protocol's
     /// names.
     async fn cookies(&mut self) -> Result<Vec<Value>, String>;
@@ -533,7 +534,9 @@ impl Driver for Bidi {
                 Some(same_site) => cookie["sameSite"] = json!(same_site),
                 None => drop(cookie.as_object_mut().and_then(|c| c.remove("sameSite"))),
             }
-            cookie["session"] = json!(cookie.get("expiry").is_none());
+            let expiry = cookie.get("expiry").and_then(Value::as_f64);
+            cookie["session"] = json!(expiry.is_none());
+            cookie["expires"] = json!(expiry.unwrap_or(-1.0));
         }
         Ok(cookies)
     }
