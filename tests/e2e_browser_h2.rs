@@ -30,6 +30,7 @@
 //! executables.
 #![cfg(feature = "http2")]
 
+#[macro_use]
 #[path = "support/browser.rs"]
 mod browser;
 #[path = "support/lb.rs"]
@@ -61,8 +62,9 @@ const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const NODE: &str = "h2-node";
 
-/// Connects, closes; reconnects and stays open until the server closes; then
-/// tries once more. Writes `{"welcomes":[..],"closeCode":N,"refused":bool}`
+/// Connects (to `/ws` on its own host, or to the URL in its `ws` query
+/// parameter), closes; reconnects and stays open until the server closes;
+/// then tries once more. Writes `{"welcomes":[..],"closeCode":N,"refused":bool}`
 /// into `#result`, and its phase into the title: `open` (second socket up),
 /// `done`, or `error`.
 const PAGE: &str = r#"<!doctype html>
@@ -70,7 +72,7 @@ const PAGE: &str = r#"<!doctype html>
 <body><pre id="result"></pre>
 <script>
 "use strict";
-const url = "wss://" + location.host + "/ws";
+const url = new URLSearchParams(location.search).get("ws") || "wss://" + location.host + "/ws";
 const result = { welcomes: [], closeCode: null, refused: null };
 const show = (phase) => {
   document.getElementById("result").textContent = JSON.stringify(result);
@@ -104,17 +106,11 @@ function connect() {
 })();
 </script></body></html>"#;
 
-#[test]
-fn chromium_keeps_the_cookie_from_the_200_of_an_extended_connect() {
-    keeps_the_cookie_from_the_200_of_an_extended_connect(lb::Tool::Chromium);
-}
-
-/// The same in Firefox: against hyper's extended CONNECT and the layer
-/// directly, with no balancer in between.
-#[test]
-fn firefox_keeps_the_cookie_from_the_200_of_an_extended_connect() {
-    keeps_the_cookie_from_the_200_of_an_extended_connect(lb::Tool::Firefox);
-}
+in_each_browser!(
+    keeps_the_cookie_from_the_200_of_an_extended_connect,
+    keeps_a_cookie_with_every_attribute,
+    keeps_a_cross_site_session_with_samesite_none_and_partitioned,
+);
 
 /// Serves the app ([`serve_tls`]) with a layer tagging `NODE` and a drain
 /// without a close spread, and runs [`scenario`] in `browser`.
@@ -128,16 +124,6 @@ fn keeps_the_cookie_from_the_200_of_an_extended_connect(browser: lb::Tool) {
     in_browser("", browser, layer, async |driver, url, layer| {
         scenario(driver, browser, &url, &layer, layer.drain()).await;
     });
-}
-
-#[test]
-fn chromium_keeps_a_cookie_with_every_attribute() {
-    keeps_a_cookie_with_every_attribute(lb::Tool::Chromium);
-}
-
-#[test]
-fn firefox_keeps_a_cookie_with_every_attribute() {
-    keeps_a_cookie_with_every_attribute(lb::Tool::Firefox);
 }
 
 /// A cookie with every attribute a host can set, beside the defaults
@@ -229,6 +215,77 @@ fn keeps_a_cookie_with_every_attribute(browser: lb::Tool) {
             }
             let stats = layer.stats();
             assert_eq!((stats.issued, stats.kept), (1, 1), "{stats:?}");
+        },
+    );
+}
+
+/// A page on one site (`https://127.0.0.1:P/`) opens its WebSocket on
+/// another (`wss://[::1]:Q/ws`: another host, so another site), where the
+/// affinity cookie is a third-party cookie. With the default `SameSite=Lax`
+/// the browser does not send it back, so every connection is `issued` anew;
+/// with `SameSite=None` and `Partitioned` it does, and the reconnect is
+/// `kept`. `SameSite=None` alone depends on the browser's third-party cookie
+/// policy: its outcome is reported, not asserted (headless Chromium 156 with
+/// a fresh profile did not keep the cookie, Firefox 153 did). Each case has
+/// a cookie name of its own, so none sees another's cookie.
+fn keeps_a_cross_site_session_with_samesite_none_and_partitioned(browser: lb::Tool) {
+    /// Name, `SameSite`, `Partitioned`, and whether the reconnect must be
+    /// `kept` (`Some(true)`), `issued` anew (`Some(false)`) or either.
+    const CASES: [(&str, SameSite, bool, Option<bool>); 3] = [
+        ("WS_LAX", SameSite::Lax, false, Some(false)),
+        ("WS_NONE_PARTITIONED", SameSite::None, true, Some(true)),
+        ("WS_NONE", SameSite::None, false, None),
+    ];
+    let page_layer = StickyUpgradeLayer::builder().build().expect("layer");
+    in_browser(
+        ", cross-site",
+        browser,
+        page_layer,
+        async |driver, url, _| {
+            for (name, same_site, partitioned, kept) in CASES {
+                let layer = StickyUpgradeLayer::builder()
+                    .cookie_name(name)
+                    .node_id(NODE)
+                    .same_site(same_site)
+                    .partitioned(partitioned)
+                    .build()
+                    .expect("layer");
+                let socket = serve_tls_on(layer.clone(), "[::1]:0").await;
+                let page = driver
+                    .open(&format!("{url}?ws=wss://{socket}/ws"))
+                    .await
+                    .expect("open the page");
+                let result = wait_for_title(driver, &page, "open").await;
+                let welcomes = result["welcomes"].as_array().expect("welcomes");
+                assert_eq!(welcomes.len(), 2, "{name}: {result}");
+                let (first, second) = (&welcomes[0], &welcomes[1]);
+                assert_eq!(first["affinity"], "issued", "{name}, fresh: {first}");
+                let was_kept =
+                    second["affinity"] == "kept" && second["session"] == first["session"];
+                let issued_anew =
+                    second["affinity"] == "issued" && second["session"] != first["session"];
+                assert!(
+                    was_kept || issued_anew,
+                    "{name}: kept, or issued anew, not {second} after {first}"
+                );
+                lb::report(&format!(
+                    "browser h2 ({browser:?}), cross-site, {name}: the reconnect was {}",
+                    if was_kept { "kept" } else { "issued anew" }
+                ));
+                if let Some(kept) = kept {
+                    assert_eq!(
+                        was_kept, kept,
+                        "{browser:?}, a cross-site socket with {name}: {first} then {second}"
+                    );
+                }
+                let stats = layer.stats();
+                assert_eq!(
+                    (stats.issued, stats.kept),
+                    if was_kept { (1, 1) } else { (2, 0) },
+                    "{name}: {stats:?}"
+                );
+                driver.close_tab(&page).await.expect("close the tab");
+            }
         },
     );
 }
@@ -395,7 +452,12 @@ async fn page_result(driver: &mut impl Driver, page: &str) -> Value {
 /// extended CONNECT enabled; returns the address. The accept loop ends with
 /// the runtime.
 async fn serve_tls(layer: StickyUpgradeLayer) -> std::net::SocketAddr {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+    serve_tls_on(layer, "127.0.0.1:0").await
+}
+
+/// [`serve_tls`] on `bind`; the certificate names 127.0.0.1 and ::1.
+async fn serve_tls_on(layer: StickyUpgradeLayer, bind: &str) -> std::net::SocketAddr {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "::1".to_owned()])
         .expect("self-signed certificate");
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -412,9 +474,9 @@ async fn serve_tls(layer: StickyUpgradeLayer) -> std::net::SocketAddr {
         .route("/", get(|| async { Html(PAGE) }))
         .route("/ws", any(ws))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .expect("bind 127.0.0.1:0");
+        .unwrap_or_else(|e| panic!("bind {bind}: {e}"));
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         loop {

@@ -103,8 +103,8 @@ async fn scenario(cluster: &mut EnvoyCluster) {
     let url = cluster.ws_url();
 
     // 1. No WebSockets over HTTP/2, as the file's comments say: its
-    //    SETTINGS do not enable extended CONNECT, so Chromium uses HTTP/1.1
-    //    (tests/e2e_browser.rs).
+    //    SETTINGS do not enable extended CONNECT, so browsers use HTTP/1.1
+    //    (tests/e2e_browser.rs, Chromium and Firefox).
     //    With `allow_connect`, Envoy lets them through to the nodes without
     //    a `Sec-WebSocket-Key`, and the nodes refuse them.
     let h2 = lb::connect(&cluster.h2_url(), &mut CookieJar::default()).await;

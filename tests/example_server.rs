@@ -387,7 +387,7 @@ mod axum_server {
         assert!(head.contains("content-type: text/html"), "{head}");
         assert!(body.contains(r#"id="result""#), "no result element");
         assert!(body.contains("/ws"), "the page connects to /ws");
-        // The automated-browser mode the Chromium test relies on.
+        // The automated-browser mode the browser tests rely on.
         assert!(body.contains(r#"get("auto") === "1""#));
         assert!(body.contains("results.first") && body.contains("results.second"));
         assert!(body.contains(r#"document.title = title"#));

@@ -24,6 +24,27 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::lb::{OutputLog, TempDir, Tool};
 
+/// Makes two tests of each scenario function named, `chromium::NAME` and
+/// `firefox::NAME`, which call `NAME(lb::Tool::Chromium)` and
+/// `NAME(lb::Tool::Firefox)`. For a test file that declares `lb`, and this
+/// module with `#[macro_use]`.
+macro_rules! in_each_browser {
+    ($($scenario:ident),* $(,)?) => {
+        mod chromium {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(crate::lb::Tool::Chromium);
+            })*
+        }
+        mod firefox {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(crate::lb::Tool::Firefox);
+            })*
+        }
+    };
+}
+
 /// A browser process started headless with a fresh profile. Its whole
 /// process group is killed on drop (a browser forks content and utility
 /// processes), and its output is reported if the test fails.
@@ -451,12 +472,15 @@ impl Driver for Cdp {
     }
 
     async fn set_cookie(&mut self, cookie: &Value) -> Result<(), String> {
-        let cookie = json!({
+        let mut stored = json!({
             "name": cookie["name"], "value": cookie["value"], "domain": cookie["domain"],
             "path": cookie["path"], "secure": cookie["secure"], "httpOnly": cookie["httpOnly"],
-            "sameSite": cookie["sameSite"],
         });
-        self.call("Storage.setCookies", json!({ "cookies": [cookie] }), None)
+        // Without the field, the cookie has none.
+        if cookie["sameSite"].is_string() {
+            stored["sameSite"] = cookie["sameSite"].clone();
+        }
+        self.call("Storage.setCookies", json!({ "cookies": [stored] }), None)
             .await
             .map(drop)
     }
@@ -568,11 +592,11 @@ impl Driver for Bidi {
     }
 
     fn between_documents(&self, _error: &str) -> bool {
-        // With `remote.retry-on-abort` (FIREFOX_PREFS), Firefox answers an
-        // evaluation sent while its tab changes documents in one or the
-        // other: thousands of them, sent back to back over ten navigations
-        // between two origins, none failed (Firefox 153 ESR, even without
-        // the pref). So any error is a real one.
+        // With `remote.retry-on-abort` (FIREFOX_PREFS), Firefox retries an
+        // evaluation that a change of documents interrupts, in the new one.
+        // (Even without it, thousands of evaluations sent back to back over
+        // ten navigations between two origins all succeeded, in Firefox 153
+        // ESR.) So any error is a real one.
         false
     }
 }

@@ -12,8 +12,8 @@
 //! ```
 //!
 //! External tools are looked up with [`tools_or_skip`]: `E2E_HAPROXY`,
-//! `E2E_CHROMIUM`, `E2E_NGINX`, `E2E_TRAEFIK` and `E2E_ENVOY` name the
-//! executables (set one to `/nonexistent` to see the skip path); without
+//! `E2E_CHROMIUM`, `E2E_FIREFOX`, `E2E_NGINX`, `E2E_TRAEFIK` and `E2E_ENVOY`
+//! name the executables (set one to `/nonexistent` to see the skip path); without
 //! them, `PATH` and the Debian locations are searched (and `/usr/local/bin`
 //! for Traefik and Envoy, where `.ci/install-e2e.sh` puts them).
 #![allow(dead_code)]
