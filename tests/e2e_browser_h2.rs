@@ -154,21 +154,8 @@ fn keeps_a_cookie_with_every_attribute(browser: lb::Tool) {
             let page = driver.open(&url).await.expect("open the page");
             let set_after = SystemTime::now();
             let result = wait_for_title(driver, &page, "open").await;
-            let welcomes = result["welcomes"].as_array().expect("welcomes");
-            assert_eq!(welcomes.len(), 2, "{result}");
-            let (first, second) = (&welcomes[0], &welcomes[1]);
-            assert_eq!(first["affinity"], "issued", "fresh profile: {first}");
-            assert_eq!(
-                (&second["affinity"], &second["session"]),
-                (&json!("kept"), &first["session"]),
-                "{browser:?} should send the cookie back: {first} then {second}"
-            );
-
-            let cookies = driver.cookies().await.expect("the browser's cookies");
-            let cookie = cookies
-                .iter()
-                .find(|c| c["name"] == NAME)
-                .unwrap_or_else(|| panic!("no {NAME} cookie in {browser:?}: {cookies:?}"));
+            issued_then_kept(&result, browser);
+            let cookie = stored_cookie(driver, browser, NAME).await;
             lb::report(&format!(
                 "browser h2 ({browser:?}), every attribute: stored cookie {cookie}"
             ));
@@ -333,29 +320,17 @@ async fn scenario(
     let page = driver.open(url).await.expect("open the page");
     let result = wait_for_title(driver, &page, "open").await;
 
-    let welcomes = result["welcomes"].as_array().expect("welcomes");
-    assert_eq!(welcomes.len(), 2, "{result}");
-    for welcome in welcomes {
+    let (first, second) = issued_then_kept(&result, browser);
+    for welcome in [first, second] {
         assert_eq!(
             (welcome["version"].as_str(), welcome["method"].as_str()),
             (Some("HTTP/2"), Some("CONNECT")),
             "{browser:?} should open its WebSockets with extended CONNECT over HTTP/2: {welcome}"
         );
     }
-    let (first, second) = (&welcomes[0], &welcomes[1]);
-    assert_eq!(first["affinity"], "issued", "fresh profile: {first}");
-    assert_eq!(
-        (&second["affinity"], &second["session"]),
-        (&json!("kept"), &first["session"]),
-        "the browser should send the cookie from the 200 back: {first} then {second}"
-    );
 
     // The cookie as the browser stored it, with the layer's default attributes.
-    let cookies = driver.cookies().await.expect("the browser's cookies");
-    let cookie = cookies
-        .iter()
-        .find(|c| c["name"] == DEFAULT_COOKIE_NAME)
-        .unwrap_or_else(|| panic!("no {DEFAULT_COOKIE_NAME} cookie in the browser: {cookies:?}"));
+    let cookie = stored_cookie(driver, browser, DEFAULT_COOKIE_NAME).await;
     lb::report(&format!("browser h2 ({browser:?}): stored cookie {cookie}"));
     let session = first["session"].as_str().expect("session");
     assert_eq!(
@@ -418,6 +393,33 @@ async fn scenario(
         "browser h2 ({browser:?}): issued, kept, drained with 1001 and refused in {:?}",
         started.elapsed()
     ));
+}
+
+/// The two welcomes of the page's `result`, after checking that the first
+/// was `issued` and the second `kept` the same session: the browser sent
+/// the cookie back.
+fn issued_then_kept(result: &Value, browser: lb::Tool) -> (&Value, &Value) {
+    let welcomes = result["welcomes"].as_array().expect("welcomes");
+    assert_eq!(welcomes.len(), 2, "{result}");
+    let (first, second) = (&welcomes[0], &welcomes[1]);
+    assert_eq!(first["affinity"], "issued", "fresh profile: {first}");
+    assert_eq!(
+        (&second["affinity"], &second["session"]),
+        (&json!("kept"), &first["session"]),
+        "{browser:?} should send the cookie back: {first} then {second}"
+    );
+    (first, second)
+}
+
+/// The cookie named `name` that `browser` holds; panics, listing the
+/// cookies it holds, when there is none.
+async fn stored_cookie(driver: &mut impl Driver, browser: lb::Tool, name: &str) -> Value {
+    let cookies = driver.cookies().await.expect("the browser's cookies");
+    cookies
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} cookie in {browser:?}: {cookies:?}"))
 }
 
 /// Waits (bounded) until the page's title is `phase`, and returns the page's
