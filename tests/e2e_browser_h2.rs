@@ -22,7 +22,10 @@
 //!
 //! A second scenario sets every cookie attribute a host can
 //! ([`keeps_a_cookie_with_every_attribute`]): the browser keeps the cookie,
-//! sends it back, and stores it with them.
+//! sends it back, and stores it with them. A third opens the socket on
+//! another site than the page, `[::1]` (so it needs IPv6 loopback), with
+//! three `SameSite` settings, over whichever protocol the browser picks
+//! ([`keeps_a_cross_site_session_with_samesite_none_and_partitioned`]).
 //!
 //! Needs `chromium` and `firefox` (`bash .ci/install-e2e.sh`). Without one
 //! of them its tests pass with a loud `SKIPPED` line, except under
@@ -256,8 +259,10 @@ fn keeps_a_cross_site_session_with_samesite_none_and_partitioned(browser: lb::To
                     "{name}: kept, or issued anew, not {second} after {first}"
                 );
                 lb::report(&format!(
-                    "browser h2 ({browser:?}), cross-site, {name}: the reconnect was {}",
-                    if was_kept { "kept" } else { "issued anew" }
+                    "browser h2 ({browser:?}), cross-site, {name}: the reconnect was {} ({} {})",
+                    if was_kept { "kept" } else { "issued anew" },
+                    second["method"],
+                    second["version"]
                 ));
                 if let Some(kept) = kept {
                     assert_eq!(
