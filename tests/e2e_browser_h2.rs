@@ -29,7 +29,7 @@
 //!
 //! Needs `chromium` and `firefox` (`bash .ci/install-e2e.sh`). Without one
 //! of them its tests pass with a loud `SKIPPED` line, except under
-//! `CI=true`, where it fails. `E2E_CHROMIUM` and `E2E_FIREFOX` pick the
+//! `CI=true`, where they fail. `E2E_CHROMIUM` and `E2E_FIREFOX` pick the
 //! executables.
 #![cfg(feature = "http2")]
 

@@ -3,9 +3,11 @@
 //! spoken with tokio-tungstenite), behind one [`Driver`] trait, so that a
 //! scenario runs in either.
 //!
-//! Declared from a test file next to `lb`:
+//! Declared from a test file next to `lb` (`#[macro_use]` for
+//! [`in_each_browser!`]):
 //!
 //! ```ignore
+//! #[macro_use]
 //! #[path = "support/browser.rs"]
 //! mod browser;
 //! ```
