@@ -325,7 +325,7 @@ async fn tabs_move_when_their_node_drains(driver: &mut impl Driver, cluster: &mu
     // The third tab goes without the cookie, so that HAProxy balances it
     // (`leastconn`: away from the node with two sockets); then the
     // cookie comes back for the first two tabs' reconnects.
-    let cookie = stored_cookie(driver, lb::COOKIE_NAME).await;
+    let cookie = driver.stored_cookie(lb::COOKIE_NAME).await;
     driver.clear_cookies().await.expect("clear the cookies");
     let c = driver.open(&origin).await.expect("open the third tab");
     let third = wait_socket(driver, &c, "third tab", |w| w.affinity == "issued").await;
@@ -687,7 +687,7 @@ async fn stays_with_own_cookie(
     first: &Welcome,
 ) -> Vec<String> {
     let pages = stays_kept(driver, origin, &first.node, &first.session).await;
-    let node_cookie = stored_cookie(driver, "WS_NODE").await;
+    let node_cookie = driver.stored_cookie("WS_NODE").await;
     lb::report(&format!(
         "browser: stored the balancer's cookie {node_cookie}"
     ));
@@ -749,7 +749,7 @@ async fn reconnect_once(
 
     // The browser holds the cookie from the 101 (or the 200 of an extended
     // CONNECT), HttpOnly: the page's script cannot read it.
-    let cookie = stored_cookie(driver, lb::COOKIE_NAME).await;
+    let cookie = driver.stored_cookie(lb::COOKIE_NAME).await;
     lb::report(&format!("browser: stored cookie {cookie}"));
     let value = cookie["value"].as_str().expect("cookie value");
     assert!(
@@ -788,17 +788,6 @@ async fn reconnect_once_through_haproxy(
         "HAProxy's stick table for {value:?}"
     );
     cookie
-}
-
-/// The cookie named `name` that the browser holds, with its attributes;
-/// panics, listing the cookies it holds, when there is none.
-async fn stored_cookie(driver: &mut impl Driver, name: &str) -> Value {
-    let cookies = driver.cookies().await.expect("the browser's cookies");
-    cookies
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} cookie in the browser: {cookies:?}"))
 }
 
 /// Opens the demo page from `origin` (`http://HOST:PORT` or `https://`)

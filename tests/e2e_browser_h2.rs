@@ -158,7 +158,7 @@ fn keeps_a_cookie_with_every_attribute(browser: lb::Tool) {
             let set_after = SystemTime::now();
             let result = wait_for_title(driver, &page, "open").await;
             issued_then_kept(&result, browser);
-            let cookie = stored_cookie(driver, browser, NAME).await;
+            let cookie = driver.stored_cookie(NAME).await;
             lb::report(&format!(
                 "browser h2 ({browser:?}), every attribute: stored cookie {cookie}"
             ));
@@ -335,7 +335,7 @@ async fn scenario(
     }
 
     // The cookie as the browser stored it, with the layer's default attributes.
-    let cookie = stored_cookie(driver, browser, DEFAULT_COOKIE_NAME).await;
+    let cookie = driver.stored_cookie(DEFAULT_COOKIE_NAME).await;
     lb::report(&format!("browser h2 ({browser:?}): stored cookie {cookie}"));
     let session = first["session"].as_str().expect("session");
     assert_eq!(
@@ -414,17 +414,6 @@ fn issued_then_kept(result: &Value, browser: lb::Tool) -> (&Value, &Value) {
         "{browser:?} should send the cookie back: {first} then {second}"
     );
     (first, second)
-}
-
-/// The cookie named `name` that `browser` holds; panics, listing the
-/// cookies it holds, when there is none.
-async fn stored_cookie(driver: &mut impl Driver, browser: lb::Tool, name: &str) -> Value {
-    let cookies = driver.cookies().await.expect("the browser's cookies");
-    cookies
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} cookie in {browser:?}: {cookies:?}"))
 }
 
 /// Waits (bounded) until the page's title is `phase`, and returns the page's

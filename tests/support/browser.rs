@@ -129,14 +129,10 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Starts `bin` headless on `about:blank` and waits (bounded) for its
-    /// `DevTools listening on ws://...` line.
-    pub fn start(bin: &Path) -> Chromium {
-        Chromium::start_with(bin, &[])
-    }
-
-    /// [`Chromium::start`] with more command-line switches.
-    pub fn start_with(bin: &Path, switches: &[&str]) -> Chromium {
+    /// Starts `bin` headless on `about:blank`, with `switches` besides the
+    /// usual ones, and waits (bounded) for its `DevTools listening on
+    /// ws://...` line.
+    pub fn start(bin: &Path, switches: &[&str]) -> Chromium {
         let profile = TempDir::new("chromium");
         let mut cmd = Command::new(bin);
         cmd.args([
@@ -166,10 +162,6 @@ impl Chromium {
             process,
             devtools_url,
         }
-    }
-
-    pub fn log(&self) -> Vec<String> {
-        self.process.log.lines()
     }
 }
 
@@ -206,10 +198,6 @@ impl Firefox {
         let (process, bidi_url) =
             Process::start("firefox", bin, cmd, profile, "WebDriver BiDi listening on ");
         Firefox { process, bidi_url }
-    }
-
-    pub fn log(&self) -> Vec<String> {
-        self.process.log.lines()
     }
 }
 
@@ -366,6 +354,17 @@ pub trait Driver {
     /// `Lax` or `None`) when the cookie set it: the DevTools protocol's
     /// names.
     async fn cookies(&mut self) -> Result<Vec<Value>, String>;
+
+    /// The cookie named `name` that the browser holds, as [`Driver::cookies`]
+    /// gives it; panics, listing the cookies it holds, when there is none.
+    async fn stored_cookie(&mut self, name: &str) -> Value {
+        let cookies = self.cookies().await.expect("the browser's cookies");
+        cookies
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} cookie in the browser: {cookies:?}"))
+    }
 
     /// Deletes every cookie the browser holds.
     async fn clear_cookies(&mut self) -> Result<(), String>;
@@ -616,7 +615,7 @@ impl Launched {
     pub fn start(browser: Tool, bin: &Path) -> Launched {
         match browser {
             Tool::Chromium => {
-                Launched::Chromium(Chromium::start_with(bin, &["--ignore-certificate-errors"]))
+                Launched::Chromium(Chromium::start(bin, &["--ignore-certificate-errors"]))
             }
             Tool::Firefox => Launched::Firefox(Firefox::start(bin)),
             other => panic!("{other:?} is not a browser"),
