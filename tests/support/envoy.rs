@@ -268,7 +268,6 @@ impl Drop for EnvoyCluster {
 /// (so that several can run at once), one worker. Stopped on drop.
 pub struct Envoy {
     child: Child,
-    stopped: bool,
     log: OutputLog,
     pub frontend: SocketAddr,
     /// The admin interface (stats).
@@ -318,7 +317,6 @@ impl Envoy {
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let mut envoy = Envoy {
             child,
-            stopped: false,
             log,
             frontend: local(frontend_port),
             admin: local(admin_port),
@@ -392,16 +390,11 @@ impl Envoy {
         self.log.lines()
     }
 
-    /// SIGTERM (Envoy exits at once), then SIGKILL if it is still running.
-    /// [`crate::lb::terminate`] signals only a process that has not been
-    /// reaped, so never a reused pid.
+    /// SIGTERM (Envoy exits at once), then SIGKILL if it is still running
+    /// ([`crate::lb::stop`]: never a reused pid, and a second call does
+    /// nothing).
     pub fn stop(&mut self) {
-        if std::mem::replace(&mut self.stopped, true) {
-            return;
-        }
-        crate::lb::terminate(&mut self.child, Duration::from_secs(5));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::lb::stop(&mut self.child, Duration::from_secs(5));
     }
 }
 

@@ -728,6 +728,15 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     }
 }
 
+/// [`terminate`], then `SIGKILL` for whatever is left, and reaps `child`.
+/// Calling it again does nothing: `Child` keeps the status it reaped, and
+/// neither signals nor waits for a reaped child again.
+pub fn stop(child: &mut Child, grace: Duration) {
+    terminate(child, grace);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Polls `child` every 20 ms until it exits, bounded by `timeout`; returns
 /// its status (`None` if it still runs) and how long after the call it was
 /// seen gone.

@@ -293,8 +293,6 @@ impl Drop for TraefikCluster {
 /// Stopped on drop.
 pub struct Traefik {
     child: Child,
-    /// Set by [`Traefik::stop`], which runs once.
-    stopped: bool,
     log: OutputLog,
     /// The plain entry point (`web`); with TLS, it redirects to
     /// `tls_frontend`.
@@ -354,7 +352,6 @@ impl Traefik {
         let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Traefik {
             child,
-            stopped: false,
             log,
             frontend: local(frontend_port),
             tls_frontend: tls.as_ref().map(|tls| local(tls.port)),
@@ -421,16 +418,10 @@ impl Traefik {
     /// SIGTERM (Traefik's graceful shutdown, bounded at 5 s here), then
     /// SIGKILL if it is still running. Traefik is one process, with no
     /// workers (it stays in the test's process group, so that a Ctrl-C of
-    /// the test run ends it too). [`crate::lb::terminate`] signals only a
-    /// process that has not been reaped, so never a reused pid;
-    /// `Child::kill` checks that itself.
+    /// the test run ends it too). [`crate::lb::stop`]: never a reused pid,
+    /// and a second call does nothing.
     fn stop(&mut self) {
-        if std::mem::replace(&mut self.stopped, true) {
-            return;
-        }
-        crate::lb::terminate(&mut self.child, Duration::from_secs(5));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::lb::stop(&mut self.child, Duration::from_secs(5));
     }
 }
 
