@@ -165,25 +165,25 @@ echo "install-e2e: $haproxy: $("$haproxy" -v | head -n 1)"
 echo "install-e2e: $nginx: $("$nginx" -v 2>&1)"
 # Debian's chromium wrapper script prints shell noise on stderr; only the version matters.
 echo "install-e2e: $chromium: $("$chromium" --version 2>/dev/null)"
+# Prints tool $1's version, $2, and warning $4 unless $2 matches the glob $3.
+report_version() {
+    echo "install-e2e: $1: $2"
+    # shellcheck disable=SC2254 # $3 is a glob
+    case "$2" in
+        $3) ;;
+        *) echo "install-e2e: WARNING: $4" >&2 ;;
+    esac
+}
 firefox_line="$("$firefox" --version 2>/dev/null)" || true
-echo "install-e2e: $firefox: $firefox_line"
-case "$firefox_line" in
-    "Mozilla Firefox 153."*) ;;
-    *) echo "install-e2e: WARNING: the Firefox tests are run with Firefox ESR 153 (this is \"$firefox_line\"); they need its WebDriver BiDi (storage module included): set E2E_FIREFOX to one" >&2 ;;
-esac
+report_version "$firefox" "$firefox_line" "Mozilla Firefox 153.*" \
+    "the Firefox tests are run with Firefox ESR 153 (this is \"$firefox_line\"); they need its WebDriver BiDi (storage module included): set E2E_FIREFOX to one"
 if [ -n "$traefik" ]; then
     traefik_version="$("$traefik" version | sed -n 's/^Version: *//p')"
-    echo "install-e2e: $traefik: Traefik $traefik_version"
-    case "$traefik_version" in
-        3.*) ;;
-        *) echo "install-e2e: WARNING: tests/e2e_traefik.rs needs Traefik v3: set E2E_TRAEFIK to one (this script installs $TRAEFIK_VERSION in $TRAEFIK_DEST when it finds none)" >&2 ;;
-    esac
+    report_version "$traefik" "Traefik $traefik_version" "Traefik 3.*" \
+        "tests/e2e_traefik.rs needs Traefik v3: set E2E_TRAEFIK to one (this script installs $TRAEFIK_VERSION in $TRAEFIK_DEST when it finds none)"
 fi
 if [ -n "$envoy" ]; then
     envoy_version="$("$envoy" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p')"
-    echo "install-e2e: $envoy: Envoy $envoy_version"
-    case "$envoy_version" in
-        1.40.*) ;;
-        *) echo "install-e2e: WARNING: deploy/envoy.yaml is tested with Envoy 1.40 (this is $envoy_version): set E2E_ENVOY to one (this script installs $ENVOY_VERSION in $ENVOY_DEST when it finds none)" >&2 ;;
-    esac
+    report_version "$envoy" "Envoy $envoy_version" "Envoy 1.40.*" \
+        "deploy/envoy.yaml is tested with Envoy 1.40 (this is $envoy_version): set E2E_ENVOY to one (this script installs $ENVOY_VERSION in $ENVOY_DEST when it finds none)"
 fi
