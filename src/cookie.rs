@@ -19,15 +19,23 @@ use crate::BuildError;
 ///
 /// A WebSocket handshake is a same-site request whenever the page and the
 /// socket share a site, so the default `Lax` works for most apps. When a
-/// page on another site opens the socket, browsers do not send a `Lax` or
-/// `Strict` cookie back: use `None` (which needs `Secure`), and add
-/// [`partitioned(true)`](crate::StickyUpgradeBuilder::partitioned) for
-/// browsers that refuse unpartitioned third-party cookies. A partitioned
+/// page on another site opens the socket, the affinity cookie is a
+/// third-party cookie, and browsers do not send a `Lax` or `Strict` one
+/// back: use `None` (which needs `Secure`) with
+/// [`partitioned(true)`](crate::StickyUpgradeBuilder::partitioned), which
+/// Chromium keeps even where third-party cookies are blocked. A partitioned
 /// cookie is kept per top-level site: the same socket host under pages of
-/// two sites gets two sessions. (In this crate's browser tests, a page on
-/// `https://127.0.0.1` opening its socket on `[::1]`: Chromium 156 and
-/// Firefox 153 kept the session with `None` and `Partitioned`, neither with
-/// `Lax`; with `None` alone Firefox did and headless Chromium did not.)
+/// two sites gets two sessions. Where a user blocks all third-party cookies
+/// in Firefox, no affinity cookie comes back and every cross-site connection
+/// is issued a new session; only a socket on the page's own site keeps its
+/// session whatever the user's third-party cookie setting.
+///
+/// In this crate's browser tests (a page on `https://127.0.0.1` opening its
+/// socket on `[::1]`), Chromium 156 and Firefox 153 kept the session with
+/// `None` and `Partitioned` unless Firefox blocked all third-party cookies;
+/// with `None` alone only where third-party cookies were allowed or, as
+/// Firefox does by default, partitioned by the browser; never with `Lax`.
+/// A fresh profile of Debian's Chromium 156 blocks third-party cookies.
 ///
 /// # Example
 ///

@@ -523,8 +523,9 @@ impl StickyUpgradeBuilder {
 
     /// The `Partitioned` attribute (CHIPS). Default: `false`. Needs `Secure`.
     /// With [`SameSite::None`], it keeps the session of a socket on another
-    /// site than its page in browsers that refuse unpartitioned third-party
-    /// cookies, once per top-level site (see [`SameSite`]).
+    /// site than its page, once per top-level site, in browsers that refuse
+    /// unpartitioned third-party cookies (Chromium with third-party cookies
+    /// blocked; not Firefox when it blocks all of them: see [`SameSite`]).
     ///
     /// ```
     /// use tower_sticky_upgrade::{SameSite, StickyUpgradeLayer};

@@ -24,8 +24,10 @@
 //! ([`keeps_a_cookie_with_every_attribute`]): the browser keeps the cookie,
 //! sends it back, and stores it with them. A third opens the socket on
 //! another site than the page, `[::1]` (so it needs IPv6 loopback), with
-//! three `SameSite` settings, over whichever protocol the browser picks
-//! ([`keeps_a_cross_site_session_with_samesite_none_and_partitioned`]).
+//! three `SameSite` and `Partitioned` settings, over whichever protocol the
+//! browser picks, with third-party cookies allowed, blocked and (Firefox's
+//! default) partitioned
+//! ([`cross_site_sessions_follow_the_third_party_cookie_policy`]).
 //!
 //! Needs `chromium` and `firefox` (`bash .ci/install-e2e.sh`). Without one
 //! of them its tests pass with a loud `SKIPPED` line, except under
@@ -48,7 +50,7 @@ use axum::http::{Method, Version};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
 use axum::{Extension, Router};
-use browser::{AnyDriver, Driver, Launched};
+use browser::{AnyDriver, Driver, Launched, ThirdPartyCookies};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -112,7 +114,7 @@ function connect() {
 in_each_browser!(
     keeps_the_cookie_from_the_200_of_an_extended_connect,
     keeps_a_cookie_with_every_attribute,
-    keeps_a_cross_site_session_with_samesite_none_and_partitioned,
+    cross_site_sessions_follow_the_third_party_cookie_policy,
 );
 
 /// Serves the app ([`serve_tls`]) with a layer tagging `NODE` and a drain
@@ -209,77 +211,98 @@ fn keeps_a_cookie_with_every_attribute(browser: lb::Tool) {
     );
 }
 
+/// The cookies of [`cross_site_sessions_follow_the_third_party_cookie_policy`]:
+/// name, `SameSite` and `Partitioned`. Each has a name of its own, so none
+/// sees another's cookie.
+const CROSS_SITE: [(&str, SameSite, bool); 3] = [
+    ("WS_LAX", SameSite::Lax, false),
+    ("WS_NONE", SameSite::None, false),
+    ("WS_NONE_PARTITIONED", SameSite::None, true),
+];
+
+/// Whether the reconnect of a cross-site socket keeps its session, for each
+/// cookie of [`CROSS_SITE`] in order, under each third-party cookie policy
+/// tried in `browser` (Chromium 156, Firefox 153 ESR). A `Lax` cookie never
+/// comes back; `None` alone does unless third-party cookies are blocked;
+/// `None` with `Partitioned` does in Chromium even then, in Firefox not.
+/// With neither setting touched, Chromium 156's fresh profile blocks
+/// third-party cookies and Firefox 153's partitions them.
+fn cross_site_kept(browser: lb::Tool) -> &'static [(ThirdPartyCookies, [bool; 3])] {
+    use ThirdPartyCookies::{Allowed, Blocked, Partitioned};
+    match browser {
+        lb::Tool::Chromium => &[
+            (Allowed, [false, true, true]),
+            (Blocked, [false, false, true]),
+        ],
+        lb::Tool::Firefox => &[
+            (Allowed, [false, true, true]),
+            (Partitioned, [false, true, true]),
+            (Blocked, [false, false, false]),
+        ],
+        other => panic!("{other:?} is not a browser"),
+    }
+}
+
 /// A page on one site (`https://127.0.0.1:P/`) opens its WebSocket on
 /// another (`wss://[::1]:Q/ws`: another host, so another site), where the
-/// affinity cookie is a third-party cookie. With the default `SameSite=Lax`
-/// the browser does not send it back, so every connection is `issued` anew;
-/// with `SameSite=None` and `Partitioned` it does, and the reconnect is
-/// `kept`. `SameSite=None` alone depends on the browser's third-party cookie
-/// policy: its outcome is reported, not asserted (headless Chromium 156 with
-/// a fresh profile did not keep the cookie, Firefox 153 did). Each case has
-/// a cookie name of its own, so none sees another's cookie.
-fn keeps_a_cross_site_session_with_samesite_none_and_partitioned(browser: lb::Tool) {
-    /// Name, `SameSite`, `Partitioned`, and whether the reconnect must be
-    /// `kept` (`Some(true)`), `issued` anew (`Some(false)`) or either.
-    const CASES: [(&str, SameSite, bool, Option<bool>); 3] = [
-        ("WS_LAX", SameSite::Lax, false, Some(false)),
-        ("WS_NONE_PARTITIONED", SameSite::None, true, Some(true)),
-        ("WS_NONE", SameSite::None, false, None),
-    ];
-    let page_layer = StickyUpgradeLayer::builder().build().expect("layer");
-    in_browser(
-        ", cross-site",
-        browser,
-        page_layer,
-        async |driver, url, _| {
-            for (name, same_site, partitioned, kept) in CASES {
-                let layer = StickyUpgradeLayer::builder()
-                    .cookie_name(name)
-                    .node_id(NODE)
-                    .same_site(same_site)
-                    .partitioned(partitioned)
-                    .build()
-                    .expect("layer");
-                let socket = serve_tls_on(layer.clone(), "[::1]:0").await;
-                let page = driver
-                    .open(&format!("{url}?ws=wss://{socket}/ws"))
-                    .await
-                    .expect("open the page");
-                let result = wait_for_title(driver, &page, "open").await;
-                let welcomes = result["welcomes"].as_array().expect("welcomes");
-                assert_eq!(welcomes.len(), 2, "{name}: {result}");
-                let (first, second) = (&welcomes[0], &welcomes[1]);
-                assert_eq!(first["affinity"], "issued", "{name}, fresh: {first}");
-                let was_kept =
-                    second["affinity"] == "kept" && second["session"] == first["session"];
-                let issued_anew =
-                    second["affinity"] == "issued" && second["session"] != first["session"];
-                assert!(
-                    was_kept || issued_anew,
-                    "{name}: kept, or issued anew, not {second} after {first}"
-                );
-                lb::report(&format!(
-                    "browser h2 ({browser:?}), cross-site, {name}: the reconnect was {} ({} {})",
-                    if was_kept { "kept" } else { "issued anew" },
-                    second["method"],
-                    second["version"]
-                ));
-                if let Some(kept) = kept {
-                    assert_eq!(
-                        was_kept, kept,
-                        "{browser:?}, a cross-site socket with {name}: {first} then {second}"
+/// affinity cookie is a third-party cookie, and then opens it again: the
+/// reconnect is `kept` or `issued` anew as [`cross_site_kept`] says, for
+/// each cookie of [`CROSS_SITE`], in a browser started afresh for each
+/// third-party cookie policy it names.
+fn cross_site_sessions_follow_the_third_party_cookie_policy(browser: lb::Tool) {
+    for &(policy, kept) in cross_site_kept(browser) {
+        let page_layer = StickyUpgradeLayer::builder().build().expect("layer");
+        in_browser_with(
+            &format!(", cross-site, third-party cookies {policy:?}"),
+            browser,
+            policy,
+            page_layer,
+            async |driver, url, _| {
+                for ((name, same_site, partitioned), kept) in CROSS_SITE.into_iter().zip(kept) {
+                    let layer = StickyUpgradeLayer::builder()
+                        .cookie_name(name)
+                        .node_id(NODE)
+                        .same_site(same_site)
+                        .partitioned(partitioned)
+                        .build()
+                        .expect("layer");
+                    let socket = serve_tls_on(layer.clone(), "[::1]:0").await;
+                    let page = driver
+                        .open(&format!("{url}?ws=wss://{socket}/ws"))
+                        .await
+                        .expect("open the page");
+                    let result = wait_for_title(driver, &page, "open").await;
+                    let welcomes = result["welcomes"].as_array().expect("welcomes");
+                    assert_eq!(welcomes.len(), 2, "{name}: {result}");
+                    let (first, second) = (&welcomes[0], &welcomes[1]);
+                    assert_eq!(first["affinity"], "issued", "{name}, fresh: {first}");
+                    let (affinity, same_session) = if kept {
+                        ("kept", true)
+                    } else {
+                        ("issued", false)
+                    };
+                    assert!(
+                        second["affinity"] == affinity
+                            && (second["session"] == first["session"]) == same_session,
+                        "{browser:?}, third-party cookies {policy:?}, a cross-site socket with \
+                         {name}: {affinity} expected, got {second} after {first}"
                     );
+                    lb::report(&format!(
+                        "browser h2 ({browser:?}), cross-site, third-party cookies {policy:?}, \
+                         {name}: the reconnect was {affinity} ({} {})",
+                        second["method"], second["version"]
+                    ));
+                    let stats = layer.stats();
+                    assert_eq!(
+                        (stats.issued, stats.kept),
+                        if kept { (1, 1) } else { (2, 0) },
+                        "{name}: {stats:?}"
+                    );
+                    driver.close_tab(&page).await.expect("close the tab");
                 }
-                let stats = layer.stats();
-                assert_eq!(
-                    (stats.issued, stats.kept),
-                    if was_kept { (1, 1) } else { (2, 0) },
-                    "{name}: {stats:?}"
-                );
-                driver.close_tab(&page).await.expect("close the tab");
-            }
-        },
-    );
+            },
+        );
+    }
 }
 
 /// Starts `browser`, serves the app ([`serve_tls`]) with `layer`, and runs
@@ -292,13 +315,25 @@ fn in_browser(
     layer: StickyUpgradeLayer,
     scenario: impl AsyncFnOnce(&mut AnyDriver, String, StickyUpgradeLayer),
 ) {
+    let policy = ThirdPartyCookies::BrowserDefault;
+    in_browser_with(what, browser, policy, layer, scenario);
+}
+
+/// [`in_browser`], with the browser's third-party cookie policy set.
+fn in_browser_with(
+    what: &str,
+    browser: lb::Tool,
+    cookies: ThirdPartyCookies,
+    layer: StickyUpgradeLayer,
+    scenario: impl AsyncFnOnce(&mut AnyDriver, String, StickyUpgradeLayer),
+) {
     let test = format!("e2e_browser_h2 ({browser:?}{what})");
     let Some([bin]) = lb::tools_or_skip(&test, [browser]) else {
         return;
     };
     // Before the runtime: it waits (blocking, bounded) for the browser to
     // listen.
-    let launched = Launched::start(browser, &bin);
+    let launched = Launched::with_third_party_cookies(browser, &bin, cookies);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

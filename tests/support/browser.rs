@@ -130,10 +130,26 @@ pub struct Chromium {
 
 impl Chromium {
     /// Starts `bin` headless on `about:blank`, with `switches` besides the
-    /// usual ones, and waits (bounded) for its `DevTools listening on
-    /// ws://...` line.
-    pub fn start(bin: &Path, switches: &[&str]) -> Chromium {
+    /// usual ones and `cookies` for third-party cookies, and waits (bounded)
+    /// for its `DevTools listening on ws://...` line.
+    pub fn start(bin: &Path, switches: &[&str], cookies: ThirdPartyCookies) -> Chromium {
         let profile = TempDir::new("chromium");
+        // The setting behind "Third-party cookies" in chrome://settings/cookies.
+        let mode = match cookies {
+            ThirdPartyCookies::BrowserDefault => None,
+            ThirdPartyCookies::Allowed => Some(0),
+            ThirdPartyCookies::Blocked => Some(1),
+            ThirdPartyCookies::Partitioned => {
+                panic!("Chromium has no setting that partitions third-party cookies")
+            }
+        };
+        if let Some(mode) = mode {
+            let default = profile.path().join("Default");
+            std::fs::create_dir_all(&default).expect("create the profile's Default");
+            let prefs = json!({ "profile": { "cookie_controls_mode": mode } });
+            std::fs::write(default.join("Preferences"), prefs.to_string())
+                .expect("write Preferences");
+        }
         let mut cmd = Command::new(bin);
         cmd.args([
             "--headless",
@@ -165,6 +181,29 @@ impl Chromium {
     }
 }
 
+/// What a browser does with third-party cookies, set in its fresh profile.
+/// Browsers' defaults differ, and change from one version to the next (a
+/// fresh profile of Debian's Chromium 156 blocks them, Firefox 153 keeps each
+/// in a jar of its own for the top-level site), so a test whose outcome
+/// depends on it sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThirdPartyCookies {
+    /// Whatever the fresh profile does: nothing is set.
+    BrowserDefault,
+    /// Stored and sent like first-party ones: Chromium's
+    /// `profile.cookie_controls_mode` 0, Firefox's
+    /// `network.cookie.cookieBehavior` 0.
+    Allowed,
+    /// Stored and sent, in a jar of the top-level site (Firefox's default,
+    /// "Total Cookie Protection"): `network.cookie.cookieBehavior` 5.
+    /// Chromium has no such setting.
+    Partitioned,
+    /// Refused: Chromium's `profile.cookie_controls_mode` 1 ("Block
+    /// third-party cookies"), Firefox's `network.cookie.cookieBehavior` 1
+    /// ("All cross-site cookies").
+    Blocked,
+}
+
 /// A headless Firefox with a fresh profile, killed on drop.
 pub struct Firefox {
     process: Process,
@@ -185,11 +224,22 @@ user_pref("datareporting.policy.dataSubmissionEnabled", false);
 "#;
 
 impl Firefox {
-    /// Starts `bin` headless on `about:blank` and waits (bounded) for its
-    /// `WebDriver BiDi listening on ws://...` line.
-    pub fn start(bin: &Path) -> Firefox {
+    /// Starts `bin` headless on `about:blank`, with `cookies` for
+    /// third-party cookies, and waits (bounded) for its `WebDriver BiDi
+    /// listening on ws://...` line.
+    pub fn start(bin: &Path, cookies: ThirdPartyCookies) -> Firefox {
         let profile = TempDir::new("firefox");
-        std::fs::write(profile.path().join("user.js"), FIREFOX_PREFS).expect("write user.js");
+        let behavior = match cookies {
+            ThirdPartyCookies::BrowserDefault => None,
+            ThirdPartyCookies::Allowed => Some(0),
+            ThirdPartyCookies::Partitioned => Some(5),
+            ThirdPartyCookies::Blocked => Some(1),
+        };
+        let mut prefs = FIREFOX_PREFS.to_owned();
+        if let Some(behavior) = behavior {
+            prefs += &format!("user_pref(\"network.cookie.cookieBehavior\", {behavior});\n");
+        }
+        std::fs::write(profile.path().join("user.js"), prefs).expect("write user.js");
         let mut cmd = Command::new(bin);
         cmd.args(["--headless", "--no-remote", "--profile"])
             .arg(profile.path())
@@ -613,11 +663,22 @@ impl Launched {
     /// Both accept the tests' self-made certificates: Chromium is told to
     /// ignore certificate errors, and [`Bidi::connect`] asks Firefox to.
     pub fn start(browser: Tool, bin: &Path) -> Launched {
+        Launched::with_third_party_cookies(browser, bin, ThirdPartyCookies::BrowserDefault)
+    }
+
+    /// [`Launched::start`], with `cookies` set for third-party cookies.
+    pub fn with_third_party_cookies(
+        browser: Tool,
+        bin: &Path,
+        cookies: ThirdPartyCookies,
+    ) -> Launched {
         match browser {
-            Tool::Chromium => {
-                Launched::Chromium(Chromium::start(bin, &["--ignore-certificate-errors"]))
-            }
-            Tool::Firefox => Launched::Firefox(Firefox::start(bin)),
+            Tool::Chromium => Launched::Chromium(Chromium::start(
+                bin,
+                &["--ignore-certificate-errors"],
+                cookies,
+            )),
+            Tool::Firefox => Launched::Firefox(Firefox::start(bin, cookies)),
             other => panic!("{other:?} is not a browser"),
         }
     }
