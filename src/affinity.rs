@@ -507,7 +507,8 @@ pub enum Affinity {
     Issued,
     /// A valid cookie came and was issued by this node, or carries no node tag
     /// (issued before this node had an id; it is sent back with this node's
-    /// tag), or this layer has no node id (any tag is then ignored).
+    /// tag), or this layer has no node id (a tag then does not change the
+    /// affinity, and the cookie is sent back without it).
     Kept,
     /// A valid cookie came that another node issued: the session id is kept and the
     /// cookie is re-issued with this node's tag. The load balancer lost stickiness

@@ -187,7 +187,7 @@ pub enum DrainOutcome {
     Drained,
     /// The time given ran out before the drain was done: sockets were still
     /// open, or the [close delay](DrainBuilder::close_delay) was not over yet
-    /// (`still_open` is then 0).
+    /// (`still_open` may then be 0).
     TimedOut {
         /// How many tracked sockets were open when the time ran out.
         still_open: usize,

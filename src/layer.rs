@@ -667,8 +667,9 @@ impl StickyUpgradeBuilder {
         self
     }
 
-    /// Whether the layer answers upgrades itself with `503`, `Retry-After` and
-    /// `Connection: close` while draining, without calling the inner service.
+    /// Whether the layer answers upgrades itself with `503` and `Retry-After`
+    /// (and `Connection: close` up to HTTP/1.1) while draining, without
+    /// calling the inner service.
     /// Default: `true`. With `false` they pass through (and are still tagged).
     ///
     /// ```

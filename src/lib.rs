@@ -131,9 +131,9 @@
 //!
 //! On SIGTERM:
 //!
-//! 1. call [`Drain::start`]: the layer refuses new upgrades with `503`,
-//!    `Retry-After` and `Connection: close`, and the [`HealthService`] answers
-//!    `503`;
+//! 1. call [`Drain::start`]: the layer refuses new upgrades with `503` and
+//!    `Retry-After` (and `Connection: close` up to HTTP/1.1), and the
+//!    [`HealthService`] answers `503`;
 //! 2. the load balancer sees the failing health check (or the deregistration)
 //!    and stops routing new connections here;
 //! 3. each [`DrainGuard::closing`] resolves at its place in the close-spread
@@ -141,7 +141,9 @@
 //!    (zero by default; set it to the time step 2 takes, so that no client is
 //!    closed while the balancer still routes here); the app sends close code
 //!    `1001` (going away) and the client reconnects, landing on a live node
-//!    with [`Affinity::Migrated`] and the same session id;
+//!    with the same session id (as [`Affinity::Migrated`] where the nodes have
+//!    a [node id](StickyUpgradeBuilder::node_id), as [`Affinity::Kept`]
+//!    without one);
 //! 4. the process exits when [`Drain::wait`] reports that every socket is gone
 //!    and the close delay is over (an idle node stays up and answers `503`
 //!    until the balancer has stopped routing here), or when its deadline passes.
@@ -198,9 +200,11 @@
 //!
 //! The value is `ID[.NODE][.SIGNATURE]` in cookie-octets, never percent-encoded
 //! (ALB does not support encoded values). It is read from every `Cookie` field
-//! in one linear, allocation-free pass; a value longer than 130 bytes (the
-//! longest signed one), outside cookie-octets, of the wrong shape, or with a
-//! bad signature is treated as absent and a new id is issued.
+//! in one linear, allocation-free pass; the first valid pair among the first
+//! 16 that carry the cookie's name wins, and later ones are not read. A value
+//! longer than 130 bytes (the longest signed one), outside cookie-octets, of
+//! the wrong shape, or with a bad signature is treated as absent; with no
+//! valid pair, a new id is issued.
 //!
 //! **The id is a routing key, not a credential.** It tells the load balancer
 //! where to send a reconnect and lets the app find state it keeps per session.
@@ -225,7 +229,9 @@
 //! - **Cookie tossing.** A sibling subdomain (`evil.example.com`, a user-content
 //!   host, a forgotten staging host) can set a cookie with the same name for
 //!   `Domain=example.com`; the browser sends it to `app.example.com` too, often
-//!   before yours, and the layer keeps the first valid pair. With the default
+//!   before yours, and the layer keeps the first valid pair (and, past 16
+//!   pairs with its name, reads no more: a flood of them gets the client a
+//!   new id). With the default
 //!   [`Refresh::EveryUpgrade`] it then sets that value as its own cookie on
 //!   the `101`, with your attributes (host-only unless you set a `Domain`,
 //!   your `Max-Age`), so the tossed id stays with the victim after the tossed
@@ -249,9 +255,9 @@
 //!   off plain HTTP (both on by default); rotate keys to retire old values.
 //! - **Hostile headers.** Huge or malformed `Cookie`, `Connection` and `Upgrade`
 //!   fields cost linear time and no allocation; values are bounded before they
-//!   are decoded; nothing is stored per request. With signing, each pair that
-//!   carries the cookie's name costs one HMAC per configured key, so keep the
-//!   key list short (two during a rotation).
+//!   are decoded; nothing is stored per request. With signing, each of the
+//!   first 16 pairs that carry the cookie's name costs one HMAC per configured
+//!   key, so keep the key list short (two during a rotation).
 //!
 //! **What signing protects, and what it does not** (feature `signed`). The
 //! signature is HMAC-SHA256 over `NAME=ID[.NODE]`, truncated to 128 bits and
@@ -270,7 +276,10 @@
 //! it leaked (every client holding one then gets a new id once). Turning
 //! signing on gives every client a new id once. Turning it off, or rolling
 //! back to a deploy without it, keeps the ids: an unsigned layer reads a
-//! signed value's id and node, and re-sends the value unsigned.
+//! signed value's id and node, and re-sends the value unsigned. (A signed
+//! value without a node tag reads there as `ID.NODE`, its signature taken for
+//! a node: where the unsigned layer has a node id, that upgrade is reported
+//! once as [`Affinity::Migrated`] from that "node".)
 //!
 //! # Features
 //!

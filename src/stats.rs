@@ -36,7 +36,8 @@ pub struct Stats {
     /// Upgrades whose valid cookie named another node.
     pub migrated: u64,
     /// Upgrades that carried an affinity cookie the layer rejected (bad shape,
-    /// bad signature, too long, not UTF-8); each such upgrade counts once.
+    /// bytes outside cookie-octets, an id the generator would not make, bad
+    /// signature, too long); each such upgrade counts once.
     pub invalid_cookies: u64,
     /// Upgrades answered `503` because draining had started.
     pub refused_draining: u64,

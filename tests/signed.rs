@@ -268,6 +268,33 @@ async fn turning_signing_off_keeps_ids_and_drops_the_signature() {
     assert_eq!(out.cookie(NAME), id);
 }
 
+#[tokio::test]
+async fn turning_signing_off_and_node_ids_on_reads_a_signature_as_a_node_once() {
+    // The edge the crate docs name: a signed value without a node tag,
+    // `ID.SIG`, read by an unsigned layer that has a node id, takes the
+    // signature for a node. The id is kept; the upgrade is reported as
+    // migrated from that "node" once, and the value written back, `ID.n1`,
+    // is kept from then on.
+    let value = issued_value(&signed(&[KEY_A])).await;
+    let (id, sig) = split_signed(&value);
+    let unsigned = StickyUpgradeLayer::builder().node_id("n1").build().unwrap();
+    let out = present(&unsigned, NAME, &value).await;
+    assert_eq!(
+        out.affinity(),
+        Some(Affinity::Migrated {
+            from: NodeId::new(sig).unwrap()
+        })
+    );
+    assert_eq!(out.id().unwrap().as_str(), id);
+    let rewritten = out.cookie(NAME);
+    assert_eq!(rewritten, format!("{id}.n1"));
+    let out = present(&unsigned, NAME, &rewritten).await;
+    assert_eq!(out.affinity(), Some(Affinity::Kept));
+    assert_eq!(out.id().unwrap().as_str(), id);
+    let stats = unsigned.stats();
+    assert_eq!((stats.migrated, stats.kept), (1, 1), "{stats:?}");
+}
+
 /// An empty list (a key variable left unset, say) must not quietly build an
 /// unsigned layer that accepts any id a client picks.
 #[test]
