@@ -1,6 +1,7 @@
-//! The same WebSocket echo server as `server.rs`, on plain hyper 1 +
-//! hyper-util + tokio-tungstenite instead of axum: the layer is a tower layer,
-//! so any tower-based stack gets affinity and draining the same way.
+//! The WebSocket echo server of `server.rs` (without its demo page, pings and
+//! signing), on plain hyper 1 + hyper-util + tokio-tungstenite instead of
+//! axum: the layer is a tower layer, so any tower-based stack gets affinity
+//! and draining the same way.
 //!
 //! Run with
 //!
@@ -14,15 +15,19 @@
 //! either answer by the layer.
 //!
 //! - `GET /ws`: welcome JSON `{"affinity":…,"node":…,"session":…}` (plus
-//!   `"from"` when migrated), then echo; close code `1001` when drained.
+//!   `"from"` when migrated), then echo of messages up to 64 KiB; close code
+//!   `1001` when drained. A client that takes no bytes for 10 s is dropped.
 //! - `GET /ws-health`: `200 ok`, or `503 draining`.
+//!
+//! A client gets `--header-read-timeout` (30 s, hyper's default, which needs
+//! the timer set here) to send an HTTP/1 request head.
 //!
 //! On SIGTERM or Ctrl-C: the [`Drain`] starts (health `503`, new upgrades
 //! `503` + `Retry-After`, sockets closed over the spread after the close
 //! delay), the process waits for the sockets and the close delay, or for the
 //! drain timeout, then
 //! hyper-util's `GracefulShutdown` lets the remaining HTTP connections finish,
-//! and it exits with status 0.
+//! and it exits with status 0. A second signal exits at once (status 1).
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -33,13 +38,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tower::ServiceBuilder;
@@ -51,6 +56,15 @@ use tower_sticky_upgrade::{
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long HTTP connections get to finish once the sockets are drained.
 const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a send may wait for the client to take the bytes: a client that
+/// sends but never reads would otherwise hold its task, and the drain's
+/// close frame, for ever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest message (and frame) the echo takes, instead of tungstenite's
+/// 64 MiB: a larger one ends the socket.
+const MAX_MESSAGE: usize = 64 << 10;
+/// The largest value of a flag in seconds: a day.
+const MAX_SECONDS: f64 = 86_400.0;
 
 const USAGE: &str = "\
 usage: hyper_server [OPTIONS]
@@ -63,8 +77,12 @@ usage: hyper_server [OPTIONS]
   --close-spread SECS    window over which open sockets are closed when draining (default 10)
   --drain-timeout SECS   longest wait for sockets to close before exiting (default 25)
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
+  --header-read-timeout SECS
+                         longest wait for an HTTP/1 request head (default 30)
   --insecure             omit the Secure cookie attribute
   -h, --help             print this help
+
+Every SECS is at most 86400 (a day); fractions are allowed (0.5).
 ";
 
 struct Options {
@@ -75,6 +93,7 @@ struct Options {
     close_spread: Duration,
     drain_timeout: Duration,
     retry_after: Duration,
+    header_read_timeout: Duration,
     insecure: bool,
 }
 
@@ -89,6 +108,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         // Kubernetes' default 30 s grace period runs out.
         drain_timeout: Duration::from_secs(25),
         retry_after: Duration::from_secs(5),
+        header_read_timeout: Duration::from_secs(30),
         insecure: false,
     };
     let mut args = args.into_iter();
@@ -112,6 +132,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--close-spread" => opts.close_spread = seconds(&flag, &value()?)?,
             "--drain-timeout" => opts.drain_timeout = seconds(&flag, &value()?)?,
             "--retry-after" => opts.retry_after = seconds(&flag, &value()?)?,
+            "--header-read-timeout" => {
+                opts.header_read_timeout = seconds(&flag, &value()?)?;
+                if opts.header_read_timeout.is_zero() {
+                    return Err(format!("{flag}: must be more than 0"));
+                }
+            }
             "--insecure" if inline.is_none() => opts.insecure = true,
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -119,12 +145,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     Ok(Some(opts))
 }
 
+/// Seconds from 0 to [`MAX_SECONDS`], fractions allowed (`0.5`).
 fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
     value
         .parse::<f64>()
         .ok()
+        .filter(|s| *s <= MAX_SECONDS)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("{flag}: `{value}` is not a number of seconds (e.g. 10 or 0.5)"))
+        .ok_or_else(|| {
+            format!("{flag}: `{value}` is not a number of seconds from 0 to {MAX_SECONDS} (e.g. 10 or 0.5)")
+        })
 }
 
 fn main() -> ExitCode {
@@ -194,11 +224,12 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
             }))
     };
 
-    #[cfg(unix)]
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    // Listen for signals before announcing the address, so that a SIGTERM sent
+    // right after the `listening on` line is never missed.
+    let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("[{node}] cannot listen for SIGTERM: {e}");
+            eprintln!("[{node}] cannot listen for signals: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -224,6 +255,11 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http2().enable_connect_protocol();
+    // Without a timer hyper enforces no header read timeout at all.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let (stop_accepting, mut accept_stopped) = tokio::sync::oneshot::channel::<()>();
     let accept_loop = {
@@ -257,18 +293,7 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
 
     // Keep accepting while draining: the health check must be seen failing and
     // reconnecting clients must get 503 + Retry-After, not a refused connection.
-    #[cfg(unix)]
-    let signal = async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    #[cfg(not(unix))]
-    let signal = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    signal.await;
+    signals.next().await;
     drain.start();
     eprintln!(
         "[{node}] draining: {} open sockets, close delay {:?}, close spread {:?}, deadline {:?}",
@@ -277,12 +302,19 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
         drain.close_spread(),
         opts.drain_timeout
     );
-    match drain.wait(opts.drain_timeout).await {
-        DrainOutcome::Drained => eprintln!("[{node}] drained: every socket closed"),
-        DrainOutcome::TimedOut { still_open } => eprintln!(
-            "[{node}] drain timed out after {:?}: {still_open} sockets still open, closing them",
-            opts.drain_timeout
-        ),
+    // A second signal stops waiting, and skips the wait for HTTP below.
+    tokio::select! {
+        outcome = drain.wait(opts.drain_timeout) => match outcome {
+            DrainOutcome::Drained => eprintln!("[{node}] drained: every socket closed"),
+            DrainOutcome::TimedOut { still_open } => eprintln!(
+                "[{node}] drain timed out after {:?}: {still_open} sockets still open, closing them",
+                opts.drain_timeout
+            ),
+        },
+        () = signals.next() => {
+            eprintln!("[{node}] second signal: exiting now with {} sockets open", drain.active());
+            return ExitCode::FAILURE;
+        }
     }
 
     // Stop accepting, then let HTTP connections finish: hyper-util's
@@ -290,20 +322,56 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     // requests in flight (HTTP/1.1 sockets left it when they upgraded).
     let _ = stop_accepting.send(());
     match accept_loop.await {
-        Ok(graceful) => {
-            if tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                eprintln!(
-                    "[{node}] HTTP connections still open after {HTTP_SHUTDOWN_TIMEOUT:?}; exiting"
-                );
+        Ok(graceful) => tokio::select! {
+            stopped = tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, graceful.shutdown()) => {
+                if stopped.is_err() {
+                    eprintln!(
+                        "[{node}] HTTP connections still open after {HTTP_SHUTDOWN_TIMEOUT:?}; exiting"
+                    );
+                }
             }
-        }
+            () = signals.next() => eprintln!("[{node}] another signal: exiting now"),
+        },
         Err(e) => eprintln!("[{node}] accept loop failed: {e}"),
     }
     eprintln!("[{node}] bye");
     ExitCode::SUCCESS
+}
+
+/// SIGTERM or Ctrl-C (SIGINT), as a stream.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// On Unix, registers the handlers now, so that a signal arriving before
+    /// `next` is first awaited is still delivered to it. Elsewhere, Ctrl-C is
+    /// listened for only while `next` is awaited.
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn route(
@@ -370,9 +438,11 @@ fn websocket(mut req: Request<Incoming>, node: Arc<str>) -> Response<String> {
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_MESSAGE))
+                    .max_frame_size(Some(MAX_MESSAGE));
+                let io = TokioIo::new(upgraded);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 serve_socket(ws, session, guard, &node).await;
             }
             Err(e) => eprintln!("[{node}] upgrade failed: {e}"),
@@ -426,11 +496,7 @@ async fn serve_socket<S>(
 {
     let id = session.id();
     eprintln!("[{node}] socket open: session {id} {}", session.affinity());
-    if ws
-        .send(Message::text(welcome(node, &session)))
-        .await
-        .is_err()
-    {
+    if !send(&mut ws, Message::text(welcome(node, &session))).await {
         return;
     }
     // Made once, outside the loop: re-made for every message it would still
@@ -442,20 +508,21 @@ async fn serve_socket<S>(
             tokio::select! {
                 () = &mut closing => {
                     let close = CloseFrame { code: CloseCode::Away, reason: "going away".into() };
-                    if ws.send(Message::Close(Some(close))).await.is_ok() {
-                        // Finish the close handshake, bounded: read until the
-                        // client's close frame (tungstenite then ends the stream).
-                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                    // Send it and finish the close handshake, bounded: read
+                    // until the client's close frame (tungstenite then ends
+                    // the stream).
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                        if ws.send(Message::Close(Some(close))).await.is_ok() {
                             while let Some(Ok(_)) = ws.next().await {}
-                        })
-                        .await;
-                    }
+                        }
+                    })
+                    .await;
                     break "drained (1001)";
                 }
                 msg = ws.next() => match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if ws.send(msg).await.is_err() {
-                            break "send failed";
+                        if !send(&mut ws, msg).await {
+                            break "send failed or timed out";
                         }
                     }
                     // tungstenite answers pings and close frames itself, but only
@@ -466,6 +533,8 @@ async fn serve_socket<S>(
                         break "closed by client";
                     }
                     Some(Ok(_)) => {}
+                    // A message over MAX_MESSAGE lands here too (tungstenite
+                    // sends no 1009 for it).
                     Some(Err(_)) => break "error",
                     None => break "gone",
                 },
@@ -474,4 +543,16 @@ async fn serve_socket<S>(
     };
     eprintln!("[{node}] socket closed: session {id}: {reason}");
     drop(guard);
+}
+
+/// Sends `msg` within [`SEND_TIMEOUT`]: `false` if the socket failed or the
+/// client did not take the bytes in time.
+async fn send<S>(ws: &mut WebSocketStream<S>, msg: Message) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, ws.send(msg)).await,
+        Ok(Ok(()))
+    )
 }

@@ -18,6 +18,11 @@
 //! on the same node as connection 1 *and* kept its session id. The exit status
 //! is 1 when it is below `--min-sticky` (default 100) or when connection 1
 //! fails, 2 on bad arguments, 0 otherwise.
+//!
+//! Like a browser, it drops a cookie set with `Max-Age=0`; unlike one, it
+//! sends `Secure` cookies back over `ws://`. A browser does so only to a
+//! loopback host, so when a `Secure` affinity cookie comes over `ws://` from
+//! any other host, the probe warns that browsers would not stick there.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -33,13 +38,18 @@ const USAGE: &str = "\
 usage: probe WS_URL [OPTIONS]
 
   WS_URL                 e.g. ws://127.0.0.1:8080/ws (ws:// only: no TLS in this example)
-  -n COUNT               connections to open, one after another (default 10, at least 2)
+  -n COUNT               connections to open, one after another (default 10, 2 to 100000)
   --min-sticky PCT       exit 1 below this stickiness, 0 to 100 (default 100)
   --cookie-name NAME     the affinity cookie (default WS_SESSION_ID)
   --interval MS          pause between connections (default 0)
-  --timeout SECS         limit for each handshake and each read (default 5)
+  --timeout SECS         limit for each handshake and each read (default 5, at most 3600)
   -h, --help             print this help
 ";
+
+/// The most connections one run opens.
+const MAX_COUNT: usize = 100_000;
+/// The longest `--timeout`: an hour.
+const MAX_TIMEOUT_SECS: f64 = 3_600.0;
 
 struct Options {
     url: String,
@@ -79,8 +89,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                 opts.count = v
                     .parse()
                     .ok()
-                    .filter(|&n| n >= 2)
-                    .ok_or_else(|| format!("{flag}: `{v}` is not a count of at least 2"))?;
+                    .filter(|n| (2..=MAX_COUNT).contains(n))
+                    .ok_or_else(|| format!("{flag}: `{v}` is not a count from 2 to {MAX_COUNT}"))?;
             }
             "--min-sticky" => {
                 let v = value()?;
@@ -104,9 +114,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                 opts.timeout = v
                     .parse::<f64>()
                     .ok()
-                    .filter(|s| *s > 0.0)
+                    .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECS)
                     .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .ok_or_else(|| format!("{flag}: `{v}` is not a positive number of seconds"))?;
+                    .ok_or_else(|| {
+                        format!("{flag}: `{v}` is not a number of seconds above 0, at most {MAX_TIMEOUT_SECS}")
+                    })?;
             }
             other if other.starts_with('-') => return Err(format!("unknown argument `{other}`")),
             _ if url.is_none() => url = Some(flag),
@@ -171,6 +183,32 @@ struct Row {
     session: String,
     latency: Duration,
     set_affinity_cookie: bool,
+    /// The affinity cookie came with `Secure`.
+    secure_affinity_cookie: bool,
+}
+
+/// Whether a browser would drop a `Secure` cookie that `url` sets: over
+/// `ws://` it keeps one only from a loopback host (`localhost`,
+/// `127.0.0.0/8`, `[::1]`), which browsers treat as a secure context.
+fn browser_drops_secure_cookie_from(url: &str) -> bool {
+    let Some(authority) = url.strip_prefix("ws://") else {
+        return false;
+    };
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let host = host.to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 async fn probe_once(opts: &Options, jar: &mut Jar) -> Result<Row, String> {
@@ -201,12 +239,18 @@ async fn probe_once(opts: &Options, jar: &mut Jar) -> Result<Row, String> {
         Err(e) => return Err(format!("handshake failed: {e}")),
     };
     let latency = started.elapsed();
-    let mut set_affinity_cookie = false;
+    let (mut set_affinity_cookie, mut secure_affinity_cookie) = (false, false);
     for value in res.headers().get_all(SET_COOKIE) {
         if let Ok(value) = value.to_str() {
-            set_affinity_cookie |= value
+            let affinity = value
                 .strip_prefix(opts.cookie_name.as_str())
                 .is_some_and(|rest| rest.starts_with('='));
+            set_affinity_cookie |= affinity;
+            secure_affinity_cookie |= affinity
+                && value
+                    .split(';')
+                    .skip(1)
+                    .any(|attr| attr.trim().eq_ignore_ascii_case("secure"));
             jar.store(value);
         }
     }
@@ -252,6 +296,7 @@ async fn probe_once(opts: &Options, jar: &mut Jar) -> Result<Row, String> {
         session,
         latency,
         set_affinity_cookie,
+        secure_affinity_cookie,
     })
 }
 
@@ -274,7 +319,8 @@ async fn run(opts: Options) -> ExitCode {
     let mut jar = Jar::default();
     let mut first: Option<(String, String)> = None;
     let (mut sticky, mut same_session, mut failed) = (0usize, 0usize, 0usize);
-    let mut latencies = Vec::with_capacity(opts.count);
+    let mut latencies = Vec::new();
+    let mut secure_over_ws = false;
     let mut nodes: Vec<(String, usize)> = Vec::new();
     for i in 1..=opts.count {
         if i > 1 && !opts.interval.is_zero() {
@@ -284,6 +330,7 @@ async fn run(opts: Options) -> ExitCode {
             Ok(row) => {
                 let ms = row.latency.as_secs_f64() * 1000.0;
                 latencies.push(ms);
+                secure_over_ws |= row.secure_affinity_cookie;
                 println!(
                     "{i:>4}  {:<16} {:<22} {:<15} {ms:>9.2}{}",
                     row.node,
@@ -345,6 +392,14 @@ async fn run(opts: Options) -> ExitCode {
     if jar.get(&opts.cookie_name).is_none() {
         println!("warning: no {} cookie was ever set", opts.cookie_name);
     }
+    if secure_over_ws && browser_drops_secure_cookie_from(&opts.url) {
+        println!(
+            "warning: {} is Secure, and browsers keep a Secure cookie from ws:// only on a \
+             loopback host: this probe sent it back, browsers would not stick here \
+             (serve the page and socket over https:// and wss://, or drop Secure)",
+            opts.cookie_name
+        );
+    }
     // Compare in whole counts so that 100 means every single reconnection.
     if (sticky as f64) * 100.0 < opts.min_sticky * reconnects as f64 {
         println!(
@@ -381,6 +436,35 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("probe: cannot start the tokio runtime: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::browser_drops_secure_cookie_from as drops;
+
+    #[test]
+    fn browsers_keep_secure_cookies_over_ws_only_from_loopback_hosts() {
+        for kept in [
+            "ws://127.0.0.1:3000/ws",
+            "ws://127.8.9.10/ws",
+            "ws://[::1]:3000/ws",
+            "ws://localhost:3000/ws",
+            "ws://LocalHost/ws",
+            "ws://app.localhost/ws",
+            "ws://user@127.0.0.1:3000/ws?x=1",
+        ] {
+            assert!(!drops(kept), "{kept}");
+        }
+        for dropped in [
+            "ws://lb.example.com/ws",
+            "ws://10.0.0.5:8080/ws",
+            "ws://[2001:db8::1]:80/ws",
+            "ws://localhost.example.com/ws",
+            "ws://127.0.0.1.example.com/ws",
+        ] {
+            assert!(drops(dropped), "{dropped}");
         }
     }
 }

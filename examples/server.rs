@@ -13,8 +13,10 @@
 //! - `GET /ws`: WebSocket. The first frame is a JSON welcome,
 //!   `{"affinity":"issued","node":"node-1","session":"…"}` (`"kept"`, or
 //!   `"migrated"` with `"from":"node-2"`; serde_json writes the keys sorted);
-//!   every later text or binary frame is echoed back. When draining reaches
-//!   this socket it gets close code `1001`.
+//!   every later text or binary frame, up to 64 KiB, is echoed back. When
+//!   draining reaches this socket it gets close code `1001`. A client that
+//!   takes no bytes for `--send-timeout`, or with `--ping-interval` answers
+//!   nothing for two intervals, is dropped.
 //! - `GET /ws-health`: `200 ok` while serving, `503 draining` while draining.
 //! - `GET /`: a demo page; `/?auto=1` connects, reconnects once, and writes
 //!   `{"first":WELCOME,"second":WELCOME}` into `<pre id="result">`.
@@ -26,6 +28,10 @@
 //! timeout passes. The listener stays
 //! open while draining so that the load balancer sees the failing health check
 //! and clients see `Retry-After`. A second signal exits at once (status 1).
+//!
+//! `axum::serve` sets no limit on how long a client may take to send its
+//! request head; behind a load balancer that is the balancer's job, and
+//! `examples/hyper_server.rs` shows hyper's `header_read_timeout`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -44,6 +50,11 @@ use tower_sticky_upgrade::{Drain, DrainGuard, DrainOutcome, StickySession, Stick
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long plain HTTP connections get to finish once the sockets are drained.
 const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest message (and frame) the echo takes, instead of tungstenite's
+/// 64 MiB: a larger one ends the socket.
+const MAX_MESSAGE: usize = 64 << 10;
+/// The largest value of a flag in seconds: a day.
+const MAX_SECONDS: f64 = 86_400.0;
 
 const USAGE: &str = "\
 usage: server [OPTIONS]
@@ -57,7 +68,9 @@ usage: server [OPTIONS]
   --drain-timeout SECS   longest wait for sockets to close before exiting (default 25)
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
   --ping-interval SECS   send a ping this often, 0 = never (default 0); keep it
-                         below the load balancer's idle timeout
+                         below the load balancer's idle timeout; a client that
+                         sends nothing, not even a pong, for two intervals is dropped
+  --send-timeout SECS    drop a client that takes no bytes for this long (default 10)
   --insecure             omit the Secure cookie attribute (plain http:// in browsers)
   --signing-key-file PATH
                          sign cookie values with the key in PATH (feature `signed`;
@@ -66,6 +79,8 @@ usage: server [OPTIONS]
   --signing-key KEY      the same with the key itself, which `ps` shows to anyone on
                          the host: for trying it out, use a file in production
   -h, --help             print this help
+
+Every SECS is at most 86400 (a day); fractions are allowed (0.5).
 ";
 
 #[derive(Debug)]
@@ -78,6 +93,7 @@ struct Options {
     drain_timeout: Duration,
     retry_after: Duration,
     ping_interval: Duration,
+    send_timeout: Duration,
     insecure: bool,
     signing_keys: Vec<String>,
 }
@@ -95,6 +111,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(25),
             retry_after: Duration::from_secs(5),
             ping_interval: Duration::ZERO,
+            send_timeout: Duration::from_secs(10),
             insecure: false,
             signing_keys: Vec::new(),
         }
@@ -141,6 +158,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "--ping-interval" => {
                 opts.ping_interval = seconds("--ping-interval", &value("--ping-interval")?)?
             }
+            "--send-timeout" => {
+                opts.send_timeout = seconds("--send-timeout", &value("--send-timeout")?)?;
+                if opts.send_timeout.is_zero() {
+                    return Err("--send-timeout: must be more than 0".to_owned());
+                }
+            }
             "--insecure" if inline.is_none() => opts.insecure = true,
             "--signing-key" if cfg!(feature = "signed") => {
                 opts.signing_keys.push(value("--signing-key")?);
@@ -174,13 +197,16 @@ fn key_file(path: &str) -> Result<String, String> {
     Ok(key.to_owned())
 }
 
-/// Non-negative, finite seconds, fractions allowed (`0.5`).
+/// Seconds from 0 to [`MAX_SECONDS`], fractions allowed (`0.5`).
 fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
     value
         .parse::<f64>()
         .ok()
+        .filter(|s| *s <= MAX_SECONDS)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("{flag}: `{value}` is not a number of seconds (e.g. 10 or 0.5)"))
+        .ok_or_else(|| {
+            format!("{flag}: `{value}` is not a number of seconds from 0 to {MAX_SECONDS} (e.g. 10 or 0.5)")
+        })
 }
 
 fn build_layer(opts: &Options, drain: Drain) -> Result<StickyUpgradeLayer, String> {
@@ -203,6 +229,7 @@ fn build_layer(opts: &Options, drain: Drain) -> Result<StickyUpgradeLayer, Strin
 struct AppState {
     node: String,
     ping_interval: Duration,
+    send_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -258,6 +285,7 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     let state = Arc::new(AppState {
         node: opts.node.clone(),
         ping_interval: opts.ping_interval,
+        send_timeout: opts.send_timeout,
     });
     let app = Router::new()
         .route("/", get(page))
@@ -320,7 +348,8 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     );
     // Keep accepting while draining: health checks must see the 503, and
     // reconnecting clients must get 503 + Retry-After rather than a refused
-    // connection. A second signal stops waiting.
+    // connection. A second signal stops waiting, and skips the wait for
+    // plain HTTP below: the operator asked to exit now.
     let code = tokio::select! {
         outcome = drain.wait(opts.drain_timeout) => {
             match outcome {
@@ -338,16 +367,22 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
         }
     };
 
-    // axum does not track upgraded connections (those are counted by the
-    // drain), so this only waits for plain HTTP requests in flight.
-    let _ = stop_http.send(());
-    match tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("[{node}] server error: {e}"),
-        Ok(Err(e)) => eprintln!("[{node}] server task failed: {e}"),
-        Err(_) => eprintln!(
-            "[{node}] HTTP connections still open after {HTTP_SHUTDOWN_TIMEOUT:?}; exiting"
-        ),
+    if code == ExitCode::SUCCESS {
+        // axum does not track upgraded connections (those are counted by the
+        // drain), so this only waits for plain HTTP requests in flight; a
+        // further signal cuts the wait short.
+        let _ = stop_http.send(());
+        tokio::select! {
+            stopped = tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, server) => match stopped {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("[{node}] server error: {e}"),
+                Ok(Err(e)) => eprintln!("[{node}] server task failed: {e}"),
+                Err(_) => eprintln!(
+                    "[{node}] HTTP connections still open after {HTTP_SHUTDOWN_TIMEOUT:?}; exiting"
+                ),
+            },
+            () = signals.next() => eprintln!("[{node}] another signal: exiting now"),
+        }
     }
     // What the layer decided, for the operator's log (and the tests).
     let stats = layer.stats();
@@ -368,8 +403,9 @@ struct Signals {
 }
 
 impl Signals {
-    /// Registers the handlers now, so that a signal arriving before `next` is
-    /// first awaited is still delivered to it.
+    /// On Unix, registers the handlers now, so that a signal arriving before
+    /// `next` is first awaited is still delivered to it. Elsewhere, Ctrl-C is
+    /// listened for only while `next` is awaited.
     fn new() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
@@ -408,7 +444,10 @@ async fn ws(
     // Counted before the 101 goes out, so a drain that starts now still waits
     // for (and closes) this socket.
     let guard = session.guard();
-    upgrade.on_upgrade(move |socket| serve_socket(socket, session, guard, state))
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve_socket(socket, session, guard, state))
 }
 
 fn welcome(node: &str, session: &StickySession) -> String {
@@ -438,10 +477,13 @@ async fn serve_socket(
             None => session.affinity().to_string(),
         }
     );
-    if socket
-        .send(Message::Text(welcome(node, &session).into()))
-        .await
-        .is_err()
+    let limit = state.send_timeout;
+    if !send(
+        &mut socket,
+        Message::Text(welcome(node, &session).into()),
+        limit,
+    )
+    .await
     {
         return;
     }
@@ -449,6 +491,8 @@ async fn serve_socket(
         let start = tokio::time::Instant::now() + state.ping_interval;
         tokio::time::interval_at(start, state.ping_interval)
     });
+    // When the client last sent anything (a pong included).
+    let mut heard = tokio::time::Instant::now();
     // Made once, outside the loop: re-made for every message it would still
     // resolve at the same instant, but box a new timer each time.
     let reason = {
@@ -458,33 +502,42 @@ async fn serve_socket(
             tokio::select! {
                 () = &mut closing => {
                     let close = CloseFrame { code: 1001, reason: "going away".into() };
-                    if socket.send(Message::Close(Some(close))).await.is_ok() {
-                        // Finish the close handshake: wait (bounded) for the
-                        // client's close frame, ignoring anything sent before it.
-                        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                    // Send it and finish the close handshake, bounded: wait
+                    // for the client's close frame, ignoring anything sent
+                    // before it.
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                        if socket.send(Message::Close(Some(close))).await.is_ok() {
                             while let Some(Ok(msg)) = socket.recv().await {
                                 if matches!(msg, Message::Close(_)) {
                                     break;
                                 }
                             }
-                        })
-                        .await;
-                    }
+                        }
+                    })
+                    .await;
                     break "drained (1001)";
                 }
                 () = next_tick(ping.as_mut()) => {
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    // Nothing for two intervals, not even the pong to the last
+                    // ping: the client is gone (or its network is).
+                    if heard.elapsed() > 2 * state.ping_interval {
+                        break "no answer to pings";
+                    }
+                    if !send(&mut socket, Message::Ping(Default::default()), limit).await {
                         break "ping failed";
                     }
                 }
                 msg = socket.recv() => match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if socket.send(msg).await.is_err() {
-                            break "send failed";
+                        heard = tokio::time::Instant::now();
+                        if !send(&mut socket, msg, limit).await {
+                            break "send failed or timed out";
                         }
                     }
                     // Pings are answered by the library; pongs need nothing.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        heard = tokio::time::Instant::now();
+                    }
                     Some(Ok(Message::Close(_))) => {
                         // The library has queued our answer to the close; reading
                         // on sends it, then reports the end of the stream.
@@ -492,6 +545,8 @@ async fn serve_socket(
                         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.recv()).await;
                         break "closed by client";
                     }
+                    // A message over MAX_MESSAGE lands here too (tungstenite
+                    // sends no 1009 for it).
                     Some(Err(_)) => break "error",
                     None => break "gone",
                 },
@@ -500,6 +555,16 @@ async fn serve_socket(
     };
     eprintln!("[{node}] socket closed: session {id}: {reason}");
     drop(guard);
+}
+
+/// Sends `msg` within `limit`: `false` if the socket failed or the client
+/// did not take the bytes in time (a client that sends but never reads would
+/// otherwise hold the task, and the drain's close frame, for ever).
+async fn send(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// The next ping time, or never without pings.

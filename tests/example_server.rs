@@ -205,6 +205,42 @@ async fn wait_for_health(addr: std::net::SocketAddr, status: u16) {
     }
 }
 
+/// A second signal while a socket keeps the drain waiting (its close frame
+/// goes unanswered) exits at once, with status 1.
+async fn assert_second_signal_exits_at_once_with_status_1(example: &str) {
+    let args = ["--close-spread", "0", "--drain-timeout", "60"];
+    let server = Server::on_loopback(example, &args);
+    let (mut ws, _) = connect(&server.ws_url(), None).await;
+    welcome(&mut ws).await;
+    server.sigterm();
+    wait_for_health(server.addr, 503).await;
+    let since = Instant::now();
+    support::signal(server.child.id(), "INT");
+    let (status, took) = exit_status(server, Duration::from_secs(20), since).await;
+    assert_eq!(status.code(), Some(1), "{example}");
+    assert!(took < Duration::from_secs(5), "{example}: {took:?}");
+    drop(ws);
+}
+
+/// Messages up to 64 KiB are echoed; a larger one ends the socket
+/// (tungstenite's own limit would be 64 MiB).
+async fn assert_messages_over_64_kib_end_the_socket(example: &str) {
+    let server = Server::on_loopback(example, &[]);
+    let (mut ws, _) = connect(&server.ws_url(), None).await;
+    welcome(&mut ws).await;
+    let fits = "x".repeat(64 << 10);
+    ws.send(Message::text(fits.clone())).await.expect("send");
+    assert_eq!(next_text(&mut ws).await.len(), fits.len(), "{example}");
+    ws.send(Message::text("x".repeat((64 << 10) + 1)))
+        .await
+        .expect("send");
+    let end = timeout(STEP, ws.next()).await.expect("the socket ends");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{example}: an oversized message was answered: {end:?}"
+    );
+}
+
 /// Waits (without blocking the runtime) for the process to exit.
 /// Waits up to `within` for the server to exit; its status and the time since
 /// `since` (taken just before the signal, so lower bounds on it hold however
@@ -318,7 +354,7 @@ mod axum_server {
         let server = start(&["--insecure"]);
         let (mut ws, _) = connect(&server.ws_url(), None).await;
         welcome(&mut ws).await;
-        for text in ["hello", "", "ünïcødé {\"json\": true}", &"x".repeat(70_000)] {
+        for text in ["hello", "", "ünïcødé {\"json\": true}", &"x".repeat(60_000)] {
             ws.send(Message::text(text)).await.expect("send");
             assert_eq!(next_text(&mut ws).await, text);
         }
@@ -481,18 +517,7 @@ mod axum_server {
 
     #[tokio::test]
     async fn second_signal_exits_at_once_with_status_1() {
-        let server = start(&["--close-spread", "0", "--drain-timeout", "60"]);
-        let (mut ws, _) = connect(&server.ws_url(), None).await;
-        welcome(&mut ws).await;
-        server.sigterm();
-        // Draining, and the socket's close frame goes unanswered.
-        wait_for_health(server.addr, 503).await;
-        let since = Instant::now();
-        support::signal(server.child.id(), "INT");
-        let (status, took) = exit_status(server, Duration::from_secs(20), since).await;
-        assert_eq!(status.code(), Some(1));
-        assert!(took < Duration::from_secs(5), "{took:?}");
-        drop(ws);
+        assert_second_signal_exits_at_once_with_status_1("server").await;
     }
 
     #[tokio::test]
@@ -628,6 +653,101 @@ mod axum_server {
         assert!(nothing.is_err(), "unexpected frame {nothing:?}");
     }
 
+    /// A client that stops answering (here: it never reads, so it sends no
+    /// pong) is dropped after two ping intervals with nothing heard, while
+    /// one that reads, and so answers each ping, stays.
+    #[tokio::test]
+    async fn ping_interval_drops_a_client_that_answers_nothing() {
+        let server = start(&["--ping-interval", "0.2"]);
+        let (mut alive, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut alive).await;
+        let (mut silent, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut silent).await;
+        // Six intervals, reading (and so answering pings) on one socket only.
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+        while let Ok(frame) = tokio::time::timeout_at(until, alive.next()).await {
+            match frame.expect("stream open").expect("ws") {
+                Message::Ping(_) => pings += 1,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        assert!(pings >= 3, "{pings} pings in 1.2 s at 0.2 s");
+        // The silent one finds its pings, then the end: no close frame, since
+        // a client that answers nothing would not read one.
+        let end = timeout(STEP, async {
+            loop {
+                match silent.next().await {
+                    Some(Ok(Message::Ping(_))) => {}
+                    other => break other,
+                }
+            }
+        })
+        .await
+        .expect("the silent socket ends within the time limit");
+        assert!(
+            !matches!(end, Some(Ok(_))),
+            "expected the end of the stream, got {end:?}"
+        );
+        // The answering one is still served.
+        alive.send(Message::text("still here")).await.expect("send");
+        assert_eq!(next_text(&mut alive).await, "still here");
+    }
+
+    /// A client that sends but never reads fills the TCP buffers until the
+    /// echo's send blocks. `--send-timeout` then drops it, so a drain started
+    /// afterwards is over at once, instead of waiting out `--drain-timeout`
+    /// for a socket whose task is stuck in a send and never sees the drain.
+    #[tokio::test]
+    async fn send_timeout_drops_a_client_that_never_reads() {
+        let server = start(&[
+            "--send-timeout",
+            "0.5",
+            "--close-spread",
+            "0",
+            "--drain-timeout",
+            "30",
+        ]);
+        let (mut ws, _) = connect(&server.ws_url(), None).await;
+        welcome(&mut ws).await;
+        let chunk = vec![7u8; 60 << 10];
+        let mut sent = 0;
+        // Loopback buffers take some megabytes; 4,000 chunks are 240 MiB.
+        let blocked = loop {
+            if sent == 4_000 {
+                break false;
+            }
+            match timeout(
+                Duration::from_secs(2),
+                ws.send(Message::binary(chunk.clone())),
+            )
+            .await
+            {
+                Ok(Ok(())) => sent += 1,
+                // Blocked, or the server has already dropped the socket.
+                Err(_) | Ok(Err(_)) => break true,
+            }
+        };
+        assert!(blocked, "{sent} chunks sent and never blocked");
+        // Past the send timeout: the socket is gone, so the drain has
+        // nothing to wait for.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let since = Instant::now();
+        server.sigterm();
+        let (status, took) = exit_status(server, Duration::from_secs(40), since).await;
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            took < Duration::from_secs(10),
+            "the drain waited for the stuck socket: {took:?}"
+        );
+        drop(ws);
+    }
+
+    #[tokio::test]
+    async fn messages_over_64_kib_end_the_socket() {
+        assert_messages_over_64_kib_end_the_socket("server").await;
+    }
+
     #[test]
     fn bad_flags_exit_with_status_2() {
         for args in [
@@ -636,6 +756,9 @@ mod axum_server {
             &["--close-spread", "soon"],
             &["--close-delay", "-1"],
             &["--drain-timeout", "-1"],
+            &["--drain-timeout", "86401"],
+            &["--ping-interval", "1e19"],
+            &["--send-timeout", "0"],
             &["--node", "has space"],
             &["--cookie-name", "bad;name"],
             &["--retry-after", "0"],
@@ -649,7 +772,12 @@ mod axum_server {
         assert_eq!(code, Some(0));
         assert!(stdout.contains("--close-spread"));
         assert!(stdout.contains("--close-delay"));
-        for args in [&["--nope"][..], &["--close-delay", "-1"]] {
+        for args in [
+            &["--nope"][..],
+            &["--close-delay", "-1"],
+            &["--drain-timeout", "1e19"],
+            &["--header-read-timeout", "0"],
+        ] {
             let (code, _, stderr) = run_to_end("hyper_server", args, Duration::from_secs(60));
             assert_eq!(code, Some(2), "{args:?}: {stderr}");
             assert!(stderr.starts_with("hyper_server: "), "{args:?}: {stderr}");
@@ -907,6 +1035,38 @@ mod hyper_server {
     async fn sigterm_when_idle_stays_up_for_the_close_delay() {
         assert_idle_stays_up_for_the_close_delay("hyper_server").await;
     }
+
+    #[tokio::test]
+    async fn second_signal_exits_at_once_with_status_1() {
+        assert_second_signal_exits_at_once_with_status_1("hyper_server").await;
+    }
+
+    #[tokio::test]
+    async fn messages_over_64_kib_end_the_socket() {
+        assert_messages_over_64_kib_end_the_socket("hyper_server").await;
+    }
+
+    /// A client that never finishes its request head is cut off after
+    /// `--header-read-timeout`, not held for ever.
+    #[tokio::test]
+    async fn header_read_timeout_ends_a_slow_request_head() {
+        let server = start(&["--header-read-timeout", "0.5"]);
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        let since = Instant::now();
+        stream
+            .write_all(b"GET /ws-health HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        timeout(STEP, stream.read_to_end(&mut buf))
+            .await
+            .expect("the connection ends within the time limit")
+            .expect("read");
+        let took = since.elapsed();
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        let answer = String::from_utf8_lossy(&buf);
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
 }
 
 mod probe {
@@ -992,6 +1152,9 @@ mod probe {
             "{stdout}"
         );
         assert!(stdout.contains("OK: stickiness"), "{stdout}");
+        // The cookie is `Secure` (no `--insecure`), which browsers keep over
+        // ws:// from a loopback host: no warning.
+        assert!(!stdout.contains("warning"), "{stdout}");
     }
 
     #[tokio::test]
@@ -1062,6 +1225,8 @@ mod probe {
             vec!["ws://127.0.0.1/ws", "-n", "1"],
             vec!["ws://127.0.0.1/ws", "--min-sticky", "150"],
             vec!["ws://127.0.0.1/ws", "--frobnicate"],
+            vec!["ws://127.0.0.1/ws", "-n", "1000000000000000000"],
+            vec!["ws://127.0.0.1/ws", "--timeout", "1e19"],
         ] {
             let (code, _, stderr) = probe(args.iter().map(|s| s.to_string()).collect()).await;
             assert_eq!(code, Some(2), "{args:?}: {stderr}");
