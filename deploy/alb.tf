@@ -85,7 +85,7 @@ variable "target_type" {
 }
 
 variable "target_security_group_id" {
-  description = "Security group of the targets (instances or ECS tasks), opened here to the load balancer on app_port. Null: open it yourself."
+  description = "Security group of the targets (instances or ECS tasks), opened here to the load balancer on app_port with a separate rule. Null: open it yourself. If that group is managed elsewhere with inline ingress blocks, that configuration removes this rule on its next apply: add the rule there instead."
   type        = string
   default     = null
 }
@@ -109,9 +109,14 @@ variable "cookie_name" {
 }
 
 variable "cookie_duration" {
-  description = "How long ALB keeps a client on its target after the last request, in seconds (1 to 604800)."
+  # ALB checks this window on each request and renews it on each response.
+  # A WebSocket makes one request, its upgrade, and frames renew nothing, so
+  # a client that reconnects after longer than this is routed afresh, however
+  # long its socket was open. Hence the maximum by default; AWSALBAPP itself
+  # expires after 7 days whatever this says.
+  description = "How long ALB keeps a client on its target after its last request through ALB (for a WebSocket, its upgrade), in seconds (1 to 604800): cover the longest socket lifetime plus the time a client may stay away."
   type        = number
-  default     = 86400
+  default     = 604800
 
   validation {
     condition     = var.cookie_duration >= 1 && var.cookie_duration <= 604800
@@ -246,7 +251,10 @@ resource "aws_lb" "ws" {
 }
 
 resource "aws_lb_target_group" "ws" {
-  name             = var.name
+  # A prefix, not a fixed name: a change of port or target type replaces the
+  # group, and with create_before_destroy (below) the new one must exist
+  # while the listener still uses the old.
+  name_prefix      = substr(var.name, 0, 6)
   port             = var.app_port
   protocol         = "HTTP"
   protocol_version = "HTTP1"
@@ -276,6 +284,8 @@ resource "aws_lb_target_group" "ws" {
   }
 
   lifecycle {
+    create_before_destroy = true
+
     # The timing rules of deploy/README.md, checked against the nodes' flags.
     # The examples stop plain HTTP for up to 2 s after the drain, and give a
     # client 5 s to answer its close frame.
