@@ -253,7 +253,11 @@ resource "aws_lb" "ws" {
 resource "aws_lb_target_group" "ws" {
   # A prefix, not a fixed name: a change of port or target type replaces the
   # group, and with create_before_destroy (below) the new one must exist
-  # while the listener still uses the old.
+  # while the listener still uses the old. A replacement is not seamless: the
+  # new group starts with only the target_ids registered here (move an ASG or
+  # ECS service to the new target_group_arn in the same change, or the
+  # listener forwards to an empty group), and its stickiness starts afresh,
+  # so each client is routed anew once (and the layer says "migrated").
   name_prefix      = substr(var.name, 0, 6)
   port             = var.app_port
   protocol         = "HTTP"
@@ -331,6 +335,11 @@ resource "aws_lb_target_group_attachment" "ws" {
   target_group_arn = aws_lb_target_group.ws.arn
   target_id        = each.value
   port             = var.app_port
+
+  # Registered in a replacement group before they leave the old one.
+  lifecycle {
+    create_before_destroy = true
+  }
 }
 
 resource "aws_lb_listener" "https" {

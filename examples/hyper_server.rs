@@ -16,11 +16,17 @@
 //!
 //! - `GET /ws`: welcome JSON `{"affinity":…,"node":…,"session":…}` (plus
 //!   `"from"` when migrated), then echo of messages up to 64 KiB; close code
-//!   `1001` when drained. A client that takes no bytes for 10 s is dropped.
+//!   `1001` when drained. A client that does not take a whole message within
+//!   10 s is dropped.
 //! - `GET /ws-health`: `200 ok`, or `503 draining`.
 //!
 //! A client gets `--header-read-timeout` (30 s, hyper's default, which needs
-//! the timer set here) to send an HTTP/1 request head.
+//! the timer set here) to send its first request, HTTP/1 or HTTP/2, and each
+//! later HTTP/1 request head. hyper also counts an idle keep-alive
+//! connection's wait for its next request against it: behind a balancer that
+//! reuses connections, set it above the balancer's idle timeout (ALB's
+//! `idle_timeout`), or the balancer may send a request on a connection this
+//! server is closing.
 //!
 //! On SIGTERM or Ctrl-C: the [`Drain`] starts (health `503`, new upgrades
 //! `503` + `Retry-After`, sockets closed over the spread after the close
@@ -56,9 +62,9 @@ use tower_sticky_upgrade::{
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long HTTP connections get to finish once the sockets are drained.
 const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a send may wait for the client to take the bytes: a client that
-/// sends but never reads would otherwise hold its task, and the drain's
-/// close frame, for ever.
+/// How long a send may wait for the client to take the whole message: a
+/// client that sends but never reads would otherwise hold its task, and the
+/// drain's close frame, for ever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message (and frame) the echo takes, instead of tungstenite's
 /// 64 MiB: a larger one ends the socket.
@@ -78,7 +84,9 @@ usage: hyper_server [OPTIONS]
   --drain-timeout SECS   longest wait for sockets to close before exiting (default 25)
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
   --header-read-timeout SECS
-                         longest wait for an HTTP/1 request head (default 30)
+                         longest wait for a connection's first request and for each
+                         HTTP/1 request head, idle keep-alive included: keep it above
+                         the load balancer's idle timeout (default 30)
   --insecure             omit the Secure cookie attribute
   -h, --help             print this help
 
@@ -260,6 +268,7 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout);
+    let header_read_timeout = opts.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let (stop_accepting, mut accept_stopped) = tokio::sync::oneshot::channel::<()>();
     let accept_loop = {
@@ -281,11 +290,31 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
                 };
                 // Small WebSocket frames must not wait for a delayed ACK.
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
+                let first_request = Arc::new(tokio::sync::Notify::new());
+                let seen = first_request.clone();
+                let service = tower::ServiceExt::map_request(app.clone(), move |req| {
+                    seen.notify_one();
+                    req
+                });
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service),
+                    )
                     .into_owned();
-                tokio::spawn(graceful.watch(conn));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    tokio::pin!(conn);
+                    // hyper's header timer starts once the connection is
+                    // known to be HTTP/1, and HTTP/2 has none: until its
+                    // first request, a connection is bounded here.
+                    tokio::select! {
+                        _ = &mut conn => return,
+                        () = first_request.notified() => {}
+                        () = tokio::time::sleep(header_read_timeout) => return,
+                    }
+                    let _ = conn.await;
+                });
             }
             graceful
         })
@@ -330,7 +359,10 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
                     );
                 }
             }
-            () = signals.next() => eprintln!("[{node}] another signal: exiting now"),
+            () = signals.next() => {
+                eprintln!("[{node}] another signal: exiting now");
+                return ExitCode::FAILURE;
+            }
         },
         Err(e) => eprintln!("[{node}] accept loop failed: {e}"),
     }
@@ -546,7 +578,7 @@ async fn serve_socket<S>(
 }
 
 /// Sends `msg` within [`SEND_TIMEOUT`]: `false` if the socket failed or the
-/// client did not take the bytes in time.
+/// client did not take the whole message in time.
 async fn send<S>(ws: &mut WebSocketStream<S>, msg: Message) -> bool
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

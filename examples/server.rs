@@ -15,8 +15,9 @@
 //!   `"migrated"` with `"from":"node-2"`; serde_json writes the keys sorted);
 //!   every later text or binary frame, up to 64 KiB, is echoed back. When
 //!   draining reaches this socket it gets close code `1001`. A client that
-//!   takes no bytes for `--send-timeout`, or with `--ping-interval` answers
-//!   nothing for two intervals, is dropped.
+//!   does not take a whole message within `--send-timeout`, or with
+//!   `--ping-interval` answers nothing for two to three intervals, is
+//!   dropped.
 //! - `GET /ws-health`: `200 ok` while serving, `503 draining` while draining.
 //! - `GET /`: a demo page; `/?auto=1` connects, reconnects once, and writes
 //!   `{"first":WELCOME,"second":WELCOME}` into `<pre id="result">`.
@@ -69,8 +70,10 @@ usage: server [OPTIONS]
   --retry-after SECS     Retry-After of upgrades refused while draining (default 5)
   --ping-interval SECS   send a ping this often, 0 = never (default 0); keep it
                          below the load balancer's idle timeout; a client that
-                         sends nothing, not even a pong, for two intervals is dropped
-  --send-timeout SECS    drop a client that takes no bytes for this long (default 10)
+                         sends nothing, not even a pong, for two to three intervals
+                         is dropped
+  --send-timeout SECS    drop a client that does not take a whole message within this
+                         long (default 10)
   --insecure             omit the Secure cookie attribute (plain http:// in browsers)
   --signing-key-file PATH
                          sign cookie values with the key in PATH (feature `signed`;
@@ -350,7 +353,7 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
     // reconnecting clients must get 503 + Retry-After rather than a refused
     // connection. A second signal stops waiting, and skips the wait for
     // plain HTTP below: the operator asked to exit now.
-    let code = tokio::select! {
+    let mut code = tokio::select! {
         outcome = drain.wait(opts.drain_timeout) => {
             match outcome {
                 DrainOutcome::Drained => eprintln!("[{node}] drained: every socket closed"),
@@ -381,7 +384,10 @@ async fn run(opts: Options, layer: StickyUpgradeLayer, drain: Drain) -> ExitCode
                     "[{node}] HTTP connections still open after {HTTP_SHUTDOWN_TIMEOUT:?}; exiting"
                 ),
             },
-            () = signals.next() => eprintln!("[{node}] another signal: exiting now"),
+            () = signals.next() => {
+                eprintln!("[{node}] another signal: exiting now");
+                code = ExitCode::FAILURE;
+            }
         }
     }
     // What the layer decided, for the operator's log (and the tests).
@@ -500,6 +506,9 @@ async fn serve_socket(
         tokio::pin!(closing);
         loop {
             tokio::select! {
+                // In this order: a frame that is waiting (a pong, say) is read
+                // before the ping timer judges the client.
+                biased;
                 () = &mut closing => {
                     let close = CloseFrame { code: 1001, reason: "going away".into() };
                     // Send it and finish the close handshake, bounded: wait
@@ -517,22 +526,13 @@ async fn serve_socket(
                     .await;
                     break "drained (1001)";
                 }
-                () = next_tick(ping.as_mut()) => {
-                    // Nothing for two intervals, not even the pong to the last
-                    // ping: the client is gone (or its network is).
-                    if heard.elapsed() > 2 * state.ping_interval {
-                        break "no answer to pings";
-                    }
-                    if !send(&mut socket, Message::Ping(Default::default()), limit).await {
-                        break "ping failed";
-                    }
-                }
                 msg = socket.recv() => match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        heard = tokio::time::Instant::now();
                         if !send(&mut socket, msg, limit).await {
                             break "send failed or timed out";
                         }
+                        // It sent a message and took our answer.
+                        heard = tokio::time::Instant::now();
                     }
                     // Pings are answered by the library; pongs need nothing.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
@@ -550,6 +550,18 @@ async fn serve_socket(
                     Some(Err(_)) => break "error",
                     None => break "gone",
                 },
+                () = next_tick(ping.as_mut()) => {
+                    // Nothing for two intervals, not even the pong to the last
+                    // ping: the client is gone (or its network is). A ping
+                    // goes out each interval, so that is two to three
+                    // intervals after it went quiet.
+                    if heard.elapsed() > 2 * state.ping_interval {
+                        break "no answer to pings";
+                    }
+                    if !send(&mut socket, Message::Ping(Default::default()), limit).await {
+                        break "ping failed";
+                    }
+                }
             }
         }
     };
@@ -558,7 +570,7 @@ async fn serve_socket(
 }
 
 /// Sends `msg` within `limit`: `false` if the socket failed or the client
-/// did not take the bytes in time (a client that sends but never reads would
+/// did not take the whole message in time (a client that sends but never reads would
 /// otherwise hold the task, and the drain's close frame, for ever).
 async fn send(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
     matches!(

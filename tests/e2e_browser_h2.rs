@@ -226,7 +226,9 @@ const CROSS_SITE: [(&str, SameSite, bool); 3] = [
 /// comes back; `None` alone does unless third-party cookies are blocked;
 /// `None` with `Partitioned` does in Chromium even then, in Firefox not.
 /// With neither setting touched, Chromium 156's fresh profile blocks
-/// third-party cookies and Firefox 153's partitions them.
+/// third-party cookies and Firefox 153's partitions them. So in each browser
+/// one row differs from what the untouched profile does (Chromium's
+/// `Allowed`, Firefox's `Blocked`), which shows the setting is read.
 fn cross_site_kept(browser: lb::Tool) -> &'static [(ThirdPartyCookies, [bool; 3])] {
     use ThirdPartyCookies::{Allowed, Blocked, Partitioned};
     match browser {
