@@ -191,17 +191,14 @@ struct Row {
 /// `ws://` it keeps one only from a loopback host (`localhost`,
 /// `127.0.0.0/8`, `[::1]`), which browsers treat as a secure context.
 fn browser_drops_secure_cookie_from(url: &str) -> bool {
-    let Some(authority) = url.strip_prefix("ws://") else {
+    let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
     };
-    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
+    let Some(host) = uri.host().filter(|_| uri.scheme_str() == Some("ws")) else {
+        return false;
     };
+    // An IPv6 host comes in brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = host.to_ascii_lowercase();
     let loopback = host == "localhost"
         || host.ends_with(".localhost")
