@@ -1067,6 +1067,53 @@ mod hyper_server {
             assert!(!answer.contains("200 OK"), "{answer}");
         }
     }
+
+    /// HTTP/2 has no header read timeout in hyper. A client that stops
+    /// inside the connection preface, or completes it and its SETTINGS and
+    /// then sends no request, is cut off by the first-request bound after
+    /// `--header-read-timeout` all the same.
+    #[tokio::test]
+    async fn header_read_timeout_ends_an_http2_client_that_sends_no_request() {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+        const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+        let server = start(&["--header-read-timeout", "0.5"]);
+        let partial = &PREFACE[..16];
+        let whole = [PREFACE, SETTINGS].concat();
+        for sent in [partial, &whole[..]] {
+            let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+            let since = Instant::now();
+            stream.write_all(sent).await.expect("write");
+            let mut buf = Vec::new();
+            timeout(STEP, stream.read_to_end(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{sent:?}: still open after {STEP:?}"))
+                .expect("read");
+            let took = since.elapsed();
+            assert!(took >= Duration::from_millis(400), "{sent:?}: {took:?}");
+            if sent.len() > PREFACE.len() {
+                // Served as HTTP/2: the server's SETTINGS came first.
+                assert_eq!(buf.get(3), Some(&4), "{buf:?}");
+            }
+        }
+
+        // A real HTTP/2 client: the handshake completes, no request follows.
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let since = Instant::now();
+        let (_sender, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .expect("h2c handshake");
+        // The connection's future ends when the server closes the socket.
+        let _ = timeout(STEP, conn)
+            .await
+            .expect("the idle HTTP/2 connection ends within the time limit");
+        let took = since.elapsed();
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+    }
 }
 
 mod probe {
